@@ -1,0 +1,3 @@
+from segtune.cli import main
+
+raise SystemExit(main())

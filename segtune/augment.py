@@ -1,0 +1,54 @@
+"""Named augmentation pipelines (albumentations) working on uint8 HWC images of the study's size.
+
+``strength`` in [0, 1] scales every magnitude, so a search can tune how hard to augment.
+Normalisation is not here: it runs on the device in the training loop, on whole batches.
+Padding introduced by geometric transforms is labelled IGNORE_INDEX so it costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import albumentations as A  # noqa: I001
+
+import segtune  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
+from segtune.losses import IGNORE_INDEX
+
+
+def _none(size: int, s: float) -> A.Compose | None:
+    return None
+
+
+def _light(size: int, s: float) -> A.Compose:
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size), scale=(1 - 0.6 * s, 1.0), ratio=(0.8, 1.25)),
+            A.HorizontalFlip(p=0.5),
+        ]
+    )
+
+
+def _strong(size: int, s: float) -> A.Compose:
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size), scale=(1 - 0.8 * s, 1.0), ratio=(0.75, 1.33)),
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                scale=(1 - 0.25 * s, 1 + 0.25 * s),
+                translate_percent=(-0.1 * s, 0.1 * s),
+                rotate=(-30 * s, 30 * s),
+                fill=0,
+                fill_mask=IGNORE_INDEX,
+                p=0.7,
+            ),
+            A.ColorJitter(brightness=0.4 * s, contrast=0.4 * s, saturation=0.4 * s, hue=0.05 * s, p=0.8),
+            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.1, 0.1 + 1.5 * s), p=0.3),
+        ]
+    )
+
+
+PIPELINES: dict[str, Callable[[int, float], A.Compose | None]] = {"none": _none, "light": _light, "strong": _strong}
+
+
+def build_augment(name: str, strength: float, size: int) -> A.Compose | None:
+    return PIPELINES[name](size, strength)

@@ -1,0 +1,75 @@
+"""`segtune check`: catch what would break a study before any trial runs."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import Any
+
+import torch
+
+from segtune import space
+from segtune.data import build_dataset, index_summary
+from segtune.errors import SegtuneError, SpecError
+from segtune.models import ARCHITECTURES, build_model, pairing_problem
+from segtune.spec import StudySpec, num_classes
+from segtune.tables import params_text
+
+
+def check_models(spec: StudySpec, out: Any = None) -> int:
+    """Build every architecture x encoder pairing the space allows, once, on the CPU, with a forward pass.
+
+    Unknown names are caught by spec validation already; this finds the pairings smp cannot build
+    (UnetPlusPlus on mit_b0, say), which the search will skip, and missing pretrained weights,
+    which are an error: before any trial starts instead of mid-study.
+    """
+    out = out or sys.stdout
+    params = space.parse_space(spec.space)
+
+    def values(name: str) -> list[Any]:
+        return params[name].possible_values() if name in params else [space.DEFAULTS[name]]
+
+    size = min(spec.dataset.image_size, 64)
+    built = 0
+    skipped = []
+    for arch, encoder, weights in itertools.product(values("arch"), values("encoder"), values("encoder_weights")):
+        cfg = {**space.DEFAULTS, "arch": arch, "encoder": encoder, "encoder_weights": weights}
+        problem = pairing_problem(arch, encoder) if arch in ARCHITECTURES else None
+        if problem:
+            print(f"  skipped: {arch} / {encoder} cannot be built ({problem}); the search draws again", file=out)
+            skipped.append((arch, encoder))
+            continue
+        try:
+            model = build_model(cfg, num_classes(spec)).eval()
+            with torch.no_grad():
+                model(torch.zeros(2, 3, size, size))
+        except SegtuneError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to build is a bad spec value
+            raise SpecError(
+                f"space: {arch} with encoder {encoder} cannot be built: {str(e).strip().splitlines()[0][:200]}"
+            ) from None
+        n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"  model ok: {arch} / {encoder} / weights {weights} ({n_params:.1f} M parameters)", file=out)
+        built += 1
+    if not built:
+        raise SpecError("space: no architecture / encoder pairing in the space can be built")
+    return built
+
+
+def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str, Any]:
+    out = out or sys.stdout
+    print(f"spec ok: study {spec.study!r}, dataset {spec.dataset.name}, {len(spec.space)} space entries", file=out)
+    report: dict[str, Any] = {"models": check_models(spec, out=out)}
+    params = space.parse_space(spec.space)
+    report["configs"] = space.sample_configs(params, 3, seed=spec.search.seed or 0)
+    for _, sampled in report["configs"]:
+        print(f"  sample: {params_text(sampled)}", file=out)
+    if not spec_only:
+        summary = index_summary(build_dataset(spec.dataset))
+        splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+        print(f"dataset ok: {summary['images']} images ({splits}); classes {summary['classes']}", file=out)
+        share = ", ".join(f"{k} {v:.1%}" for k, v in summary["pixel_share"].items())
+        print(f"  label values seen (share of pixels): {share}", file=out)
+        report["dataset"] = summary
+    return report

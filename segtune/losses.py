@@ -1,0 +1,60 @@
+"""Trial config -> loss. Names: ce, dice, focal, tversky, lovasz, and sums of them such as dice+focal.
+
+Every loss takes logits (N, C, H, W) and integer targets (N, H, W) where IGNORE_INDEX marks
+pixels that count for nothing (the trimap border in pets-binary, padding from augmentation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn as nn
+
+IGNORE_INDEX = 255
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _ce(config: dict[str, Any]) -> nn.Module:
+    weights = config.get("class_weights")
+    weight = torch.tensor(weights, dtype=torch.float32) if weights else None
+    return nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
+
+
+LOSSES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "ce": _ce,
+    "dice": lambda c: smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX),
+    "focal": lambda c: smp.losses.FocalLoss("multiclass", gamma=c.get("focal_gamma", 2.0), ignore_index=IGNORE_INDEX),
+    "tversky": lambda c: smp.losses.TverskyLoss(
+        "multiclass", alpha=c.get("tversky_alpha", 0.5), beta=1 - c.get("tversky_alpha", 0.5), ignore_index=IGNORE_INDEX
+    ),
+    "lovasz": lambda c: smp.losses.LovaszLoss("multiclass", ignore_index=IGNORE_INDEX),
+}
+
+
+def check_loss(name: Any) -> str | None:
+    if not isinstance(name, str) or not name:
+        return f"must be a loss name, got {name!r}"
+    unknown = [part for part in name.split("+") if part.strip() not in LOSSES]
+    if unknown:
+        return f"unknown loss {unknown[0]!r} (known: {', '.join(LOSSES)}, or sums such as dice+focal)"
+    return None
+
+
+class SumLoss(nn.Module):
+    """Unweighted sum of several losses (dice+focal is the usual one)."""
+
+    def __init__(self, parts: list[nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(part(logits, target) for part in self.parts)  # type: ignore[return-value]
+
+
+def build_loss(config: dict[str, Any]) -> nn.Module:
+    parts = [LOSSES[name.strip()](config) for name in config["loss"].split("+")]
+    return parts[0] if len(parts) == 1 else SumLoss(parts)

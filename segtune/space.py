@@ -1,0 +1,203 @@
+"""The search space: the spec's ``space`` section -> an Optuna define-by-run sampler -> a trial config.
+
+A trial config is a plain dict with every key of :data:`DEFAULTS`; it is all `train.fit` needs.
+Each space entry is a fixed value or one of ``choice`` / ``int`` / ``uniform`` / ``loguniform``,
+optionally with ``when: {other_param: value-or-list}`` to sample it only under a condition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from segtune.errors import SpecError
+
+DEFAULTS: dict[str, Any] = {
+    "arch": "Unet",
+    "encoder": "resnet34",
+    "encoder_weights": None,
+    "loss": "ce",
+    "class_weights": None,
+    "tversky_alpha": 0.5,
+    "focal_gamma": 2.0,
+    "augment": "light",
+    "aug_strength": 0.5,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "schedule": "cosine",
+    "batch_size": 8,
+}
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "cosine", "onecycle")
+KINDS = ("choice", "int", "uniform", "loguniform", "value")
+
+
+@dataclass
+class Param:
+    name: str
+    kind: str  # "fixed" or one of KINDS
+    choices: list[Any] = field(default_factory=list)
+    low: float = 0.0
+    high: float = 0.0
+    step: int = 1
+    log: bool = False
+    value: Any = None
+    when: dict[str, list[Any]] = field(default_factory=dict)
+
+    def possible_values(self) -> list[Any]:
+        """The values this parameter can take, as far as validation needs to know them."""
+        if self.kind in ("fixed", "value"):
+            return [self.value]
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+def _bounds(name: str, kind: str, raw: Any) -> tuple[float, float]:
+    if not (isinstance(raw, list | tuple) and len(raw) == 2):
+        raise SpecError(f"space.{name}.{kind}: expected [low, high]")
+    try:
+        low, high = float(raw[0]), float(raw[1])
+    except (TypeError, ValueError):
+        raise SpecError(f"space.{name}.{kind}: bounds must be numbers, got {list(raw)}") from None
+    if not low < high:
+        raise SpecError(f"space.{name}.{kind}: low must be below high, got [{raw[0]}, {raw[1]}]")
+    if kind == "loguniform" and low <= 0:
+        raise SpecError(f"space.{name}.loguniform: bounds must be > 0, got [{raw[0]}, {raw[1]}]")
+    return low, high
+
+
+def parse_param(name: str, raw: Any) -> Param:
+    if name not in DEFAULTS:
+        raise SpecError(f"space.{name}: unknown parameter (known: {', '.join(DEFAULTS)})")
+    if not isinstance(raw, dict) or not (set(raw) & set(KINDS)):
+        return Param(name, "fixed", value=raw)
+    kinds = [k for k in KINDS if k in raw]
+    extra = set(raw) - set(KINDS) - {"when", "step", "log"}
+    if len(kinds) != 1 or extra:
+        raise SpecError(
+            f"space.{name}: give exactly one of {', '.join(KINDS)} (and optionally when), got {sorted(raw)}"
+        )
+    kind = kinds[0]
+    when_raw = raw.get("when") or {}
+    if not isinstance(when_raw, dict):
+        raise SpecError(f"space.{name}.when: expected a mapping of parameter -> value or list of values")
+    when = {k: v if isinstance(v, list) else [v] for k, v in when_raw.items()}
+    p = Param(name, kind, when=when)
+    if kind == "choice":
+        if not isinstance(raw["choice"], list) or not raw["choice"]:
+            raise SpecError(f"space.{name}.choice: expected a non-empty list")
+        for c in raw["choice"]:
+            if c is not None and not isinstance(c, bool | int | float | str):
+                raise SpecError(f"space.{name}.choice: {c!r} is not a plain value (null, bool, number or string)")
+        p.choices = list(raw["choice"])
+    elif kind == "value":
+        p.value = raw["value"]
+    else:
+        p.low, p.high = _bounds(name, kind, raw[kind])
+        p.log = kind == "loguniform" or bool(raw.get("log", False))
+        if kind == "int":
+            if p.low != int(p.low) or p.high != int(p.high):
+                raise SpecError(f"space.{name}.int: bounds must be whole numbers")
+            p.step = int(raw.get("step", 1))
+    return p
+
+
+def parse_space(raw: dict[str, Any]) -> dict[str, Param]:
+    params: dict[str, Param] = {}
+    for name, entry in raw.items():
+        p = parse_param(str(name), entry)
+        for dep in p.when:
+            if dep not in params:
+                raise SpecError(f"space.{name}.when: {dep!r} must be a parameter listed before {name!r}")
+        params[p.name] = p
+    return params
+
+
+def sample(trial: Any, params: dict[str, Param]) -> dict[str, Any]:
+    """Draw one configuration through an Optuna trial (define-by-run); defaults fill the rest."""
+    config = dict(DEFAULTS)
+    for p in params.values():
+        if any(config.get(dep) not in allowed for dep, allowed in p.when.items()):
+            continue
+        if p.kind in ("fixed", "value"):
+            config[p.name] = p.value
+        elif p.kind == "choice":
+            config[p.name] = trial.suggest_categorical(p.name, p.choices)
+        elif p.kind == "int":
+            config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=p.step, log=p.log)
+        else:
+            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    return config
+
+
+def _check_value(name: str, value: Any, num_classes: int) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``; None when it is."""
+    from segtune import augment, losses, models
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if name == "arch":
+        return models.check_arch(value)
+    if name == "encoder":
+        return models.check_encoder(value)
+    if name == "encoder_weights":
+        return None if value is None or isinstance(value, str) else "must be null or a weights name like imagenet"
+    if name == "loss":
+        return losses.check_loss(value)
+    if name == "augment":
+        return (
+            None
+            if value in augment.PIPELINES
+            else f"unknown augmentation {value!r} (known: {', '.join(augment.PIPELINES)})"
+        )
+    if name == "optimizer":
+        return None if value in OPTIMIZERS else f"unknown optimizer {value!r} (known: {', '.join(OPTIMIZERS)})"
+    if name == "schedule":
+        return None if value in SCHEDULES else f"unknown schedule {value!r} (known: {', '.join(SCHEDULES)})"
+    if name == "lr":
+        return None if number(value) and value > 0 else f"must be > 0, got {value!r}"
+    if name == "weight_decay":
+        return None if number(value) and value >= 0 else f"must be >= 0, got {value!r}"
+    if name == "batch_size":
+        return None if isinstance(value, int) and value >= 1 else f"must be a whole number >= 1, got {value!r}"
+    if name in ("aug_strength", "tversky_alpha", "momentum"):
+        return None if number(value) and 0 <= value <= 1 else f"must be in [0, 1], got {value!r}"
+    if name == "focal_gamma":
+        return None if number(value) and value >= 0 else f"must be >= 0, got {value!r}"
+    if name == "class_weights":
+        if value is None:
+            return None
+        ok = isinstance(value, list) and len(value) == num_classes and all(number(w) and w >= 0 for w in value)
+        return None if ok else f"must be null or a list of {num_classes} non-negative weights"
+    return None
+
+
+def validate_space(params: dict[str, Param], num_classes: int) -> None:
+    for p in params.values():
+        if p.kind == "int" and p.name != "batch_size":
+            raise SpecError(f"space.{p.name}.int: {p.name} is not a whole-number parameter")
+        for v in p.possible_values():
+            why = _check_value(p.name, v, num_classes)
+            if why:
+                raise SpecError(f"space.{p.name}: {why}")
+
+
+def sample_configs(params: dict[str, Param], n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A few (config, sampled params) pairs drawn without a store, for ``segtune check``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        configs.append((sample(trial, params), dict(trial.params)))
+        study.tell(trial, 0.0)
+    return configs

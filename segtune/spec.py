@@ -1,0 +1,278 @@
+"""The study spec: the YAML a user writes, loaded, overridden and validated once.
+
+Every error is a :class:`SpecError` whose message starts with the YAML path of the bad field
+(``dataset.image_size: ...``), so the CLI can print it as one line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segtune.errors import SpecError
+
+BUILTIN_PREFIX = "builtin:"
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2), not as the string PyYAML makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_image_size(v: int) -> int:
+    if v < 32 or v % 32:
+        raise ValueError(f"must be a multiple of 32 and at least 32 (got {v}): the encoders downsample 5 times")
+    return v
+
+
+class SplitSpec(_Strict):
+    val: float = Field(0.2, ge=0, lt=1)
+    test: float = Field(0.2, ge=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitSpec:
+        if self.val + self.test >= 1:
+            raise ValueError("val + test must leave something to train on (sum < 1)")
+        return self
+
+
+class _DatasetBase(_Strict):
+    image_size: int = 224
+    limit: int | None = Field(None, ge=1, description="use at most this many images per split (quick runs)")
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        return _check_image_size(v)
+
+
+class OxfordPetsSpec(_DatasetBase):
+    name: Literal["oxford_pets"]
+    root: str = "data"
+    download: bool = True
+    target: Literal["trimap", "binary"] = "trimap"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class FolderSpec(_DatasetBase):
+    name: Literal["folder"]
+    root: str
+    images: str = "images/*"
+    masks: str = "masks/*"
+    key: str | None = None
+    classes: list[str] = Field(min_length=2)
+    values: dict[int, int] | None = None
+    ignore_index: int | None = 255
+    split: SplitSpec = SplitSpec()
+    image_size: int = 256
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _values_are_classes(self) -> FolderSpec:
+        for pixel, cls_index in (self.values or {}).items():
+            if not (0 <= pixel <= 255):
+                raise ValueError(f"values: mask pixel value {pixel} is outside 0..255")
+            if not (0 <= cls_index < len(self.classes)) and cls_index != self.ignore_index:
+                raise ValueError(
+                    f"values: {pixel} maps to {cls_index}, which is neither a class index "
+                    f"(0..{len(self.classes) - 1}) nor ignore_index"
+                )
+        return self
+
+
+class SyntheticSpec(_DatasetBase):
+    name: Literal["synthetic"]
+    num_images: int = Field(64, ge=4)
+    num_classes: int = Field(3, ge=2, le=20)
+    image_size: int = 64
+    split: SplitSpec = SplitSpec()
+    seed: int = 0
+
+
+DatasetSpec = Annotated[OxfordPetsSpec | FolderSpec | SyntheticSpec, Field(discriminator="name")]
+DATASET_NAMES = ("oxford_pets", "folder", "synthetic")
+
+
+class SearchSpec(_Strict):
+    sampler: Literal["tpe", "random"] = "tpe"
+    scheduler: Literal["asha", "none"] = "asha"
+    trials: int = Field(20, ge=1)
+    max_epochs: int = Field(10, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+    metric: Literal["val_miou", "val_dice", "val_pixel_acc"] = "val_miou"
+    seed: int | None = 0
+    max_concurrent: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _grace_within_epochs(self) -> SearchSpec:
+        if self.grace_period > self.max_epochs:
+            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_epochs ({self.max_epochs})")
+        return self
+
+
+class ResourcesSpec(_Strict):
+    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float | Literal["auto"] = "auto"
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _fraction_or_whole(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and (v < 0 or (v > 1 and v != int(v))):
+            raise ValueError("must be 'auto', a fraction in [0, 1] or a whole number of GPUs")
+        return v
+
+
+class TrainSpec(_Strict):
+    precision: Literal["bf16", "fp32"] = "bf16"
+    channels_last: bool = False
+    loader_workers: int | Literal["auto"] = "auto"
+
+
+class StudySpec(_Strict):
+    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    dataset: DatasetSpec
+    space: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec = SearchSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    train: TrainSpec = TrainSpec()
+    storage: str = "sqlite:///segtune.db"
+    results_dir: str = "runs"
+
+
+def resolve_root(root: str) -> Path:
+    """``builtin:NAME`` is a sample shipped inside the package; anything else is relative to the cwd."""
+    if root.startswith(BUILTIN_PREFIX):
+        return SAMPLES_DIR / root[len(BUILTIN_PREFIX) :]
+    return Path(root).expanduser().resolve()
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``--set dotted.key=value``; the value is read as YAML (numbers, lists, null)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set {assignment}: expected dotted.key=value")
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key} inside it")
+        node = child
+    node[parts[-1]] = parse_yaml(value)
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    # drop the discriminator tag pydantic inserts (dataset.oxford_pets.root -> dataset.root)
+    loc = [str(p) for p in first["loc"] if str(p) not in DATASET_NAMES]
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"{'.'.join(loc) or '(top level)'}: {msg}"
+
+
+def validate(raw: Any, source: str = "spec") -> StudySpec:
+    """Validate a parsed spec: structure, then the search space, then the dataset root."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: (top level): expected a mapping with study, dataset, space, search")
+    dataset = raw.get("dataset")
+    if isinstance(dataset, dict) and dataset.get("name") not in DATASET_NAMES:
+        raise SpecError(
+            f"{source}: dataset.name: unknown dataset {dataset.get('name')!r} (known: {', '.join(DATASET_NAMES)})"
+        )
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(f"{source}: {_format_error(e)}") from None
+
+    from segtune import space  # the space knows the trial parameters and their registries
+
+    try:
+        space.validate_space(space.parse_space(spec.space), num_classes=num_classes(spec))
+    except SpecError as e:
+        raise SpecError(f"{source}: {e}") from None
+
+    ds = spec.dataset
+    if isinstance(ds, OxfordPetsSpec | FolderSpec):
+        root = resolve_root(ds.root)
+        must_exist = isinstance(ds, FolderSpec) or not ds.download or ds.root.startswith(BUILTIN_PREFIX)
+        if must_exist and not root.is_dir():
+            raise SpecError(f"{source}: dataset.root: folder {root} does not exist")
+    return spec
+
+
+def num_classes(spec: StudySpec) -> int:
+    ds = spec.dataset
+    if isinstance(ds, OxfordPetsSpec):
+        return 3 if ds.target == "trimap" else 2
+    if isinstance(ds, FolderSpec):
+        return len(ds.classes)
+    return ds.num_classes
+
+
+def load(path: str | Path, overrides: list[str] | None = None, data_root: str | None = None) -> StudySpec:
+    """Read a spec file, apply ``--data-root`` and ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the spec: {e.strerror or e}") from None
+    try:
+        raw = parse_yaml(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    if isinstance(raw, dict):
+        if data_root is not None:
+            if not isinstance(raw.get("dataset"), dict):
+                raise SpecError(f"{path}: dataset: missing, cannot apply --data-root")
+            raw["dataset"]["root"] = data_root
+        for assignment in overrides or []:
+            apply_override(raw, assignment)
+    return validate(raw, source=str(path))
+
+
+def to_dict(spec: StudySpec) -> dict:
+    return spec.model_dump(mode="json")

@@ -1,0 +1,61 @@
+"""Plain-text tables for the terminal: what `segtune run` and `segtune status` print."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[fmt(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, rule, *body])
+
+
+def _seconds(value: float | None) -> str | None:
+    return None if value is None else f"{value:.0f}"
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+
+
+def trials_table(study: optuna.Study, limit: int | None = None) -> str:
+    """Trials sorted best first (finished before unfinished): what a user reads after a search."""
+    trials = study.get_trials(deepcopy=False)
+
+    def key(t: optuna.trial.FrozenTrial) -> tuple[int, float]:
+        shown = t.user_attrs.get("val_miou", t.value)
+        return (0 if shown is not None else 1, -(shown if shown is not None else 0.0))
+
+    rows = []
+    for t in sorted(trials, key=key)[:limit]:
+        a = t.user_attrs
+        rows.append(
+            [
+                t.number,
+                t.state.name,
+                a.get("val_miou", t.value),
+                a.get("val_dice"),
+                a.get("val_pixel_acc"),
+                a.get("epochs_run"),
+                _seconds(a.get("wall_time_s")),
+                params_text(t.params),
+            ]
+        )
+    return format_table(["trial", "state", "val_mIoU", "Dice", "pix_acc", "epochs", "seconds", "params"], rows)
