@@ -40,7 +40,7 @@ def check_models(spec: StudySpec, out: Any = None) -> int:
             skipped.append((arch, encoder))
             continue
         try:
-            model = build_model(cfg, num_classes(spec)).eval()
+            model = build_model(cfg, num_classes(spec.dataset)).eval()
             with torch.no_grad():
                 model(torch.zeros(2, 3, size, size))
         except SegtuneError:

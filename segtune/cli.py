@@ -37,7 +37,44 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a spec, build sampled models, index the dataset")
     _spec_args(check)
     check.add_argument("--spec-only", action="store_true", help="do not read the dataset")
+
+    status = sub.add_parser("status", help="studies in the store, or one study's trials")
+    status.add_argument("study", nargs="?")
+    _storage_arg(status)
+
+    dash = sub.add_parser("dashboard", help="optuna-dashboard on the store (loopback only unless --host)")
+    _storage_arg(dash)
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+
+    report = sub.add_parser("report", help="plotly HTML report of a study")
+    report.add_argument("study")
+    _storage_arg(report)
+    report.add_argument("-o", "--output", help="HTML file (default: dashboards/STUDY.html)")
+    report.add_argument("--images", type=int, default=4, help="validation images to show with predictions")
+
+    export = sub.add_parser("export", help="write the best trial as a retrain spec")
+    export.add_argument("study")
+    _storage_arg(export)
+    export.add_argument("-o", "--output", default="best.yaml")
+    export.add_argument("--rank", type=int, default=1, help="1 = best complete trial, 2 = second best, ...")
+    export.add_argument("--epochs", type=int, help="epochs to train (default: the search's max_epochs)")
+
+    retrain = sub.add_parser("retrain", help="train an exported spec, score it on the test split")
+    retrain.add_argument("spec")
+    retrain.add_argument("--out", help="output folder (default: runs/NAME)")
+    retrain.add_argument("--train-on", choices=["train", "train+val"], default="train")
+    retrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    predict = sub.add_parser("predict", help="masks and overlays for images, at their own size")
+    predict.add_argument("checkpoint", help="model.pt from retrain (or a trial's checkpoint folder)")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("-o", "--output", default="predictions")
     return p
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default="sqlite:///segtune.db", help="study store URL (default: sqlite:///segtune.db)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -64,9 +101,77 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(args: argparse.Namespace, study: str):
+    from segtune import store
+
+    return store.load_study(store.open_storage(args.storage, must_exist=True), study)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from segtune import store, tables
+
+    if args.study:
+        study = _open(args, args.study)
+        print(f"study {args.study!r}: {len(study.trials)} trials")
+        print(tables.trials_table(study))
+    else:
+        print(tables.studies_table(store.open_storage(args.storage, must_exist=True)))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from segtune.dashboard import serve
+
+    serve(args.storage, args.host, args.port)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segtune import report
+
+    study = _open(args, args.study)
+    path, figures = report.build(study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images)
+    print(f"wrote {path} ({figures} figures)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segtune import export
+
+    doc = export.export(_open(args, args.study), args.storage, rank=args.rank, epochs=args.epochs)
+    path = export.write(doc, Path(args.output))
+    p = doc["provenance"]
+    print(f"wrote {path}: trial {p['trial']} of {p['study']!r} (val mIoU {p['val_miou']:.4f}), {doc['epochs']} epochs")
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segtune import spec as spec_mod
+    from segtune.retrain import retrain
+
+    spec = spec_mod.load_retrain(args.spec, args.overrides)
+    retrain(spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from segtune.predict import predict_files
+
+    written = predict_files(args.checkpoint, args.images, args.output)
+    print(f"wrote {len(written)} masks and overlays to {args.output}/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = {"run": _run, "check": _check}
+    handlers = {"run": _run, "check": _check, "status": _status, "dashboard": _dashboard, "report": _report,
+                "export": _export, "retrain": _retrain, "predict": _predict}  # fmt: skip
     try:
         return handlers[args.command](args)
     except SegtuneError as e:

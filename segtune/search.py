@@ -29,10 +29,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 import segtune
-from segtune import models, space, store
+from segtune import checkpoint, models, space, store
 from segtune.data import SegData, build_dataset
 from segtune.errors import SpecError
-from segtune.spec import StudySpec, to_dict
+from segtune.spec import BUILTIN_PREFIX, StudySpec, resolve_root, to_dict
 from segtune.train import fit
 
 TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
@@ -81,6 +81,7 @@ class OptunaStoreSearcher(Searcher):
             )
             if problem is None:
                 trial.set_user_attr("ray_trial_id", trial_id)
+                trial.set_user_attr("config", config)  # the full config, defaults and fixed values included
                 return {**config, TRIAL_KEY: trial.number}
             # a pairing smp cannot build is recorded as what it is, and never costs a Ray trial
             trial.set_user_attr("fail_reason", f"cannot build {config['arch']} on {config['encoder']}: {problem}")
@@ -258,18 +259,8 @@ def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any],
             tune.report(report)
             return
         with tempfile.TemporaryDirectory() as tmp:  # Tune copies it into the trial's storage
-            torch.save(
-                {
-                    "state_dict": model.state_dict(),
-                    "config": cfg,
-                    "classes": data.classes,
-                    "image_size": data.image_size,
-                    "epoch": epoch,
-                    "metrics": report,
-                    "trial": number,
-                },
-                Path(tmp) / "model.pt",
-            )
+            checkpoint.save(Path(tmp) / checkpoint.FILENAME, model, cfg, data.classes, data.image_size,
+                            epoch=epoch, metrics=report, trial=number)  # fmt: skip
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     fit(cfg, data, max_epochs, on_epoch, settings=settings, seed=number)
@@ -317,6 +308,9 @@ def prepare_study(spec: StudySpec, storage_url: str, study_name: str) -> optuna.
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     spec_dict = to_dict(spec)
     spec_dict["storage"] = store.redact(spec_dict["storage"])
+    root = spec_dict["dataset"].get("root")
+    if root and not root.startswith(BUILTIN_PREFIX):  # export and report may run from another folder
+        spec_dict["dataset"]["root"] = str(resolve_root(root))
     study.set_user_attr("spec", spec_dict)
     study.set_user_attr("segtune_version", segtune.__version__)
     study.set_user_attr("metric", spec.search.metric)

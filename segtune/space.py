@@ -189,6 +189,16 @@ def validate_space(params: dict[str, Param], num_classes: int) -> None:
                 raise SpecError(f"space.{p.name}: {why}")
 
 
+def validate_config(config: dict[str, Any], num_classes: int) -> None:
+    """A fixed configuration (a retrain spec's ``config``): known keys, acceptable values."""
+    for name, value in config.items():
+        if name not in DEFAULTS:
+            raise SpecError(f"config.{name}: unknown parameter (known: {', '.join(DEFAULTS)})")
+        why = _check_value(name, value, num_classes)
+        if why:
+            raise SpecError(f"config.{name}: {why}")
+
+
 def sample_configs(params: dict[str, Param], n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """A few (config, sampled params) pairs drawn without a store, for ``segtune check``."""
     import optuna

@@ -228,7 +228,7 @@ def validate(raw: Any, source: str = "spec") -> StudySpec:
     from segtune import space  # the space knows the trial parameters and their registries
 
     try:
-        space.validate_space(space.parse_space(spec.space), num_classes=num_classes(spec))
+        space.validate_space(space.parse_space(spec.space), num_classes=num_classes(spec.dataset))
     except SpecError as e:
         raise SpecError(f"{source}: {e}") from None
 
@@ -241,8 +241,7 @@ def validate(raw: Any, source: str = "spec") -> StudySpec:
     return spec
 
 
-def num_classes(spec: StudySpec) -> int:
-    ds = spec.dataset
+def num_classes(ds: OxfordPetsSpec | FolderSpec | SyntheticSpec) -> int:
     if isinstance(ds, OxfordPetsSpec):
         return 3 if ds.target == "trimap" else 2
     if isinstance(ds, FolderSpec):
@@ -250,9 +249,8 @@ def num_classes(spec: StudySpec) -> int:
     return ds.num_classes
 
 
-def load(path: str | Path, overrides: list[str] | None = None, data_root: str | None = None) -> StudySpec:
-    """Read a spec file, apply ``--data-root`` and ``--set`` overrides, validate."""
-    path = Path(path)
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; unreadable files and bad YAML are a SpecError naming the file (and the line)."""
     try:
         text = path.read_text()
     except OSError as e:
@@ -264,6 +262,13 @@ def load(path: str | Path, overrides: list[str] | None = None, data_root: str | 
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] | None = None, data_root: str | None = None) -> StudySpec:
+    """Read a spec file, apply ``--data-root`` and ``--set`` overrides, validate."""
+    path = Path(path)
+    raw = read_yaml(path)
     if isinstance(raw, dict):
         if data_root is not None:
             if not isinstance(raw.get("dataset"), dict):
@@ -276,3 +281,34 @@ def load(path: str | Path, overrides: list[str] | None = None, data_root: str | 
 
 def to_dict(spec: StudySpec) -> dict:
     return spec.model_dump(mode="json")
+
+
+class RetrainSpec(_Strict):
+    """What `segtune export` writes and `segtune retrain` reads: one fixed configuration to train."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    dataset: DatasetSpec
+    config: dict[str, Any]
+    epochs: int = Field(ge=1)
+    train: TrainSpec = TrainSpec()
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_retrain(path: str | Path, overrides: list[str] | None = None) -> RetrainSpec:
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: (top level): expected a mapping with name, dataset, config, epochs")
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    try:
+        spec = RetrainSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(f"{path}: {_format_error(e)}") from None
+    from segtune import space
+
+    try:
+        space.validate_config(spec.config, num_classes(spec.dataset))
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None
+    return spec

@@ -59,3 +59,22 @@ def trials_table(study: optuna.Study, limit: int | None = None) -> str:
             ]
         )
     return format_table(["trial", "state", "val_mIoU", "Dice", "pix_acc", "epochs", "seconds", "params"], rows)
+
+
+def studies_table(storage: optuna.storages.BaseStorage) -> str:
+    """One row per study: trial counts by state, best value, last activity."""
+    rows = []
+    for frozen in storage.get_all_studies():
+        trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+        values = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
+        rows.append([
+            frozen.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
+            count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL],
+            count[optuna.trial.TrialState.RUNNING], max(values) if values else None,
+            max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else None,
+        ])  # fmt: skip
+    if not rows:
+        return "no studies in this store"
+    return format_table(["study", "trials", "complete", "pruned", "failed", "running", "best", "last update"], rows)

@@ -60,6 +60,7 @@ class FitResult:
     best: dict[str, Any]  # validation metrics of the best epoch
     best_epoch: int
     best_state: dict[str, torch.Tensor]  # on the CPU
+    model: nn.Module | None = None  # as trained to the last epoch run
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0
     stopped_early: bool = False
@@ -212,4 +213,5 @@ def fit(
             result.stopped_early = epoch < epochs
             break
     result.seconds = time.perf_counter() - started
+    result.model = model
     return result

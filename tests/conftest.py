@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,32 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty folder, so a stray segtune.db or runs/ would be noticed, not shared."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def segtune(
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, in its own process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "segtune", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=env)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def demo_search(tmp: Path, trials: int, study: str = "e2e") -> subprocess.CompletedProcess[str]:
+    """A small real search: the demo spec at 64 px, 4 epochs, on a local Ray cluster and a SQLite file in tmp."""
+    return segtune(
+        "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{tmp / 'store.db'}", "--study", study,
+        "--set", f"search.trials={trials}", "--set", "search.max_epochs=4", "--set", "search.grace_period=1",
+        "--set", "dataset.image_size=64", "--set", "space.lr={loguniform: [1.0e-3, 1.0e-2]}",
+        "--set", f"results_dir={tmp / 'runs'}", cwd=tmp,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One real search shared by the tests that inspect a store (Ray starts once per test session)."""
+    tmp = tmp_path_factory.mktemp("search")
+    return tmp, demo_search(tmp, 8)

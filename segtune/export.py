@@ -1,0 +1,72 @@
+"""Best (or N-th best) complete trial -> a retrain spec: the dataset, fixed hyperparameters, epochs, provenance."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+import segtune
+from segtune import space, store
+from segtune.errors import StoreError
+
+
+def ranked_complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.value if t.value is not None else float("-inf"), reverse=True)
+
+
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The trial's full configuration: recorded at suggestion time, else rebuilt from the spec's space."""
+    if "config" in trial.user_attrs:
+        return dict(trial.user_attrs["config"])
+    params = space.parse_space(study.user_attrs.get("spec", {}).get("space", {}))
+    config = dict(space.DEFAULTS)
+    for p in params.values():
+        if any(config.get(dep) not in allowed for dep, allowed in p.when.items()):
+            continue
+        config[p.name] = p.value if p.kind in ("fixed", "value") else trial.params.get(p.name, config[p.name])
+    return config
+
+
+def export(study: optuna.Study, storage_url: str, rank: int = 1, epochs: int | None = None) -> dict[str, Any]:
+    ranked = ranked_complete(study)
+    if not ranked:
+        raise StoreError(f"study {study.study_name!r} has no complete trial to export yet")
+    if not 1 <= rank <= len(ranked):
+        raise StoreError(
+            f"--rank: {rank} is out of range; study {study.study_name!r} has {len(ranked)} complete trials"
+        )
+    trial = ranked[rank - 1]
+    spec = study.user_attrs.get("spec")
+    if not spec:
+        raise StoreError(f"study {study.study_name!r} was not made by segtune run (no spec in its attributes)")
+    return {
+        "name": f"{study.study_name}-trial{trial.number}",
+        "dataset": spec["dataset"],
+        "config": trial_config(study, trial),
+        "epochs": epochs or int(study.user_attrs.get("max_epochs", spec["search"]["max_epochs"])),
+        "train": spec.get("train", {}),
+        "provenance": {
+            "storage": store.redact(storage_url),
+            "study": study.study_name,
+            "trial": trial.number,
+            "rank": rank,
+            "val_miou": trial.value,
+            "epochs_run": trial.user_attrs.get("epochs_run"),
+            "checkpoint": trial.user_attrs.get("checkpoint"),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "segtune_version": segtune.__version__,
+        },
+    }
+
+
+def write(doc: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# segtune retrain spec, exported from study {doc['provenance']['study']!r}\n"
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -1,0 +1,219 @@
+"""`segtune report`: one self-contained HTML file of plotly figures describing a study."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+
+from segtune import checkpoint
+from segtune.export import ranked_complete
+from segtune.tables import fmt, params_text
+
+STATE_COLOURS = {"COMPLETE": "#0072B2", "PRUNED": "#E69F00", "FAIL": "#D55E00", "RUNNING": "#999999"}
+
+
+def _layout(fig: go.Figure, height: int = 420, **kw: Any) -> go.Figure:
+    kw.setdefault("margin", dict(l=60, r=30, t=30, b=50))
+    fig.update_layout(height=height, template="plotly_white", **kw)
+    return fig
+
+
+def history_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
+    fig = go.Figure()
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):
+        ts = [t for t in trials if t.state == state and t.value is not None]
+        fig.add_trace(
+            go.Scatter(
+                x=[t.number for t in ts], y=[t.value for t in ts], mode="markers", name=state.name.lower(),
+                marker=dict(color=STATE_COLOURS[state.name], size=9, symbol="circle" if state == TrialState.COMPLETE
+                            else "x"),
+                text=[params_text(t.params) for t in ts], hovertemplate="trial %{x}: %{y:.4f}<br>%{text}",
+            )
+        )  # fmt: skip
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                      key=lambda t: t.number)  # fmt: skip
+    best, xs, ys = -math.inf, [], []
+    for t in complete:
+        best = max(best, t.value)
+        xs.append(t.number)
+        ys.append(best)
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#009E73"), name="best complete"))
+    return _layout(fig, xaxis_title="trial", yaxis_title=f"{metric} (pruned: at its last epoch)")
+
+
+def curves_figure(trials: list[FrozenTrial], metric: str, max_epochs: int) -> go.Figure:
+    fig = go.Figure()
+    for t in trials:
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        colour = STATE_COLOURS.get(t.state.name, "#999999")
+        fig.add_trace(
+            go.Scatter(
+                x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers", name=f"trial {t.number}",
+                line=dict(color=colour, dash="solid" if t.state == TrialState.COMPLETE else "dot"),
+                marker=dict(size=[5] * (len(steps) - 1) + [11], symbol=["circle"] * (len(steps) - 1) +
+                            ["x" if t.state == TrialState.PRUNED else "circle"]),
+                hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}: %{{y:.4f}}",
+            )
+        )  # fmt: skip
+    fig.update_xaxes(range=[0.5, max_epochs + 0.5], dtick=1)
+    title = f"{metric} (x: where ASHA stopped the trial)"
+    return _layout(fig, xaxis_title="epoch", yaxis_title=title, showlegend=False)
+
+
+def parallel_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
+    valued = [t for t in trials if t.value is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    names = sorted({k for t in valued for k in t.params})
+    dims = []
+    for name in names:
+        values = [t.params.get(name) for t in valued]
+        present = [v for v in values if v is not None]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present) and present:
+            log = min(present) > 0 and max(present) / min(present) >= 100
+            nums = [(math.log10(v) if log else v) if v is not None else float("nan") for v in values]
+            dims.append(dict(label=f"log10 {name}" if log else name, values=nums))
+        else:
+            cats = sorted({str(v) for v in values})
+            dims.append(dict(label=name, values=[cats.index(str(v)) for v in values], tickvals=list(range(len(cats))),
+                             ticktext=cats))  # fmt: skip
+    dims.append(dict(label=metric, values=[t.value for t in valued]))
+    fig = go.Figure(
+        go.Parcoords(line=dict(color=[t.value for t in valued], colorscale="Viridis", showscale=True), dimensions=dims)
+    )
+    return _layout(fig, height=460, margin=dict(l=80, r=60, t=60, b=40))
+
+
+def importance_figure(study: optuna.Study) -> go.Figure | str:
+    try:
+        imp = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError, ZeroDivisionError) as e:
+        return f"Not enough complete trials to estimate importances yet ({e})."
+    if not imp:
+        return "Not enough complete trials to estimate importances yet."
+    items = sorted(imp.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h", marker_color="#0072B2"))
+    return _layout(fig, height=120 + 30 * len(items), xaxis_title="importance (PED-ANOVA, complete trials)")
+
+
+def per_class_figure(best: FrozenTrial, classes: list[str]) -> go.Figure | str:
+    ious = best.user_attrs.get("val_iou_per_class")
+    if not ious:
+        return "The best trial recorded no per-class IoU."
+    fig = go.Figure(
+        go.Bar(x=classes[: len(ious)], y=[v if v is not None else 0 for v in ious], marker_color="#009E73",
+               text=[fmt(v) for v in ious], textposition="outside")
+    )  # fmt: skip
+    return _layout(fig, height=360, yaxis_title=f"val IoU, trial {best.number}", yaxis_range=[0, 1.05])
+
+
+def table_figure(trials: list[FrozenTrial], limit: int = 15) -> go.Figure:
+    def key(t: FrozenTrial) -> float:
+        v = t.user_attrs.get("val_miou", t.value)
+        return -v if v is not None else math.inf
+
+    top = sorted(trials, key=key)[:limit]
+    cols = [
+        [t.number for t in top],
+        [t.state.name for t in top],
+        [fmt(t.user_attrs.get("val_miou", t.value)) for t in top],
+        [fmt(t.user_attrs.get("val_dice")) for t in top],
+        [fmt(t.user_attrs.get("val_pixel_acc")) for t in top],
+        [t.user_attrs.get("epochs_run", "-") for t in top],
+        [params_text(t.params) for t in top],
+    ]
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[40, 70, 60, 60, 60, 50, 500],
+            header=dict(values=["trial", "state", "val mIoU", "Dice", "pix acc", "epochs", "params"], fill_color="#ddd",
+                        align="left"),
+            cells=dict(values=cols, align="left", height=24),
+        )
+    )  # fmt: skip
+    return _layout(fig, height=90 + 48 * len(top))  # params wrap onto two lines
+
+
+def images_figure(study: optuna.Study, best: FrozenTrial, count: int) -> go.Figure | str:
+    """image | ground truth | best trial's prediction, for the first validation images."""
+    from segtune.data import build_dataset
+    from segtune.overlay import strip
+    from segtune.predict import predict_arrays
+    from segtune.spec import validate
+
+    ckpt = best.user_attrs.get("checkpoint")
+    if not ckpt or not Path(ckpt, checkpoint.FILENAME).is_file():
+        return f"The best trial's checkpoint is not on this machine ({ckpt}); no predictions to show."
+    spec_raw = dict(study.user_attrs["spec"])
+    spec_raw["dataset"] = {**spec_raw["dataset"], "limit": count}
+    try:
+        data = build_dataset(validate(spec_raw, source="study spec").dataset)
+    except Exception as e:  # noqa: BLE001 - the dataset may have moved since the search; say so, keep the report
+        return f"The study's dataset cannot be read here: {str(e)[:300]}"
+    model, _ = checkpoint.load(ckpt)
+    idx = data.splits["val"][:count]
+    preds = predict_arrays(model, data.images[idx])
+    rows = [strip(data.images[i], data.masks[i], preds[j]) for j, i in enumerate(idx)]
+    gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([part for r in rows for part in (r, gap)][:-1], axis=0)
+    fig = go.Figure(go.Image(z=grid, hoverinfo="skip"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    names = ", ".join(data.names[i] for i in idx)
+    return _layout(fig, height=min(1400, 40 + grid.shape[0] * 3), margin=dict(l=10, r=10, t=30, b=10),
+                   title=dict(text=f"image | ground truth | trial {best.number} prediction ({names})",
+                              font=dict(size=12)))  # fmt: skip
+
+
+def build(study: optuna.Study, out: Path, images: int = 4) -> tuple[Path, int]:
+    """Write the report; returns its path and the number of plotly figures in it."""
+    trials = study.get_trials(deepcopy=False)
+    metric = study.user_attrs.get("metric", "val_miou")
+    max_epochs = int(study.user_attrs.get("max_epochs", max((len(t.intermediate_values) for t in trials), default=1)))
+    classes = study.user_attrs.get("classes") or []
+    ranked = ranked_complete(study)
+    best = ranked[0] if ranked else None
+    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+
+    sections: list[tuple[str, go.Figure | str]] = [
+        ("Optimisation history", history_figure(trials, metric)),
+        ("Learning curves: one value per epoch; dotted lines were stopped by ASHA", curves_figure(trials, metric,
+                                                                                                  max_epochs)),
+        ("Parameters of every trial (parallel coordinates)", parallel_figure(trials, metric)),
+        ("Hyperparameter importances", importance_figure(study)),
+    ]  # fmt: skip
+    if best is not None:
+        sections.append((f"Per-class IoU of the best trial ({best.number})", per_class_figure(best, classes)))
+    sections.append(("Top trials", table_figure(trials)))
+    if best is not None:
+        sections.append(("Validation images with the best trial's prediction", images_figure(study, best, images)))
+
+    parts, figures = [], 0
+    for title, body in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if isinstance(body, str):
+            parts.append(f"<p class='note'>{html.escape(body)}</p>")
+        else:
+            parts.append(body.to_html(full_html=False, include_plotlyjs=figures == 0, div_id=f"figure-{figures}",
+                                      config={"displaylogo": False}))  # fmt: skip
+            figures += 1
+    best_text = f"best val mIoU {best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
+    summary = (f"{len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
+               f"failed, {counts['RUNNING']} running; {best_text}")  # fmt: skip
+    doc = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>segtune report: {html.escape(study.study_name)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+h2{{margin-top:2em;font-size:1.15em}} .note{{color:#666}}</style></head>
+<body><h1>Study {html.escape(study.study_name)}</h1><p>{html.escape(summary)}</p>
+{"".join(parts)}
+</body></html>
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc)
+    return out, figures

@@ -1,0 +1,70 @@
+"""`segtune run` end to end: the real CLI, a local Ray cluster, a real SQLite store, real pet images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import demo_search
+
+pytestmark = pytest.mark.e2e
+
+# all-background on the demo's val images scores about 0.21 mIoU (background IoU ~0.63, pet and border 0)
+MIOU_FLOOR = 0.30
+
+
+def load(tmp: Path) -> optuna.Study:
+    return optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp / 'store.db'}")
+
+
+def test_store_tells_the_truth(searched) -> None:
+    tmp, _ = searched
+    study = load(tmp)
+    first_run = study.trials[0].user_attrs["run_id"]  # another test adds a second run to this study later
+    ran = [t for t in study.trials if "ray_trial_id" in t.user_attrs and t.user_attrs["run_id"] == first_run]
+    assert len(ran) == 8
+    states = {t.state for t in ran}
+    assert TrialState.COMPLETE in states and TrialState.PRUNED in states, states
+    assert TrialState.RUNNING not in {t.state for t in study.trials}
+    for t in ran:
+        a = t.user_attrs
+        assert a["epochs_run"] == len(t.intermediate_values) == max(t.intermediate_values)
+        assert sorted(t.intermediate_values) == list(range(1, a["epochs_run"] + 1))  # one value per epoch run
+        if t.state == TrialState.COMPLETE:
+            assert a["epochs_run"] == 4 and t.value == pytest.approx(max(t.intermediate_values.values()))
+        else:
+            assert a["epochs_run"] < 4 and t.value == pytest.approx(t.intermediate_values[a["epochs_run"]])
+        assert 0 <= a["val_dice"] <= 1 and 0 <= a["val_pixel_acc"] <= 1 and a["wall_time_s"] > 0
+        assert len(a["val_iou_per_class"]) == 3 and a["best_epoch"] <= a["epochs_run"]
+        assert Path(a["checkpoint"], "model.pt").is_file()
+        assert {"arch", "encoder", "loss", "lr"} <= set(t.params)
+    assert study.best_value > MIOU_FLOOR
+    assert study.user_attrs["segtune_version"] and study.user_attrs["spec"]["study"] == "demo"
+    assert study.user_attrs["classes"] == ["background", "pet", "border"]
+
+
+def test_progress_and_final_table_are_printed(searched) -> None:
+    _, proc = searched
+    out = proc.stdout
+    assert "decoded 60 images at 64 px once for all trials" in out
+    assert "8/8 done: 0 running" in out and "best val_miou" in out
+    table = out.split("best trials of study 'e2e'")[1]
+    for column in ("trial", "state", "val_mIoU", "Dice", "pix_acc", "epochs", "params"):
+        assert column in table
+    assert "COMPLETE" in table and "PRUNED" in table
+
+
+def test_a_second_run_adds_trials_and_keeps_the_first(searched) -> None:
+    tmp, _ = searched
+    before_trials = load(tmp).trials
+    before = {t.number: (t.state, t.value, dict(t.intermediate_values)) for t in before_trials}
+    ran_before = sum("ray_trial_id" in t.user_attrs for t in before_trials)
+    demo_search(tmp, 2)
+    after = load(tmp).trials
+    assert sum("ray_trial_id" in t.user_attrs for t in after) == ran_before + 2
+    for t in after:
+        if t.number in before:
+            assert (t.state, t.value, dict(t.intermediate_values)) == before[t.number]
