@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ray import tune
 
-from segtune import search, spec as spec_mod
+from segtune import search
+from segtune import spec as spec_mod
 from segtune.data import build_dataset
 from segtune.tables import format_table
 

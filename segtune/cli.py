@@ -85,6 +85,10 @@ def _run(args: argparse.Namespace) -> int:
 
     storage = args.storage or spec.storage
     name = args.study or spec.study
+    if spec_mod.uses_pretrained(spec):  # missing weights: an error now, not in every trial
+        from segtune.check import check_models
+
+        check_models(spec)
     study = search.run_study(spec, storage, name, address=args.address)
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
     print(tables.trials_table(study, limit=args.top))

@@ -63,8 +63,9 @@ def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
         if config.get("encoder_weights"):
             raise SegtuneError(
                 f"encoder_weights: {config['encoder_weights']} weights for {config['encoder']} are not on this "
-                f"machine and cannot be downloaded ({type(e).__name__}); put them in the torch hub cache "
-                "($TORCH_HOME/hub/checkpoints) or use encoder_weights: null"
+                f"machine ({type(e).__name__}); put them in the Hugging Face cache (~/.cache/huggingface/hub) or "
+                "the torch hub cache ($TORCH_HOME/hub/checkpoints), run SEGTUNE_DOWNLOAD_WEIGHTS=1 segtune check SPEC "
+                "once with network, or use encoder_weights: null"
             ) from None
         raise
 

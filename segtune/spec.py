@@ -279,6 +279,14 @@ def load(path: str | Path, overrides: list[str] | None = None, data_root: str | 
     return validate(raw, source=str(path))
 
 
+def uses_pretrained(spec: StudySpec) -> bool:
+    """Whether any configuration of the space loads pretrained encoder weights."""
+    from segtune import space
+
+    param = space.parse_space(spec.space).get("encoder_weights")
+    return param is not None and any(v is not None for v in param.possible_values())
+
+
 def to_dict(spec: StudySpec) -> dict:
     return spec.model_dump(mode="json")
 

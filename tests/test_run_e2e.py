@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import demo_search
+from tests.conftest import SPACES, demo_search, segtune
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +68,20 @@ def test_a_second_run_adds_trials_and_keeps_the_first(searched) -> None:
     for t in after:
         if t.number in before:
             assert (t.state, t.value, dict(t.intermediate_values)) == before[t.number]
+
+
+def test_a_trial_that_raises_ends_fail_with_its_reason_and_the_search_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "fail.db"
+    proc = segtune(
+        "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{db}", "--study", "nan",
+        "--set", "dataset={name: synthetic, num_images: 24, image_size: 32}", "--set", "search.trials=2",
+        "--set", "search.max_epochs=2", "--set", "space={arch: Unet, encoder: resnet18, lr: 1.0e+6, optimizer: sgd}",
+        "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert "2/2 done: 0 running, 0 complete, 0 pruned, 2 failed" in proc.stdout
+    assert "FAILED (NonFiniteLoss: loss is" in proc.stdout
+    trials = optuna.load_study(study_name="nan", storage=f"sqlite:///{db}").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    for t in trials:
+        assert t.user_attrs["fail_reason"].startswith("NonFiniteLoss: loss is")
+        assert "lr=1e+06" in t.user_attrs["fail_reason"]

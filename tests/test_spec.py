@@ -105,3 +105,11 @@ def test_cli_process_exits_2_without_traceback(in_tmp: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("segtune: error:") and "space.encoder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_missing_pretrained_weights_fail_before_any_trial(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = in_tmp / "store.db"
+    code = main(["run", str(DEMO), "--storage", f"sqlite:///{db}", "--set", "space.encoder_weights=imagenet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "encoder_weights: imagenet weights for" in err and "are not on this machine" in err
+    assert not db.exists()
