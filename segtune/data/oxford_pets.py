@@ -1,0 +1,89 @@
+"""Oxford-IIIT Pet in torchvision's layout: ROOT/oxford-iiit-pet/{images,annotations/trimaps}.
+
+Trimap values are 1 = pet, 2 = background, 3 = border. ``target: trimap`` learns all three
+classes; ``target: binary`` learns pet vs background and ignores the border, as people do by hand.
+The official trainval list is split into train and val with the spec's seed; test.txt is the test split.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from segtune.data.base import Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.errors import DataError
+from segtune.losses import IGNORE_INDEX
+from segtune.spec import OxfordPetsSpec, resolve_root
+
+TARGETS = {
+    "trimap": (["background", "pet", "border"], {1: 1, 2: 0, 3: 2}),
+    "binary": (["background", "pet"], {1: 1, 2: 0, 3: IGNORE_INDEX}),
+}
+
+
+def find_pets_dir(root: Path) -> Path | None:
+    for candidate in (root / "oxford-iiit-pet", root):
+        if (candidate / "images").is_dir() and (candidate / "annotations" / "trimaps").is_dir():
+            return candidate
+    return None
+
+
+def _download(root: Path) -> None:
+    """torchvision's downloader, with a short socket timeout so an offline machine fails fast."""
+    from torchvision.datasets import OxfordIIITPet
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        OxfordIIITPet(str(root), split="trainval", target_types="segmentation", download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def locate(spec: OxfordPetsSpec) -> Path:
+    root = resolve_root(spec.root)
+    found = find_pets_dir(root)
+    if found is not None:
+        return found
+    expected = root / "oxford-iiit-pet"
+    hint = "put a copy there (images/*.jpg, annotations/trimaps/*.png) or pass --data-root PATH"
+    if not spec.download:
+        raise DataError(f"oxford_pets: no dataset at {expected} and download is off; {hint}")
+    try:
+        _download(root)
+    except Exception as e:  # noqa: BLE001 - any failure to download means the same thing to the user
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise DataError(f"oxford_pets: no dataset at {expected} and the download failed ({reason}); {hint}") from None
+    found = find_pets_dir(root)
+    if found is None:
+        raise DataError(f"oxford_pets: download finished but {expected} has no images/ and annotations/trimaps/")
+    return found
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: split list missing")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def index_records(spec: OxfordPetsSpec) -> list[Record]:
+    base = locate(spec)
+    trainval = _read_list(base / "annotations" / "trainval.txt")
+    test = _read_list(base / "annotations" / "test.txt")
+    assignment = carve(trainval, {"val": spec.val_fraction}, spec.seed)
+    assignment.update({name: "test" for name in test})
+    records, missing = [], []
+    for name in trainval + test:
+        image, mask = base / "images" / f"{name}.jpg", base / "annotations" / "trimaps" / f"{name}.png"
+        if not image.is_file() or not mask.is_file():
+            missing.append(image.name if not image.is_file() else mask.name)
+            continue
+        records.append(Record(name, image, mask, assignment[name]))
+    if missing:
+        raise DataError(f"oxford_pets: {len(missing)} listed files are missing under {base}, e.g. {missing[0]}")
+    return limit_records(records, spec.limit)
+
+
+def build_oxford_pets(spec: OxfordPetsSpec) -> SegData:
+    classes, mapping = TARGETS[spec.target]
+    return decode_records(index_records(spec), spec.image_size, classes, value_remap(mapping, "trimap values 1, 2, 3"))
