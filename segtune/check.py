@@ -31,13 +31,11 @@ def check_models(spec: StudySpec, out: Any = None) -> int:
 
     size = min(spec.dataset.image_size, 64)
     built = 0
-    skipped = []
     for arch, encoder, weights in itertools.product(values("arch"), values("encoder"), values("encoder_weights")):
         cfg = {**space.DEFAULTS, "arch": arch, "encoder": encoder, "encoder_weights": weights}
         problem = pairing_problem(arch, encoder) if arch in ARCHITECTURES else None
         if problem:
             print(f"  skipped: {arch} / {encoder} cannot be built ({problem}); the search draws again", file=out)
-            skipped.append((arch, encoder))
             continue
         try:
             model = build_model(cfg, num_classes(spec.dataset)).eval()
