@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
 from typing import Any
 
 from segtune import store
+from segtune.errors import SegtuneError
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise SegtuneError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any = None) -> None:
+    """Serve until Ctrl-C. The server runs in a daemon thread and the main thread only waits, so
+    Ctrl-C stops it at once even when it lands while the server is answering a request (wsgiref
+    would swallow a KeyboardInterrupt raised inside a request handler and keep serving)."""
     from optuna_dashboard import run_server
 
     out = out or sys.stdout
     storage = store.open_storage(storage_url, must_exist=True)
+    _check_port(host, port)
+    server = threading.Thread(target=run_server, args=(storage,), kwargs={"host": host, "port": port}, daemon=True)
+    server.start()
     print(f"optuna-dashboard for {store.redact(storage_url)} on http://{host}:{port}/ (Ctrl-C stops it)",
           file=out, flush=True)  # fmt: skip
     try:
-        run_server(storage, host=host, port=port)
+        while server.is_alive():
+            server.join(0.5)
     except KeyboardInterrupt:
         pass
-    except OSError as e:
-        from segtune.errors import SegtuneError
-
-        raise SegtuneError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
     print("dashboard stopped", file=out, flush=True)

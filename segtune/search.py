@@ -24,7 +24,7 @@ import optuna
 import ray
 import torch
 from optuna.trial import TrialState
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
@@ -102,15 +102,24 @@ def _clean(value: Any) -> Any:
 
 
 def _error_reason(trial: Any) -> str:
+    """The exception a trial raised, as one line. Read from the trial's local error files: when Tune
+    calls back, they are written there but not yet synced to where ``get_pickled_error`` looks."""
+    cause = None
     try:
-        err = trial.get_pickled_error()
-    except Exception:  # noqa: BLE001 - the error file may be unreadable; fall back below
-        err = None
-    cause = getattr(err, "cause", None) or err
+        with open(trial.pickled_error_file, "rb") as f:
+            err = cloudpickle.load(f)
+        cause = getattr(err, "cause", None) or err
+    except Exception:  # noqa: BLE001 - no pickle (or not loadable): fall back to the text file
+        pass
     if cause is not None:
         text = str(cause).strip().splitlines()
         return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
-    return "trial raised an error (no error file)"
+    try:
+        with open(trial.error_file) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1][:500] if lines else "trial raised an error"
+    except (OSError, TypeError):
+        return "trial raised an error (no error file)"
 
 
 @dataclass
@@ -284,6 +293,9 @@ def connect_ray(address: str | None) -> None:
     # does not write) and experiment snapshots would only bury it
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # a failed trial's traceback: segtune prints its reason and stores it in the trial's fail_reason
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": the table says so
 
 
 def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:

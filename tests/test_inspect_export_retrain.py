@@ -73,7 +73,7 @@ def test_dashboard_serves_the_study_on_loopback_and_stops_on_ctrl_c(searched) ->
         assert "e2e" in [s["study_name"] for s in body["study_summaries"]]
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert f"http://127.0.0.1:{port}/" in out and "dashboard stopped" in out
 

@@ -74,7 +74,7 @@ def test_a_trial_that_raises_ends_fail_with_its_reason_and_the_search_goes_on(tm
     db = tmp_path / "fail.db"
     proc = segtune(
         "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{db}", "--study", "nan",
-        "--set", "dataset={name: synthetic, num_images: 24, image_size: 32}", "--set", "search.trials=2",
+        "--set", "dataset={name: synthetic, num_images: 64, image_size: 32}", "--set", "search.trials=2",
         "--set", "search.max_epochs=2", "--set", "space={arch: Unet, encoder: resnet18, lr: 1.0e+6, optimizer: sgd}",
         "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path,
     )  # fmt: skip

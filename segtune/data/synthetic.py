@@ -39,6 +39,4 @@ def build_synthetic(spec: SyntheticSpec) -> SegData:
     if spec.limit:
         splits = {s: idx[: spec.limit] for s, idx in splits.items()}
     classes = ["background"] + [f"class_{c}" for c in range(1, spec.num_classes)]
-    return SegData(
-        np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), splits, classes, names
-    )
+    return SegData(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), splits, classes, names)
