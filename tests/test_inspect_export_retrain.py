@@ -110,8 +110,14 @@ def test_export_writes_a_fixed_spec_that_retrains_and_predicts(searched, tmp_pat
     assert all(not isinstance(v, dict) for v in doc["config"].values())  # no ranges left
     assert {k: doc["config"][k] for k in best.params} == best.params
 
-    second = segtune("export", "e2e", "--storage", store_url(tmp), "-o", str(tmp_path / "2nd.yaml"), "--rank", "2")
-    assert "trial" in second.stdout
+    complete = sorted(
+        optuna.load_study(study_name="e2e", storage=store_url(tmp)).get_trials(states=(TrialState.COMPLETE,)),
+        key=lambda t: t.value,
+        reverse=True,
+    )
+    last = tmp_path / "last.yaml"  # --rank N: the N-th best, here the weakest complete trial
+    segtune("export", "e2e", "--storage", store_url(tmp), "-o", str(last), "--rank", str(len(complete)))
+    assert yaml.safe_load(last.read_text())["provenance"]["trial"] == complete[-1].number
 
     run_dir = tmp_path / "retrained"
     out = segtune("retrain", str(spec_path), "--out", str(run_dir), "--set", "epochs=2", cwd=tmp_path).stdout
