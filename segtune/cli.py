@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from segtune.errors import SegtuneError
+from segtune.spec import DEFAULT_STORAGE
 
 EXIT_USAGE = 2
 
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a search: Ray Tune + Optuna + ASHA, results in the study store")
     _spec_args(run)
-    run.add_argument("--storage", help="SQLAlchemy URL of the study store (default: the spec's, sqlite:///segtune.db)")
+    run.add_argument("--storage", help=f"SQLAlchemy URL of the study store (default: the spec's, {DEFAULT_STORAGE})")
     run.add_argument("--study", help="study name (default: the spec's); an existing study gets more trials")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     run.add_argument("--top", type=int, default=10, help="rows of the final table")
@@ -74,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default="sqlite:///segtune.db", help="study store URL (default: sqlite:///segtune.db)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"study store URL (default: {DEFAULT_STORAGE})")
 
 
 def _run(args: argparse.Namespace) -> int:

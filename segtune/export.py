@@ -25,12 +25,7 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[s
     if "config" in trial.user_attrs:
         return dict(trial.user_attrs["config"])
     params = space.parse_space(study.user_attrs.get("spec", {}).get("space", {}))
-    config = dict(space.DEFAULTS)
-    for p in params.values():
-        if any(config.get(dep) not in allowed for dep, allowed in p.when.items()):
-            continue
-        config[p.name] = p.value if p.kind in ("fixed", "value") else trial.params.get(p.name, config[p.name])
-    return config
+    return space.sample(optuna.trial.FixedTrial(trial.params), params)  # replays the trial's draws
 
 
 def export(study: optuna.Study, storage_url: str, rank: int = 1, epochs: int | None = None) -> dict[str, Any]:

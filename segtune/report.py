@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from segtune import checkpoint
 from segtune.export import ranked_complete
-from segtune.tables import fmt, params_text
+from segtune.tables import best_first, fmt, params_text
 
 STATE_COLOURS = {"COMPLETE": "#0072B2", "PRUNED": "#E69F00", "FAIL": "#D55E00", "RUNNING": "#999999"}
 
@@ -115,11 +115,7 @@ def per_class_figure(best: FrozenTrial, classes: list[str]) -> go.Figure | str:
 
 
 def table_figure(trials: list[FrozenTrial], limit: int = 15) -> go.Figure:
-    def key(t: FrozenTrial) -> float:
-        v = t.user_attrs.get("val_miou", t.value)
-        return -v if v is not None else math.inf
-
-    top = sorted(trials, key=key)[:limit]
+    top = best_first(trials)[:limit]
     cols = [
         [t.number for t in top],
         [t.state.name for t in top],

@@ -62,9 +62,10 @@ def retrain(spec: RetrainSpec, out_dir: Path, train_on: str = "train", overlays:
         "provenance": spec.provenance,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=lambda v: None))
+    text = json.dumps(metrics, indent=2, default=lambda v: None)
+    (out_dir / "metrics.json").write_text(text)
     checkpoint.save(out_dir / checkpoint.FILENAME, model, cfg, data.classes, data.image_size,
-                    metrics=json.loads(json.dumps(metrics, default=lambda v: None)))  # fmt: skip
+                    metrics=json.loads(text))  # fmt: skip
     idx = data.splits["test"][:overlays]
     preds = predict_arrays(model.eval(), data.images[idx])
     (out_dir / "overlays").mkdir(exist_ok=True)

@@ -64,8 +64,7 @@ class OptunaStoreSearcher(Searcher):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            storage = store.open_storage(self._storage_url)
-            self._study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler)
+            self._study = store.load_study(store.open_storage(self._storage_url), self._study_name, self._sampler)
         return self._study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -143,7 +142,7 @@ class StoreRecorder(tune.Callback):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            self._study = optuna.load_study(study_name=self._study_name, storage=store.open_storage(self._storage_url))
+            self._study = store.load_study(store.open_storage(self._storage_url), self._study_name)
         return self._study
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from segtune.errors import SpecError
 
 BUILTIN_PREFIX = "builtin:"
+DEFAULT_STORAGE = "sqlite:///segtune.db"
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
 
@@ -173,7 +174,7 @@ class StudySpec(_Strict):
     search: SearchSpec = SearchSpec()
     resources: ResourcesSpec = ResourcesSpec()
     train: TrainSpec = TrainSpec()
-    storage: str = "sqlite:///segtune.db"
+    storage: str = DEFAULT_STORAGE
     results_dir: str = "runs"
 
 

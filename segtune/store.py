@@ -57,9 +57,11 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
         raise StoreError(f"--storage: cannot open {redact(url)}: {str(e).splitlines()[0][:200]}") from None
 
 
-def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+def load_study(
+    storage: optuna.storages.BaseStorage, name: str, sampler: optuna.samplers.BaseSampler | None = None
+) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     except KeyError:
         known = [s.study_name for s in storage.get_all_studies()]
         raise StoreError(f"study {name!r} is not in the store (studies: {', '.join(known) or 'none'})") from None

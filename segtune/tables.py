@@ -35,16 +35,20 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def trials_table(study: optuna.Study, limit: int | None = None) -> str:
-    """Trials sorted best first (finished before unfinished): what a user reads after a search."""
-    trials = study.get_trials(deepcopy=False)
+def best_first(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Trials by the val mIoU a user sees (a pruned trial's best epoch), trials without one last."""
 
     def key(t: optuna.trial.FrozenTrial) -> tuple[int, float]:
         shown = t.user_attrs.get("val_miou", t.value)
         return (0 if shown is not None else 1, -(shown if shown is not None else 0.0))
 
+    return sorted(trials, key=key)
+
+
+def trials_table(study: optuna.Study, limit: int | None = None) -> str:
+    """Trials sorted best first (finished before unfinished): what a user reads after a search."""
     rows = []
-    for t in sorted(trials, key=key)[:limit]:
+    for t in best_first(study.get_trials(deepcopy=False))[:limit]:
         a = t.user_attrs
         rows.append(
             [
