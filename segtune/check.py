@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from segtune import space
-from segtune.data import build_dataset, index_summary
+from segtune.data import SegData, build_dataset, index_summary
+from segtune.data.base import BadData
 from segtune.errors import SegtuneError, SpecError
 from segtune.models import ARCHITECTURES, build_model, pairing_problem
 from segtune.spec import StudySpec, num_classes
@@ -55,6 +56,17 @@ def check_models(spec: StudySpec, out: Any = None) -> int:
     return built
 
 
+def report_skipped(data: SegData, out: Any) -> None:
+    """What dataset.skip_bad_files left out: a count, and the files."""
+    if not data.skipped:
+        return
+    print(f"skipped {len(data.skipped)} bad files (dataset.skip_bad_files is on):", file=out)
+    for line in data.skipped[: BadData.MAX_LISTED]:
+        print(f"  {line}", file=out)
+    if len(data.skipped) > BadData.MAX_LISTED:
+        print(f"  ... and {len(data.skipped) - BadData.MAX_LISTED} more", file=out)
+
+
 def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str, Any]:
     out = out or sys.stdout
     print(f"spec ok: study {spec.study!r}, dataset {spec.dataset.name}, {len(spec.space)} space entries", file=out)
@@ -62,9 +74,11 @@ def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str
     params = space.parse_space(spec.space)
     report["configs"] = space.sample_configs(params, 3, seed=spec.search.seed or 0)
     for _, sampled in report["configs"]:
-        print(f"  sample: {params_text(sampled)}", file=out)
+        print(f"  sample: {params_text(sampled) or '(every parameter is fixed)'}", file=out)
     if not spec_only:
-        summary = index_summary(build_dataset(spec.dataset))
+        data = build_dataset(spec.dataset)
+        report_skipped(data, out)
+        summary = index_summary(data)
         splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
         print(f"dataset ok: {summary['images']} images ({splits}); classes {summary['classes']}", file=out)
         share = ", ".join(f"{k} {v:.1%}" for k, v in summary["pixel_share"].items())

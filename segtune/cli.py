@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except SegtuneError as e:
+        for line in e.details:
+            print(line, file=sys.stderr)
         print(f"segtune: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -2,7 +2,12 @@
 
 
 class SegtuneError(Exception):
-    """Base of every error that is the user's input, not a bug: printed without a traceback."""
+    """Base of every error that is the user's input, not a bug: printed without a traceback.
+
+    The message is one line; ``details`` are lines printed before it (each bad file of a dataset, say).
+    """
+
+    details: list[str] = []
 
 
 class SpecError(SegtuneError):

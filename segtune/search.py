@@ -30,6 +30,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 import segtune
 from segtune import checkpoint, models, space, store
+from segtune.check import report_skipped
 from segtune.data import SegData, build_dataset
 from segtune.errors import SpecError
 from segtune.spec import BUILTIN_PREFIX, StudySpec, resolve_root, to_dict
@@ -352,6 +353,7 @@ def run_study(
             file=out,
             flush=True,
         )
+        report_skipped(data, out)
     if len(data.splits["train"]) == 0 or len(data.splits["val"]) == 0:
         raise SpecError("dataset: the train and val splits must both hold images")
     study = prepare_study(spec, storage_url, study_name)

@@ -67,6 +67,7 @@ class SplitSpec(_Strict):
 class _DatasetBase(_Strict):
     image_size: int = 224
     limit: int | None = Field(None, ge=1, description="use at most this many images per split (quick runs)")
+    skip_bad_files: bool = Field(False, description="leave out unreadable or inconsistent files instead of stopping")
 
     @field_validator("image_size")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class SegData:
     splits: dict[str, np.ndarray]  # split name -> indices into images/masks
     classes: list[str]
     names: list[str] = field(default_factory=list)  # one id per image, for messages and reports
+    skipped: list[str] = field(default_factory=list)  # bad files left out (dataset.skip_bad_files)
 
     @property
     def num_classes(self) -> int:
@@ -46,61 +48,126 @@ class Record:
     split: str
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 (size, size, 3); palette and alpha pictures are converted to RGB."""
+class BadFile(DataError):
+    """One file that cannot be used: what is wrong (``kind``, for counts), the file, and the detail."""
+
+    def __init__(self, kind: str, path: Path, detail: str = "", unpaired: bool = False):
+        self.kind, self.path, self.detail, self.unpaired = kind, Path(path), detail, unpaired
+        super().__init__(f"{path}: {kind}" + (f" ({detail})" if detail else ""))
+
+
+class BadData(DataError):
+    """Every bad file of a dataset: one summary line, and one detail line per file (the CLI prints both)."""
+
+    MAX_LISTED = 20
+
+    def __init__(self, problems: list[BadFile], total: int):
+        self.problems = problems
+        kinds = Counter(p.kind for p in problems)
+        counts = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        super().__init__(
+            f"dataset: {len(problems)} bad files among {total} ({counts}), e.g. {problems[0].path}; "
+            "fix or remove them, or set dataset.skip_bad_files: true to leave them out"
+        )
+        listed = [f"  {p}" for p in problems[: self.MAX_LISTED]]
+        if len(problems) > self.MAX_LISTED:
+            listed.append(f"  ... and {len(problems) - self.MAX_LISTED} more")
+        self.details = listed
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    """Fully decoded: a truncated file fails here, not later inside a trial."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot read image: {e}") from None
-    return np.asarray(rgb.resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+        im = Image.open(path)
+        im.load()
+        return im
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise BadFile(f"unreadable {what}", path, str(e) or type(e).__name__) from None
 
 
-def read_mask(path: Path, size: int) -> np.ndarray:
-    """Single-channel uint8 (size, size), resized nearest-neighbour so label values stay labels.
+def _rgb(im: Image.Image, size: int) -> np.ndarray:
+    return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
 
-    RGB masks whose three channels are equal are read as one channel; 1-bit pictures read as 0/255,
-    exactly as the same picture saved in 8 bits would.
-    """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGB", "RGBA"):
-                arr = np.asarray(im.convert("RGB"))
-                if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-                    raise DataError(f"{path}: mask has colour (its RGB channels differ); expected class values")
-                single = Image.fromarray(arr[..., 0])
-            elif im.mode in ("L", "P"):
-                single = im
-            else:  # "1", "I;16", "I", ...
-                single = im.convert("L")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot read mask: {e}") from None
+
+def _single(im: Image.Image, path: Path, size: int) -> np.ndarray:
+    """RGB masks whose three channels are equal are read as one channel; 1-bit pictures read as 0/255,
+    exactly as the same picture saved in 8 bits would. Resized nearest-neighbour so labels stay labels."""
+    if im.mode in ("RGB", "RGBA"):
+        arr = np.asarray(im.convert("RGB"))
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise BadFile("colour mask", path, "its RGB channels differ; expected class values")
+        single = Image.fromarray(arr[..., 0])
+    elif im.mode in ("L", "P"):
+        single = im
+    else:  # "1", "I;16", "I", ...
+        single = im.convert("L")
     return np.asarray(single.resize((size, size), Image.NEAREST), dtype=np.uint8)
 
 
+def read_image(path: Path, size: int) -> np.ndarray:
+    """RGB uint8 (size, size, 3); palette and alpha pictures are converted to RGB."""
+    with _open(path, "image") as im:
+        return _rgb(im, size)
+
+
+Remap = Callable[[np.ndarray, Path], np.ndarray]
+
+
+def read_pair(rec: Record, size: int, remap: Remap) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its mask as arrays; a :class:`BadFile` names what is wrong and where."""
+    with _open(rec.image, "image") as im, _open(rec.mask, "mask") as mk:
+        if im.size != mk.size:
+            raise BadFile("mask size differs from its image", rec.mask, f"mask {mk.size}, image {im.size}")
+        return _rgb(im, size), remap(_single(mk, rec.mask, size), rec.mask)
+
+
 def decode_records(
-    records: list[Record], size: int, classes: list[str], remap: Callable[[np.ndarray, Path], np.ndarray]
+    records: list[Record],
+    size: int,
+    classes: list[str],
+    remap: Remap,
+    skip_bad: bool = False,
+    problems: list[BadFile] | None = None,
 ) -> SegData:
-    """Decode and resize every pair once (threads: PIL releases the GIL while decoding)."""
+    """Decode and resize every pair once (threads: PIL releases the GIL while decoding).
+
+    Every pair is read before anything is decided, so one run names all bad files, not the first.
+    ``problems`` holds what the builder found while pairing files (an image without a mask, say).
+    With ``skip_bad`` those pairs are left out and listed in ``SegData.skipped``; otherwise
+    :class:`BadData` names them all.
+    """
+    problems = list(problems or [])
     if not records:
-        raise DataError("the dataset has no images")
+        raise DataError("the dataset has no images" + (f" ({len(problems)} bad files)" if problems else ""))
     images = np.empty((len(records), size, size, 3), dtype=np.uint8)
     masks = np.empty((len(records), size, size), dtype=np.uint8)
+    bad: dict[int, BadFile] = {}
 
     def one(i: int) -> None:
-        rec = records[i]
-        images[i] = read_image(rec.image, size)
-        masks[i] = remap(read_mask(rec.mask, size), rec.mask)
+        try:
+            images[i], masks[i] = read_pair(records[i], size, remap)
+        except BadFile as e:
+            bad[i] = e
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(one, range(len(records))))
-    splits = {s: np.array([i for i, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
-    return SegData(images, masks, splits, list(classes), [r.name for r in records])
+    problems += [bad[i] for i in sorted(bad)]
+    if problems and not skip_bad:
+        raise BadData(problems, len(records) + sum(p.unpaired for p in problems))
+    if bad:  # only then copy: the arrays can be gigabytes
+        keep = [i for i in range(len(records)) if i not in bad]
+        images, masks, records = images[keep], masks[keep], [records[i] for i in keep]
+    splits = {s: np.array([j for j, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
+    skipped = [str(p) for p in problems]
+    data = SegData(images, masks, splits, list(classes), [r.name for r in records], skipped=skipped)
+    for split in ("train", "val"):
+        if len(splits[split]) == 0:
+            skipped = f" after skipping {len(problems)} bad files" if problems else ""
+            raise DataError(f"dataset: the {split} split is empty{skipped}; every study needs train and val images")
+    return data
 
 
-def value_remap(mapping: dict[int, int], what: str) -> Callable[[np.ndarray, Path], np.ndarray]:
+def value_remap(mapping: dict[int, int], what: str) -> Remap:
     """Raw mask values -> class indices through a lookup table; a value it does not list is an error."""
     table = np.full(256, -1, dtype=np.int16)
     for raw, cls in mapping.items():
@@ -110,7 +177,7 @@ def value_remap(mapping: dict[int, int], what: str) -> Callable[[np.ndarray, Pat
         out = table[mask]
         if (out < 0).any():
             bad = sorted(int(v) for v in np.unique(mask[out < 0]))
-            raise DataError(f"{path}: mask values {bad} are not among the {what}")
+            raise BadFile("mask values outside the classes", path, f"values {bad} are not among the {what}")
         return out.astype(np.uint8)
 
     return remap

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from segtune.data.base import Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
 from segtune.errors import DataError
 from segtune.losses import IGNORE_INDEX
 from segtune.spec import FolderSpec, resolve_root
@@ -20,7 +20,7 @@ def _key(pattern: re.Pattern[str] | None, path: Path) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def _pair(spec: FolderSpec, root: Path) -> dict[str, tuple[Path, Path]]:
+def _pair(spec: FolderSpec, root: Path) -> tuple[dict[str, tuple[Path, Path]], list[BadFile]]:
     pattern = re.compile(spec.key) if spec.key else None
     found = {}
     for field, glob in (("images", spec.images), ("masks", spec.masks)):
@@ -37,24 +37,20 @@ def _pair(spec: FolderSpec, root: Path) -> dict[str, tuple[Path, Path]]:
             keyed[key] = path
         found[field] = keyed
     images, masks = found["images"], found["masks"]
-    lonely_images = sorted(set(images) - set(masks))
-    lonely_masks = sorted(set(masks) - set(images))
-    if lonely_images or lonely_masks:
-        parts = []
-        if lonely_images:
-            parts.append(f"{len(lonely_images)} images without a mask (e.g. {images[lonely_images[0]].name})")
-        if lonely_masks:
-            parts.append(f"{len(lonely_masks)} masks without an image (e.g. {masks[lonely_masks[0]].name})")
-        raise DataError(f"dataset {root}: " + "; ".join(parts) + " - check dataset.key")
-    return {k: (images[k], masks[k]) for k in sorted(images)}
+    problems = [BadFile("image without a mask", images[k], "check dataset.key", unpaired=True)
+                for k in sorted(set(images) - set(masks))]  # fmt: skip
+    problems += [BadFile("mask without an image", masks[k], "check dataset.key", unpaired=True)
+                 for k in sorted(set(masks) - set(images))]  # fmt: skip
+    return {k: (images[k], masks[k]) for k in sorted(set(images) & set(masks))}, problems
 
 
-def index_records(spec: FolderSpec) -> list[Record]:
+def index_records(spec: FolderSpec) -> tuple[list[Record], list[BadFile]]:
+    """Pairs split with the spec's seed, and the files that found no partner."""
     root = resolve_root(spec.root)
-    pairs = _pair(spec, root)
+    pairs, problems = _pair(spec, root)
     assignment = carve(list(pairs), {"val": spec.split.val, "test": spec.split.test}, spec.split.seed)
     records = [Record(k, img, mask, assignment[k]) for k, (img, mask) in pairs.items()]
-    return limit_records(records, spec.limit)
+    return limit_records(records, spec.limit), problems
 
 
 def class_mapping(spec: FolderSpec) -> dict[int, int]:
@@ -68,4 +64,6 @@ def class_mapping(spec: FolderSpec) -> dict[int, int]:
 
 def build_folder(spec: FolderSpec) -> SegData:
     what = f"declared values {sorted(class_mapping(spec))} (classes and ignore_index)"
-    return decode_records(index_records(spec), spec.image_size, spec.classes, value_remap(class_mapping(spec), what))
+    records, problems = index_records(spec)
+    remap = value_remap(class_mapping(spec), what)
+    return decode_records(records, spec.image_size, spec.classes, remap, spec.skip_bad_files, problems)

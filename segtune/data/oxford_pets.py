@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from segtune.data.base import Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
 from segtune.errors import DataError
 from segtune.losses import IGNORE_INDEX
 from segtune.spec import OxfordPetsSpec, resolve_root
@@ -66,7 +66,7 @@ def _read_list(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-def index_records(spec: OxfordPetsSpec) -> list[Record]:
+def index_records(spec: OxfordPetsSpec) -> tuple[list[Record], list[BadFile]]:
     base = locate(spec)
     trainval = _read_list(base / "annotations" / "trainval.txt")
     test = _read_list(base / "annotations" / "test.txt")
@@ -75,15 +75,16 @@ def index_records(spec: OxfordPetsSpec) -> list[Record]:
     records, missing = [], []
     for name in trainval + test:
         image, mask = base / "images" / f"{name}.jpg", base / "annotations" / "trimaps" / f"{name}.png"
-        if not image.is_file() or not mask.is_file():
-            missing.append(image.name if not image.is_file() else mask.name)
+        absent = [p for p in (image, mask) if not p.is_file()]
+        if absent:
+            missing.append(BadFile("listed file missing", absent[0], f"{name} is in the split lists", unpaired=True))
             continue
         records.append(Record(name, image, mask, assignment[name]))
-    if missing:
-        raise DataError(f"oxford_pets: {len(missing)} listed files are missing under {base}, e.g. {missing[0]}")
-    return limit_records(records, spec.limit)
+    return limit_records(records, spec.limit), missing
 
 
 def build_oxford_pets(spec: OxfordPetsSpec) -> SegData:
     classes, mapping = TARGETS[spec.target]
-    return decode_records(index_records(spec), spec.image_size, classes, value_remap(mapping, "trimap values 1, 2, 3"))
+    records, problems = index_records(spec)
+    remap = value_remap(mapping, "trimap values 1, 2, 3")
+    return decode_records(records, spec.image_size, classes, remap, spec.skip_bad_files, problems)
