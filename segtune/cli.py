@@ -90,7 +90,14 @@ def _run(args: argparse.Namespace) -> int:
         from segtune.check import check_models
 
         check_models(spec)
-    study = search.run_study(spec, storage, name, address=args.address)
+    try:
+        study = search.run_study(spec, storage, name, address=args.address)
+    except search.SearchInterrupted as e:
+        print(f"\ntrials of study {name!r} so far ({len(e.study.trials)} in the store):")
+        print(tables.trials_table(e.study, limit=args.top))
+        print(f"segtune: interrupted by {e.signal_name}: {e.failed} running trials ended FAIL (interrupted); "
+              "finished trials are kept. Run again to add trials.", file=sys.stderr)  # fmt: skip
+        return 130
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
     print(tables.trials_table(study, limit=args.top))
     return 0

@@ -13,8 +13,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,19 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     )
 
 
+def _pickle_state(obj: Any) -> dict[str, Any]:
+    """What Tune may pickle into its experiment folder: no live store handle, no password.
+
+    Tune writes its run config (callbacks, stopper, searcher) to disk; segtune never restores
+    from it (the store is the state), but the file must not leak the store's password.
+    """
+    state = dict(obj.__dict__)
+    state["_study"] = None
+    if "_storage_url" in state:
+        state["_storage_url"] = store.redact(state["_storage_url"])
+    return state
+
+
 class OptunaStoreSearcher(Searcher):
     """Ray Tune searcher that draws each configuration from an Optuna study in the store (ask)."""
 
@@ -67,6 +83,9 @@ class OptunaStoreSearcher(Searcher):
         if self._study is None:
             self._study = store.load_study(store.open_storage(self._storage_url), self._study_name, self._sampler)
         return self._study
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _pickle_state(self)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         params = space.parse_space(self._space_raw)
@@ -146,12 +165,19 @@ class StoreRecorder(tune.Callback):
             self._study = store.load_study(store.open_storage(self._storage_url), self._study_name)
         return self._study
 
+    def __getstate__(self) -> dict[str, Any]:
+        return _pickle_state(self)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         handle = store.trial_handle(self.study, trial.config[TRIAL_KEY])
         value = result.get(self.metric)
         if value is not None and math.isfinite(value):
             handle.report(float(value), step=int(result["epoch"]))
         handle.set_user_attr("epochs_run", int(result["epoch"]))
+        if int(result["epoch"]) == 1:  # where it runs: for `status`, and to find a stuck worker
+            handle.set_user_attr("node_id", result.get("node_id"))
+            handle.set_user_attr("node_ip", result.get("node_ip"))
+            handle.set_user_attr("worker_pid", result.get("pid"))
 
     def _finish_attrs(self, trial: Any) -> dict[str, Any]:
         last = trial.last_result or {}
@@ -160,6 +186,7 @@ class StoreRecorder(tune.Callback):
             "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
             "node_ip": last.get("node_ip"),
             "node_hostname": last.get("hostname"),
+            "node_id": last.get("node_id"),
             "ray_trial_id": trial.trial_id,
         }
         for key in ("val_miou", "val_dice", "val_pixel_acc", "val_iou_per_class", "epoch"):
@@ -241,6 +268,72 @@ class Progress(tune.Callback):
             self.line(f"epochs so far of running trials: {epochs}")
 
 
+class SearchInterrupted(Exception):
+    """The user stopped the search (Ctrl-C or SIGTERM); the store is consistent. Carries the study."""
+
+    def __init__(self, study: optuna.Study, signal_name: str, failed: int):
+        self.study, self.signal_name, self.failed = study, signal_name, failed
+        super().__init__(f"{signal_name}: {failed} running trials ended FAIL (interrupted)")
+
+
+class Interrupt(tune.Stopper):
+    """Ctrl-C once (or SIGTERM, as `docker stop` sends): Tune stops the experiment within a step,
+    and the trials it cut short are marked FAIL (interrupted). Ctrl-C again: mark them and quit at once.
+
+    Replaces Tune's own SIGINT handler, whose second Ctrl-C raises KeyboardInterrupt wherever the
+    driver happens to be and can leave trials RUNNING in the store.
+    """
+
+    def __init__(self, study: optuna.Study, run_id: str, out: Any):
+        self.study, self.run_id, self.out = study, run_id, out
+        self.event = threading.Event()
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "signal_name": self.signal_name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(None, state["run_id"], None)  # type: ignore[arg-type]
+        self.signal_name = state["signal_name"]
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+    def reason(self) -> str:
+        return f"interrupted: {self.signal_name} stopped the search (run {self.run_id}) before this trial ended"
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread; a caller in a thread keeps its own handling
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.event.is_set():
+            self.signal_name = signal.Signals(signum).name
+            self.event.set()
+            print(f"\n{self.signal_name}: stopping; running trials end as FAIL (interrupted). "
+                  "Press Ctrl-C again to quit at once.", file=self.out, flush=True)  # fmt: skip
+            return
+        # second signal: record the truth if the store answers within a few seconds, then go
+        marker = threading.Thread(
+            target=store.fail_unfinished, args=(self.study, self.run_id, self.reason()), daemon=True
+        )
+        marker.start()
+        marker.join(timeout=5)
+        print("segtune: interrupted twice, quitting now", file=sys.stderr, flush=True)
+        os._exit(130)
+
+
 def _short_params(config: dict[str, Any]) -> str:
     keys = ("arch", "encoder", "loss", "augment", "optimizer", "lr", "batch_size", "schedule")
     return " ".join(f"{k}={config[k]:.2g}" if isinstance(config[k], float) else f"{k}={config[k]}" for k in keys)
@@ -254,6 +347,7 @@ def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any],
     cfg = {k: config[k] for k in space.DEFAULTS}
     best: dict[str, Any] = {}
     host = socket.gethostname()
+    node_id = ray.get_runtime_context().get_node_id()
 
     def on_epoch(epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None:
         nonlocal best
@@ -263,7 +357,7 @@ def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any],
             best = dict(row)
         report = {k: _clean(v) for k, v in row.items()}
         report.update({f"best_{k}": _clean(v) for k, v in best.items()})
-        report["hostname"] = host
+        report["hostname"], report["node_id"] = host, node_id
         if not improved:
             tune.report(report)
             return
@@ -281,6 +375,7 @@ def connect_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # segtune's Interrupt handles Ctrl-C
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(
         address=address,
@@ -339,9 +434,10 @@ def run_study(
     data: SegData | None = None,
     stopper: Any = None,
 ) -> optuna.Study:
-    """Run ``spec.search.trials`` more trials of ``study_name`` and return the study."""
-    import sys
+    """Run ``spec.search.trials`` more trials of ``study_name`` and return the study.
 
+    Raises :class:`SearchInterrupted` (after the store is made consistent) when the user stops it.
+    """
     out = out or sys.stdout
     if data is None:
         started = time.monotonic()
@@ -367,6 +463,8 @@ def run_study(
 
     search = spec.search
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    interrupt = Interrupt(study, run_id, out)
+    stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
     searcher: Searcher = OptunaStoreSearcher(storage_url, study_name, run_id, spec)
     if search.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
@@ -417,9 +515,14 @@ def run_study(
         file=out,
         flush=True,
     )
+    interrupt.install()
     try:
         tuner.fit()
     finally:
         # a trial Ray never finished (driver interrupted, experiment stopped) must not stay RUNNING
-        store.fail_unfinished(study, run_id, "interrupted: the search ended before this trial did")
+        reason = interrupt.reason() if interrupt.event.is_set() else "stopped: the search ended before this trial did"
+        failed = store.fail_unfinished(study, run_id, reason)
+        interrupt.restore()
+    if interrupt.event.is_set():
+        raise SearchInterrupted(study, interrupt.signal_name, failed)
     return study

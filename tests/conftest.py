@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -43,14 +45,56 @@ def segtune(
     return proc
 
 
-def demo_search(tmp: Path, trials: int, study: str = "e2e") -> subprocess.CompletedProcess[str]:
-    """A small real search: the demo spec at 64 px, 4 epochs, on a local Ray cluster and a SQLite file in tmp."""
-    return segtune(
+def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4) -> list[str]:
+    """A small real search: the demo spec at 64 px, on a local Ray cluster and a SQLite file in tmp."""
+    return [
         "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{tmp / 'store.db'}", "--study", study,
-        "--set", f"search.trials={trials}", "--set", "search.max_epochs=4", "--set", "search.grace_period=1",
+        "--set", f"search.trials={trials}", "--set", f"search.max_epochs={epochs}", "--set", "search.grace_period=1",
         "--set", "dataset.image_size=64", "--set", "space.lr={loguniform: [1.0e-3, 1.0e-2]}",
-        "--set", f"results_dir={tmp / 'runs'}", cwd=tmp,
-    )  # fmt: skip
+        "--set", f"results_dir={tmp / 'runs'}",
+    ]  # fmt: skip
+
+
+def demo_search(tmp: Path, trials: int, study: str = "e2e") -> subprocess.CompletedProcess[str]:
+    return segtune(*demo_args(tmp, trials, study), cwd=tmp)
+
+
+class Background:
+    """`segtune ...` running in its own process; its output lines are collected as they come."""
+
+    def __init__(self, *args: str, cwd: Path):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "segtune", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)  # fmt: skip
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None, f"exited with {self.proc.returncode} before {text!r}:\n{self.output}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{self.output}"
+            time.sleep(0.2)
+
+    def wait(self, timeout: float) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 @pytest.fixture(scope="session")

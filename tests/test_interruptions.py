@@ -1,0 +1,99 @@
+"""Real interruptions of a real search: Ctrl-C on the driver (once, twice), SIGKILL of a trial's process.
+After each, the SQLite store opens, finished trials are intact and no trial is left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import Background, demo_args
+
+pytestmark = pytest.mark.e2e
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def trials(tmp: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp / 'store.db'}").trials
+
+
+def assert_finished_trials_intact(ts: list[optuna.trial.FrozenTrial]) -> None:
+    for t in ts:
+        if t.state in FINISHED:
+            assert t.value is not None and len(t.intermediate_values) == t.user_attrs["epochs_run"] >= 1
+
+
+def test_ctrl_c_stops_cleanly_and_running_trials_end_fail_interrupted(tmp_path: Path) -> None:
+    run = Background(*demo_args(tmp_path, trials=12, epochs=6), cwd=tmp_path)
+    try:
+        run.wait_for(" after ")  # a trial has finished (complete or pruned) ...
+        run.wait_for("running", timeout=60)
+        time.sleep(3)  # ... and the next ones are training
+        run.proc.send_signal(signal.SIGINT)
+        rc = run.wait(timeout=120)
+    finally:
+        run.kill()
+    assert rc == 130, run.output
+    assert "SIGINT: stopping; running trials end as FAIL (interrupted)" in run.output
+    assert "segtune: interrupted by SIGINT" in run.output and "finished trials are kept" in run.output
+    ts = trials(tmp_path)
+    assert TrialState.RUNNING not in {t.state for t in ts}
+    assert any(t.state in FINISHED for t in ts)
+    assert_finished_trials_intact(ts)
+    interrupted = [t for t in ts if t.state == TrialState.FAIL]
+    assert interrupted, "a trial was training when Ctrl-C came"
+    for t in interrupted:
+        assert t.user_attrs["fail_reason"].startswith("interrupted: SIGINT stopped the search")
+    assert len(ts) < 12  # it did stop
+
+
+def test_a_second_ctrl_c_quits_at_once_and_still_leaves_nothing_running(tmp_path: Path) -> None:
+    run = Background(*demo_args(tmp_path, trials=6, epochs=6), cwd=tmp_path)
+    try:
+        run.wait_for("trial 1 started")
+        time.sleep(2)
+        run.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        second = time.monotonic()
+        run.proc.send_signal(signal.SIGINT)
+        rc = run.wait(timeout=60)
+        quit_after = time.monotonic() - second
+    finally:
+        run.kill()
+    assert rc == 130 and "interrupted twice, quitting now" in run.output, run.output
+    assert quit_after < 10, quit_after
+    ts = trials(tmp_path)
+    assert ts and TrialState.RUNNING not in {t.state for t in ts}
+    assert_finished_trials_intact(ts)
+
+
+def test_a_trial_process_killed_mid_epoch_fails_and_the_search_goes_on(tmp_path: Path) -> None:
+    run = Background(*demo_args(tmp_path, trials=4, epochs=3), cwd=tmp_path)
+    try:
+        run.wait_for("trial 0 started")
+        victim = None
+        deadline = time.monotonic() + 600
+        while victim is None:  # the store says where each running trial's process is
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.output
+            running = [t for t in trials(tmp_path) if t.state == TrialState.RUNNING and t.user_attrs.get("worker_pid")]
+            victim = running[0] if running else None
+            time.sleep(0.5)
+        os.kill(victim.user_attrs["worker_pid"], signal.SIGKILL)
+        rc = run.wait(timeout=600)
+    finally:
+        run.kill()
+    assert rc == 0, run.output
+    ts = trials(tmp_path)
+    killed = next(t for t in ts if t.number == victim.number)
+    assert killed.state == TrialState.FAIL
+    assert "died" in killed.user_attrs["fail_reason"].lower(), killed.user_attrs["fail_reason"]
+    assert f"trial {victim.number} FAILED" in run.output
+    ran = [t for t in ts if "ray_trial_id" in t.user_attrs]
+    assert len(ran) == 4 and sum(t.state in FINISHED for t in ran) == 3  # the other three ran to the end
+    assert TrialState.RUNNING not in {t.state for t in ts}
+    assert_finished_trials_intact(ts)
