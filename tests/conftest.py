@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,31 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     """One real search shared by the tests that inspect a store (Ray starts once per test session)."""
     tmp = tmp_path_factory.mktemp("search")
     return tmp, demo_search(tmp, 8)
+
+
+PG_ENV = "SEGTUNE_TEST_POSTGRES"
+
+
+@pytest.fixture()
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on a real server; its URL (with password) for the test.
+
+    .ci/run installs PostgreSQL, starts it on loopback and sets SEGTUNE_TEST_POSTGRES to a role
+    allowed to create databases. Elsewhere without it the test is skipped, never in CI.
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = os.environ.get(PG_ENV)
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_ENV} is not set: .ci/run starts PostgreSQL and sets it")
+        pytest.skip(f"no PostgreSQL server: set {PG_ENV}=postgresql+psycopg://user:pw@127.0.0.1/db")
+    url = make_url(base)
+    name = f"segtune_test_{uuid.uuid4().hex[:10]}"
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,116 @@
+"""The study store under real trouble: a SQLite write lock held by another process, PostgreSQL
+connections killed by the server, a database that refuses connections for a while."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from segtune import store
+
+
+def write_trials(storage: optuna.storages.BaseStorage, n: int, study: str = "s") -> list[int]:
+    st = optuna.create_study(study_name=study, storage=storage, load_if_exists=True, direction="maximize")
+    numbers = []
+    for i in range(n):
+        t = st.ask()
+        t.set_user_attr("i", i)
+        t.report(0.1 * i, 1)
+        st.tell(t, 0.1 * i)
+        numbers.append(t.number)
+    return numbers
+
+
+def test_a_sqlite_write_lock_held_for_seconds_is_waited_out(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    storage = store.open_storage(url)
+    write_trials(storage, 2)
+    held = threading.Event()
+
+    def hold_lock() -> None:  # another process (a backup, a second search) keeps the write lock for 8 s
+        con = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        held.set()
+        time.sleep(8)
+        con.execute("COMMIT")
+        con.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait()
+    started = time.monotonic()
+    write_trials(storage, 2)  # Python's sqlite3 gives up after 5 s by default: "database is locked"
+    waited = time.monotonic() - started
+    holder.join()
+    assert waited > 5
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state.name == "COMPLETE" for t in trials)
+
+
+def _admin(pg_url: str) -> psycopg.Connection:
+    admin_url = make_url(pg_url).set(drivername="postgresql", database="postgres")  # not the one it locks
+    return psycopg.connect(admin_url.render_as_string(hide_password=False),
+                           autocommit=True)  # fmt: skip
+
+
+def _kill_segtune_connections(admin: psycopg.Connection, db: str) -> int:
+    rows = admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND application_name = 'segtune' AND pid <> pg_backend_pid()",
+        (db,),
+    ).fetchall()
+    return len(rows)
+
+
+def test_postgres_connections_killed_by_the_server_are_replaced(pg_url: str) -> None:
+    db = make_url(pg_url).database
+    storage = store.open_storage(pg_url)
+    write_trials(storage, 3)
+    with _admin(pg_url) as admin:
+        assert _kill_segtune_connections(admin, db) >= 1  # the pool's idle connections die
+    write_trials(storage, 3)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.number for t in study.trials] == list(range(6))
+    assert all(t.state.name == "COMPLETE" and t.intermediate_values for t in study.trials)
+
+
+def test_postgres_refusing_connections_for_a_while_is_retried(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    db = make_url(pg_url).database
+    storage = store.open_storage(pg_url)
+    write_trials(storage, 2)
+    with _admin(pg_url) as admin:
+        admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')  # as during a failover or restart
+        _kill_segtune_connections(admin, db)
+
+        def reopen() -> None:
+            time.sleep(3)
+            admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+
+        opener = threading.Thread(target=reopen)
+        opener.start()
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="segtune.store"):
+            write_trials(storage, 2)
+        opener.join()
+    assert time.monotonic() - started > 2.5
+    assert any("not currently accepting connections" in r.getMessage() for r in caplog.records), caplog.text
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_a_wrong_postgres_password_fails_at_once_without_showing_it(pg_url: str, tmp_path: Path) -> None:
+    from tests.conftest import segtune
+
+    bad = make_url(pg_url).set(password="not-the-password").render_as_string(hide_password=False)
+    started = time.monotonic()
+    proc = segtune("status", "--storage", bad, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and time.monotonic() - started < 30
+    assert "password authentication failed" in proc.stderr and "***" in proc.stderr
+    assert "not-the-password" not in proc.stdout + proc.stderr
