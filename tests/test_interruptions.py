@@ -1,11 +1,14 @@
-"""Real interruptions of a real search: Ctrl-C on the driver (once, twice), SIGKILL of a trial's process.
-After each, the SQLite store opens, finished trials are intact and no trial is left RUNNING."""
+"""Real interruptions of a real search: Ctrl-C on the driver (once, twice), SIGKILL of a trial's process,
+two searches and a dashboard on one SQLite file. After each, the store opens, finished trials are
+intact and no trial is left RUNNING."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -13,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import Background, demo_args
+from tests.test_inspect_export_retrain import free_port
 
 pytestmark = pytest.mark.e2e
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -96,4 +100,36 @@ def test_a_trial_process_killed_mid_epoch_fails_and_the_search_goes_on(tmp_path:
     ran = [t for t in ts if "ray_trial_id" in t.user_attrs]
     assert len(ran) == 4 and sum(t.state in FINISHED for t in ran) == 3  # the other three ran to the end
     assert TrialState.RUNNING not in {t.state for t in ts}
+    assert_finished_trials_intact(ts)
+
+
+def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> None:
+    """Two `segtune run` (each its own Ray cluster) add trials to one study while a dashboard polls it."""
+    port = free_port()
+    first = Background(*demo_args(tmp_path, trials=3, epochs=2), cwd=tmp_path)
+    first.wait_for("trial 0 started")  # the study exists; the second search adds to it
+    dash = Background("dashboard", "--storage", f"sqlite:///{tmp_path / 'store.db'}", "--port", str(port), cwd=tmp_path)
+    second = Background(*demo_args(tmp_path, trials=3, epochs=2), cwd=tmp_path)
+    polls = 0
+    try:
+        while first.proc.poll() is None or second.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
+                    polls += bool(json.loads(r.read())["study_summaries"])
+            except OSError:
+                pass  # the dashboard is still starting
+            time.sleep(0.5)
+        assert dash.proc.poll() is None, dash.output
+        assert first.wait(60) == 0 and second.wait(60) == 0, first.output + second.output
+    finally:
+        for run in (first, second, dash):
+            run.kill()
+    assert polls > 5
+    outputs = first.output + second.output + dash.output
+    assert "locked" not in outputs and "Traceback" not in outputs
+    ts = trials(tmp_path)
+    ran = [t for t in ts if "ray_trial_id" in t.user_attrs]
+    assert len(ran) == 6 and len({t.user_attrs["run_id"] for t in ran}) == 2
+    assert sorted(t.number for t in ts) == list(range(len(ts)))
+    assert all(t.state in FINISHED for t in ran)
     assert_finished_trials_intact(ts)
