@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from segtune.errors import SegtuneError
-from segtune.spec import DEFAULT_STORAGE
+from segtune.spec import DEFAULT_STORAGE, StudySpec
 
 EXIT_USAGE = 2
 
@@ -34,6 +34,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--study", help="study name (default: the spec's); an existing study gets more trials")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     run.add_argument("--top", type=int, default=10, help="rows of the final table")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study after its driver died: mark its orphaned trials FAIL, re-run interrupted "
+        "ones, and run until the study holds search.trials trials",
+    )
 
     check = sub.add_parser("check", help="validate a spec, build sampled models, index the dataset")
     _spec_args(check)
@@ -90,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         from segtune.check import check_models
 
         check_models(spec)
+    if not _plan(args, spec, storage, name):
+        return 0
     try:
         study = search.run_study(spec, storage, name, address=args.address)
     except search.SearchInterrupted as e:
@@ -101,6 +109,30 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
     print(tables.trials_table(study, limit=args.top))
     return 0
+
+
+def _plan(args: argparse.Namespace, spec: StudySpec, storage: str, name: str) -> bool:
+    """--resume: trim the spec to the trials still to run (False: none). Without it: warn about orphans."""
+    from segtune import resume, store
+
+    if store.sqlite_path(storage) is not None and not store.sqlite_path(storage).is_file():
+        return True  # a new store: nothing to resume
+    try:
+        study = store.load_study(store.open_storage(storage), name)
+    except SegtuneError:  # no such study yet
+        return True
+    if not args.resume:
+        lost = resume.orphans(study)
+        if lost:
+            print(f"note: {len(lost)} trials of {name!r} are RUNNING under a driver that is gone; "
+                  "`segtune run --resume` marks them FAIL and re-runs them", file=sys.stderr)  # fmt: skip
+        return True
+    remaining = resume.prepare_resume(study, spec.search.trials, sys.stdout)
+    if remaining == 0:
+        print(f"study {name!r} already holds {spec.search.trials} finished trials (search.trials): nothing to run")
+        return False
+    spec.search.trials = remaining
+    return True
 
 
 def _check(args: argparse.Namespace) -> int:

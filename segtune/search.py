@@ -90,8 +90,10 @@ class OptunaStoreSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         params = space.parse_space(self._space_raw)
         for _ in range(MAX_DRAWS):
-            trial = self.study.ask()
+            trial = self.study.ask()  # a trial queued by --resume comes first, with its parameters
             trial.set_user_attr("run_id", self._run_id)
+            trial.set_user_attr("driver_host", socket.gethostname())  # for --resume: is its driver alive?
+            trial.set_user_attr("driver_pid", os.getpid())
             config = space.sample(trial, params)
             problem = (
                 models.pairing_problem(config["arch"], config["encoder"])
@@ -409,6 +411,15 @@ def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:
     return {"cpu": cpus, "gpu": float(gpus)}
 
 
+def trial_slots(resources: dict[str, float]) -> int:
+    """How many trials the cluster can run side by side with these per-trial resources."""
+    cluster = ray.cluster_resources()
+    slots = int(cluster.get("CPU", 1) // max(resources["cpu"], 1e-9))
+    if resources["gpu"] > 0:
+        slots = min(slots, int(cluster.get("GPU", 0) // resources["gpu"]))
+    return max(1, slots)
+
+
 def prepare_study(spec: StudySpec, storage_url: str, study_name: str) -> optuna.Study:
     """Create the study, or load it to add trials; record the spec (without password) and version."""
     storage = store.open_storage(storage_url)
@@ -461,6 +472,9 @@ def run_study(
     if settings["loader_workers"] == "auto":  # CPU trials: workers would only steal the trial's own cores
         settings["loader_workers"] = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0
 
+    # Tune starts one trial at a time with a custom searcher unless told how many may wait for a
+    # slot; with one, a slot freed while a trial starts (several seconds) would sit idle
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(resources)))
     search = spec.search
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     interrupt = Interrupt(study, run_id, out)

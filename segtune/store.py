@@ -147,12 +147,16 @@ def trial_handle(study: optuna.Study, number: int) -> optuna.Trial:
     return optuna.Trial(study, trial_id)
 
 
+def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
 def fail_unfinished(study: optuna.Study, run_id: str, reason: str) -> int:
     """Mark this run's trials FAIL if they are still RUNNING, so none is left looking alive."""
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("run_id") == run_id:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            fail_trial(study, t, reason)
             failed += 1
     return failed

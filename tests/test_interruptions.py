@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import Background, demo_args
+from tests.conftest import Background, demo_args, segtune
 from tests.test_inspect_export_retrain import free_port
 
 pytestmark = pytest.mark.e2e
@@ -133,3 +133,36 @@ def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> 
     assert sorted(t.number for t in ts) == list(range(len(ts)))
     assert all(t.state in FINISHED for t in ran)
     assert_finished_trials_intact(ts)
+
+
+def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path: Path) -> None:
+    args = demo_args(tmp_path, trials=6, epochs=3)
+    run = Background(*args, cwd=tmp_path)
+    try:
+        run.wait_for("2/6 done")
+        run.wait_for(" started", timeout=120)  # a trial is training now
+        time.sleep(2)
+        run.proc.kill()  # SIGKILL: no finally, no handler, nothing cleaned up
+        run.wait(30)
+    finally:
+        run.kill()
+    before = {t.number: t for t in trials(tmp_path)}
+    orphaned = [n for n, t in before.items() if t.state == TrialState.RUNNING]
+    assert orphaned, "the killed driver left its running trials RUNNING"
+
+    proc = segtune(*args, "--resume", cwd=tmp_path)
+    for n in orphaned:
+        assert f"trial {n}: was RUNNING under a driver that is gone; marked FAIL (interrupted)" in proc.stdout
+    ts = {t.number: t for t in trials(tmp_path)}
+    for n, t in before.items():  # finished trials are kept as they were
+        if t.state in FINISHED:
+            assert (ts[n].state, ts[n].value, ts[n].intermediate_values) == (t.state, t.value, t.intermediate_values)
+    for n in orphaned:
+        assert ts[n].state == TrialState.FAIL
+        assert ts[n].user_attrs["fail_reason"].startswith("interrupted: its driver")
+        retry = next(t for t in ts.values() if t.user_attrs.get("retry_of") == n)  # re-run, recorded
+        assert retry.params == ts[n].params and retry.state in FINISHED
+    finished = [t for t in ts.values() if t.state in FINISHED]
+    assert len(finished) == 6 and TrialState.RUNNING not in {t.state for t in ts.values()}
+    again = segtune(*args, "--resume", cwd=tmp_path)  # nothing left to do
+    assert "already holds 6 finished trials" in again.stdout and len(trials(tmp_path)) == len(ts)

@@ -1,0 +1,79 @@
+"""`segtune run --resume`: continue a study whose driver died (SIGKILL, a lost node, a reboot).
+
+The store is the only state: no Tune experiment is restored. Trials the dead driver left RUNNING are
+marked FAIL with the reason, trials cut short by an interruption are queued again with the same
+parameters (the new trial records ``retry_of``), and the search runs until the study holds the
+number of trials the spec asks for.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from segtune import store
+
+INTERRUPTED = "interrupted"
+
+
+def driver_alive(trial: FrozenTrial) -> bool:
+    """True when the trial's driver is a live process on this host. A driver on another host
+    cannot be seen from here: --resume assumes the study has no other live driver there."""
+    attrs = trial.user_attrs
+    if attrs.get("driver_host") != socket.gethostname() or not attrs.get("driver_pid"):
+        return False
+    try:
+        os.kill(int(attrs["driver_pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return int(attrs["driver_pid"]) != os.getpid()
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """A trial that ran to its own outcome: complete, pruned, or failed by its own error
+    (not one interrupted, nor a pairing smp cannot build, which never ran)."""
+    if "ray_trial_id" not in trial.user_attrs and trial.state != TrialState.COMPLETE:
+        return False
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    reason = str(trial.user_attrs.get("fail_reason", ""))
+    return trial.state == TrialState.FAIL and not reason.startswith((INTERRUPTED, "stopped"))
+
+
+def orphans(study: optuna.Study) -> list[FrozenTrial]:
+    """RUNNING trials whose driver is gone."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not driver_alive(t)]
+
+
+def prepare_resume(study: optuna.Study, target: int, out: Any) -> int:
+    """Mark orphans FAIL, queue interrupted trials again; return how many trials are still to run."""
+    for t in orphans(study):
+        where = f"{t.user_attrs.get('driver_host', '?')}:{t.user_attrs.get('driver_pid', '?')}"
+        store.fail_trial(study, t, f"{INTERRUPTED}: its driver ({where}) died before the trial ended")
+        print(f"trial {t.number}: was RUNNING under a driver that is gone; marked FAIL (interrupted)", file=out)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    done = sum(counted(t) for t in trials)
+    remaining = max(0, target - done)
+    requeue = [
+        t for t in trials
+        if t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+        and t.number not in retried and "ray_trial_id" in t.user_attrs
+    ][: max(0, remaining - waiting)]  # fmt: skip
+    for t in requeue:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        print(f"trial {t.number}: interrupted; queued again with the same parameters", file=out)
+    print(
+        f"resume: {done} of {target} trials finished; {remaining} to run"
+        + (f" ({len(requeue) + waiting} of them re-runs of interrupted trials)" if requeue or waiting else ""),
+        file=out,
+        flush=True,
+    )
+    return remaining
