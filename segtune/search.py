@@ -35,7 +35,7 @@ import segtune
 from segtune import checkpoint, models, space, store
 from segtune.check import report_skipped
 from segtune.data import SegData, build_dataset
-from segtune.errors import SpecError
+from segtune.errors import SegtuneError, SpecError
 from segtune.spec import BUILTIN_PREFIX, StudySpec, resolve_root, to_dict
 from segtune.train import fit
 
@@ -371,6 +371,17 @@ def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any],
     fit(cfg, data, max_epochs, on_epoch, settings=settings, seed=number)
 
 
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable GCS for minutes; a closed port should be an error at once."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "local", "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise SegtuneError(f"--address: no Ray cluster answers at {address} ({e.strerror or e})") from None
+
+
 def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
@@ -379,13 +390,25 @@ def connect_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # segtune's Interrupt handles Ctrl-C
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-    )
+    # no address: a private local cluster, even when `ray start` runs on this machine ("auto" joins that)
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    _check_reachable(target)
+    try:
+        ray.init(
+            address=target,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+        if target == "local":
+            raise
+        reason = str(e).strip().splitlines()[0][:200]
+        hint = ""
+        if "auth" in str(e).lower():
+            hint = "; it uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
+        raise SegtuneError(f"--address: cannot join the Ray cluster at {target}: {reason}{hint}") from None
     # segtune prints its own progress; Ray Tune's warnings about its result files (which segtune
     # does not write) and experiment snapshots would only bury it
     for name in ("ray.tune", "ray.train", "ray.air"):
@@ -463,11 +486,10 @@ def run_study(
         report_skipped(data, out)
     if len(data.splits["train"]) == 0 or len(data.splits["val"]) == 0:
         raise SpecError("dataset: the train and val splits must both hold images")
+    connect_ray(address)  # before the store is touched: a wrong address must leave nothing behind
+    resources = resources_for(spec, out)
     study = prepare_study(spec, storage_url, study_name)
     study.set_user_attr("classes", data.classes)
-
-    connect_ray(address)
-    resources = resources_for(spec, out)
     settings = {**spec.train.model_dump(), "cpus": resources["cpu"]}
     if settings["loader_workers"] == "auto":  # CPU trials: workers would only steal the trial's own cores
         settings["loader_workers"] = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0

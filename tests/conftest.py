@@ -36,10 +36,10 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def segtune(
-    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 900
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The real command line, in its own process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "segtune", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=cwd, env=env)  # fmt: skip
     if check:
