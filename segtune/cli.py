@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from segtune.errors import SegtuneError
 from segtune.spec import DEFAULT_STORAGE, StudySpec
 
 EXIT_USAGE = 2
+STORAGE_ENV = "SEGTUNE_STORAGE"  # a URL with a password belongs in the environment, not in argv (ps shows argv)
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -30,7 +32,10 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a search: Ray Tune + Optuna + ASHA, results in the study store")
     _spec_args(run)
-    run.add_argument("--storage", help=f"SQLAlchemy URL of the study store (default: the spec's, {DEFAULT_STORAGE})")
+    run.add_argument(
+        "--storage",
+        help=f"SQLAlchemy URL of the study store (default: ${STORAGE_ENV}, else the spec's, else {DEFAULT_STORAGE})",
+    )
     run.add_argument("--study", help="study name (default: the spec's); an existing study gets more trials")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     run.add_argument("--top", type=int, default=10, help="rows of the final table")
@@ -81,7 +86,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"study store URL (default: {DEFAULT_STORAGE})")
+    p.add_argument(
+        "--storage",
+        default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+        help=f"study store URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = spec_mod.load(args.spec, args.overrides, args.data_root)
     from segtune import search, tables
 
-    storage = args.storage or spec.storage
+    storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
     name = args.study or spec.study
     if spec_mod.uses_pretrained(spec):  # missing weights: an error now, not in every trial
         from segtune.check import check_models

@@ -1,0 +1,42 @@
+"""docker/: no Docker engine runs in CI, so check what can be checked from the files themselves."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.conftest import REPO
+
+DOCKER = REPO / "docker"
+
+
+def test_compose_wires_store_head_workers_driver_and_dashboard() -> None:
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    assert set(services) == {"postgres", "ray-head", "ray-worker", "driver", "dashboard"}
+    pg = services["postgres"]
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"]) and pg["volumes"][0].startswith("pgdata:")
+    worker = services["ray-worker"]
+    assert "--address=ray-head:6379" in worker["command"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "replicas" not in worker.get("deploy", {})  # --scale ray-worker=N decides
+    driver = services["driver"]
+    assert driver["command"][:2] == ["segtune", "run"] and {"--resume", "--address"} <= set(driver["command"])
+    for name in ("driver", "dashboard"):  # the store's URL with its password comes from the environment
+        assert "SEGTUNE_STORAGE" in services[name]["environment"]
+        assert not any("postgresql" in str(arg) for arg in services[name]["command"])
+    assert services["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert "change-me" not in (DOCKER / "compose.yaml").read_text()  # secrets come from .env
+
+
+def test_dockerfile_is_cuda_based_non_root_and_copies_what_exists() -> None:
+    text = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvidia/cuda:\S+-runtime", text, re.M)
+    assert re.search(r"^USER segtune$", text, re.M)
+    torch = re.search(r"ARG TORCH=(\S+)", text).group(1)
+    vision = re.search(r"ARG TORCHVISION=(\S+)", text).group(1)
+    major, minor = (int(x) for x in torch.split(".")[:2])
+    assert vision.split(".")[:2] == ["0", str(minor + 15)] and major == 2  # torchvision 0.(N+15) pairs torch 2.N
+    for line in re.findall(r"^COPY (.+)$", text, re.M):
+        for src in line.split()[:-1]:
+            assert (REPO / src).exists(), src
