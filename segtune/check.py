@@ -13,11 +13,11 @@ from segtune.data import SegData, build_dataset, index_summary
 from segtune.data.base import BadData
 from segtune.errors import SegtuneError, SpecError
 from segtune.models import ARCHITECTURES, build_model, pairing_problem
-from segtune.spec import StudySpec, num_classes
+from segtune.spec import StudySpec, num_classes, uses_pretrained
 from segtune.tables import params_text
 
 
-def check_models(spec: StudySpec, out: Any = None) -> int:
+def check_models(spec: StudySpec, out: Any = None, weights: bool = True) -> int:
     """Build every architecture x encoder pairing the space allows, once, on the CPU, with a forward pass.
 
     Unknown names are caught by spec validation already; this finds the pairings smp cannot build
@@ -27,12 +27,18 @@ def check_models(spec: StudySpec, out: Any = None) -> int:
     out = out or sys.stdout
     params = space.parse_space(spec.space)
 
-    def values(name: str) -> list[Any]:
-        return params[name].possible_values() if name in params else [space.DEFAULTS[name]]
-
+    weights_values = params["encoder_weights"].possible_values() if "encoder_weights" in params else [None]
+    if not weights:  # --spec-only: the structure of every pairing, not whether its weights are on disk
+        weights_values = [None]
     size = min(spec.dataset.image_size, 64)
     built = 0
-    for arch, encoder, weights in itertools.product(values("arch"), values("encoder"), values("encoder_weights")):
+    seen: set[tuple[str, str, Any]] = set()
+    for (arch, encoder), weights in itertools.product(space.pairs(params), weights_values):
+        if arch not in ARCHITECTURES:  # segtune's own nets and module:Class models take no encoder
+            encoder, weights = "-", None
+        if (arch, encoder, weights) in seen:
+            continue
+        seen.add((arch, encoder, weights))
         cfg = {**space.DEFAULTS, "arch": arch, "encoder": encoder, "encoder_weights": weights}
         problem = pairing_problem(arch, encoder) if arch in ARCHITECTURES else None
         if problem:
@@ -70,7 +76,9 @@ def report_skipped(data: SegData, out: Any) -> None:
 def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str, Any]:
     out = out or sys.stdout
     print(f"spec ok: study {spec.study!r}, dataset {spec.dataset.name}, {len(spec.space)} space entries", file=out)
-    report: dict[str, Any] = {"models": check_models(spec, out=out)}
+    report: dict[str, Any] = {"models": check_models(spec, out=out, weights=not spec_only)}
+    if spec_only and uses_pretrained(spec):
+        print("  pretrained weights not checked (--spec-only); `segtune check SPEC` looks for them", file=out)
     params = space.parse_space(spec.space)
     report["configs"] = space.sample_configs(params, 3, seed=spec.search.seed or 0)
     for _, sampled in report["configs"]:

@@ -147,7 +147,7 @@ def _plan(args: argparse.Namespace, spec: StudySpec, storage: str, name: str) ->
 def _check(args: argparse.Namespace) -> int:
     from segtune import spec as spec_mod
 
-    spec = spec_mod.load(args.spec, args.overrides, args.data_root)
+    spec = spec_mod.load(args.spec, args.overrides, args.data_root, check_root=not args.spec_only)
     from segtune.check import check
 
     check(spec, spec_only=args.spec_only)

@@ -1,4 +1,5 @@
-"""Trial config -> nn.Module: any smp architecture x any smp encoder, or a user's ``module:Class``."""
+"""Trial config -> nn.Module: any smp architecture x any smp encoder, segtune's own networks (nets.py),
+or a user's ``package.module:Class`` (called with ``in_channels=3, classes=N``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 import torch.nn as nn
 
 from segtune.errors import SegtuneError
+from segtune.nets import NETS
+from segtune.weights import WEIGHTS_ENV, encoder_state, expected_file, load_encoder
 
 # smp keys its architectures in lower case; users write them as smp's class names (Unet, DeepLabV3Plus).
 ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
@@ -24,7 +27,7 @@ def _import_attr(name: str) -> Any:
 def check_arch(name: Any) -> str | None:
     if not isinstance(name, str):
         return f"must be an architecture name, got {name!r}"
-    if name in ARCHITECTURES:
+    if name in ARCHITECTURES or name in NETS:
         return None
     if ":" in name:
         try:
@@ -32,7 +35,8 @@ def check_arch(name: Any) -> str | None:
             return None
         except (ImportError, AttributeError) as e:
             return f"cannot import {name!r}: {e}"
-    return f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)}, or package.module:Class)"
+    known = ", ".join([*ARCHITECTURES, *NETS])
+    return f"unknown architecture {name!r} (known: {known}, or package.module:Class)"
 
 
 def check_encoder(name: Any) -> str | None:
@@ -49,23 +53,25 @@ def check_encoder(name: Any) -> str | None:
 
 def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
     """Build the network a trial config names. Pretrained weights must already be on disk (offline first)."""
-    arch = config["arch"]
+    arch, encoder, weights = config["arch"], config["encoder"], config.get("encoder_weights")
+    if arch in NETS:  # segtune's own networks: no encoder, trained from scratch
+        return NETS[arch](in_channels=3, classes=num_classes)
     if arch not in ARCHITECTURES:
         return _import_attr(arch)(in_channels=3, classes=num_classes)
+    local = encoder_state(encoder, weights) if weights else None
+    if local is not None:  # segtune loads it, checking that it covers the whole encoder
+        model = ARCHITECTURES[arch](encoder_name=encoder, encoder_weights=None, in_channels=3, classes=num_classes)
+        load_encoder(model.encoder, *local)
+        return model
     try:
-        return ARCHITECTURES[arch](
-            encoder_name=config["encoder"],
-            encoder_weights=config.get("encoder_weights"),
-            in_channels=3,
-            classes=num_classes,
-        )
+        return ARCHITECTURES[arch](encoder_name=encoder, encoder_weights=weights, in_channels=3, classes=num_classes)
     except (OSError, ConnectionError) as e:
-        if config.get("encoder_weights"):
+        if weights:
             raise SegtuneError(
-                f"encoder_weights: {config['encoder_weights']} weights for {config['encoder']} are not on this "
-                f"machine ({type(e).__name__}); put them in the Hugging Face cache (~/.cache/huggingface/hub) or "
-                "the torch hub cache ($TORCH_HOME/hub/checkpoints), run SEGTUNE_DOWNLOAD_WEIGHTS=1 segtune check SPEC "
-                "once with network, or use encoder_weights: null"
+                f"encoder_weights: {weights} weights for {encoder} are not on this machine ({type(e).__name__}); "
+                f"put the encoder's state dict at {expected_file(encoder, weights)} (${WEIGHTS_ENV}), or fill the "
+                "Hugging Face / torch hub caches (SEGTUNE_DOWNLOAD_WEIGHTS=1 segtune check SPEC, once, with network), "
+                "or use encoder_weights: null"
             ) from None
         raise
 

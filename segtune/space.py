@@ -29,7 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "schedule": "cosine",
     "batch_size": 8,
+    "accum_steps": 1,
 }
+MEDIAN_FREQUENCY = "median_frequency"  # class_weights from the train masks, as SegNet weighs CamVid
+WHOLE_NUMBERS = ("batch_size", "accum_steps")  # the parameters `int:` may sample
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
 KINDS = ("choice", "int", "uniform", "loguniform", "value")
@@ -72,9 +75,31 @@ def _bounds(name: str, kind: str, raw: Any) -> tuple[float, float]:
     return low, high
 
 
+MODEL = "model"  # "Arch/encoder" pairs: a choice over combinations, where arch x encoder would be too many
+
+
+def split_model(value: Any) -> tuple[str, str]:
+    """'Unet/resnet34' -> ('Unet', 'resnet34'); the encoder may itself hold no slash."""
+    if not isinstance(value, str) or value.count("/") != 1:
+        raise SpecError(f"space.model: {value!r} is not Arch/encoder, e.g. Unet/resnet34")
+    arch, encoder = value.split("/")
+    return arch.strip(), encoder.strip()
+
+
+def pairs(params: dict[str, Param]) -> list[tuple[str, str]]:
+    """Every architecture / encoder combination the space can draw."""
+    if MODEL in params:
+        return [split_model(v) for v in params[MODEL].possible_values()]
+
+    def values(name: str) -> list[Any]:
+        return params[name].possible_values() if name in params else [DEFAULTS[name]]
+
+    return [(a, e) for a in values("arch") for e in values("encoder")]
+
+
 def parse_param(name: str, raw: Any) -> Param:
-    if name not in DEFAULTS:
-        raise SpecError(f"space.{name}: unknown parameter (known: {', '.join(DEFAULTS)})")
+    if name not in DEFAULTS and name != MODEL:
+        raise SpecError(f"space.{name}: unknown parameter (known: {MODEL}, {', '.join(DEFAULTS)})")
     if not isinstance(raw, dict) or not (set(raw) & set(KINDS)):
         return Param(name, "fixed", value=raw)
     kinds = [k for k in KINDS if k in raw]
@@ -116,6 +141,8 @@ def parse_space(raw: dict[str, Any]) -> dict[str, Param]:
             if dep not in params:
                 raise SpecError(f"space.{name}.when: {dep!r} must be a parameter listed before {name!r}")
         params[p.name] = p
+    if MODEL in params and ({"arch", "encoder"} & set(params)):
+        raise SpecError("space.model: give either model (Arch/encoder pairs) or arch and encoder, not both")
     return params
 
 
@@ -125,7 +152,10 @@ def sample(trial: Any, params: dict[str, Param]) -> dict[str, Any]:
     for p in params.values():
         if any(config.get(dep) not in allowed for dep, allowed in p.when.items()):
             continue
-        if p.kind in ("fixed", "value"):
+        if p.name == MODEL:
+            value = p.value if p.kind in ("fixed", "value") else trial.suggest_categorical(p.name, p.choices)
+            config["arch"], config["encoder"] = split_model(value)
+        elif p.kind in ("fixed", "value"):
             config[p.name] = p.value
         elif p.kind == "choice":
             config[p.name] = trial.suggest_categorical(p.name, p.choices)
@@ -143,6 +173,12 @@ def _check_value(name: str, value: Any, num_classes: int) -> str | None:
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
+    if name == MODEL:
+        try:
+            arch, encoder = split_model(value)
+        except SpecError as e:
+            return str(e).removeprefix("space.model: ")
+        return models.check_arch(arch) or models.check_encoder(encoder)
     if name == "arch":
         return models.check_arch(value)
     if name == "encoder":
@@ -150,7 +186,7 @@ def _check_value(name: str, value: Any, num_classes: int) -> str | None:
     if name == "encoder_weights":
         return None if value is None or isinstance(value, str) else "must be null or a weights name like imagenet"
     if name == "loss":
-        return losses.check_loss(value)
+        return losses.check_loss(value, num_classes)
     if name == "augment":
         return (
             None
@@ -165,23 +201,23 @@ def _check_value(name: str, value: Any, num_classes: int) -> str | None:
         return None if number(value) and value > 0 else f"must be > 0, got {value!r}"
     if name == "weight_decay":
         return None if number(value) and value >= 0 else f"must be >= 0, got {value!r}"
-    if name == "batch_size":
+    if name in WHOLE_NUMBERS:
         return None if isinstance(value, int) and value >= 1 else f"must be a whole number >= 1, got {value!r}"
     if name in ("aug_strength", "tversky_alpha", "momentum"):
         return None if number(value) and 0 <= value <= 1 else f"must be in [0, 1], got {value!r}"
     if name == "focal_gamma":
         return None if number(value) and value >= 0 else f"must be >= 0, got {value!r}"
     if name == "class_weights":
-        if value is None:
+        if value is None or value == MEDIAN_FREQUENCY:
             return None
         ok = isinstance(value, list) and len(value) == num_classes and all(number(w) and w >= 0 for w in value)
-        return None if ok else f"must be null or a list of {num_classes} non-negative weights"
+        return None if ok else f"must be null, {MEDIAN_FREQUENCY}, or a list of {num_classes} non-negative weights"
     return None
 
 
 def validate_space(params: dict[str, Param], num_classes: int) -> None:
     for p in params.values():
-        if p.kind == "int" and p.name != "batch_size":
+        if p.kind == "int" and p.name not in WHOLE_NUMBERS:
             raise SpecError(f"space.{p.name}.int: {p.name} is not a whole-number parameter")
         for v in p.possible_values():
             why = _check_value(p.name, v, num_classes)

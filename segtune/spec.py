@@ -119,6 +119,34 @@ class FolderSpec(_DatasetBase):
         return self
 
 
+class VocSpec(_DatasetBase):
+    """Pascal VOC segmentation in torchvision's layout: ROOT/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,...}."""
+
+    name: Literal["voc"]
+    root: str = "data"
+    year: Literal["2012", "2011", "2010", "2009", "2008", "2007"] = "2012"
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="carved from the train list; the val list is the test")
+    seed: int = 42
+    image_size: int = 320
+
+
+class CamVidSpec(_DatasetBase):
+    """CamVid in either common layout: SegNet's 11 classes or the 32-class RGB-coded one (class_dict.csv)."""
+
+    name: Literal["camvid"]
+    root: str = "data/CamVid"
+    keep: list[str] | None = Field(None, min_length=1, description="classes to learn; the others become background")
+    background: str = "background"
+    image_size: int = 256
+
+    @field_validator("keep")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len({k.lower() for k in v}) != len(v):
+            raise ValueError("lists a class twice")
+        return v
+
+
 class SyntheticSpec(_DatasetBase):
     name: Literal["synthetic"]
     num_images: int = Field(64, ge=4)
@@ -128,8 +156,13 @@ class SyntheticSpec(_DatasetBase):
     seed: int = 0
 
 
-DatasetSpec = Annotated[OxfordPetsSpec | FolderSpec | SyntheticSpec, Field(discriminator="name")]
-DATASET_NAMES = ("oxford_pets", "folder", "synthetic")
+DatasetSpec = Annotated[OxfordPetsSpec | FolderSpec | VocSpec | CamVidSpec | SyntheticSpec, Field(discriminator="name")]
+DATASET_NAMES = ("oxford_pets", "folder", "voc", "camvid", "synthetic")
+VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor"]  # fmt: skip
+CAMVID_11 = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+             "Bicyclist"]  # fmt: skip
 
 
 class SearchSpec(_Strict):
@@ -213,7 +246,7 @@ def _format_error(err: ValidationError) -> str:
     return f"{'.'.join(loc) or '(top level)'}: {msg}"
 
 
-def validate(raw: Any, source: str = "spec") -> StudySpec:
+def validate(raw: Any, source: str = "spec", check_root: bool = True) -> StudySpec:
     """Validate a parsed spec: structure, then the search space, then the dataset root."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: (top level): expected a mapping with study, dataset, space, search")
@@ -235,20 +268,35 @@ def validate(raw: Any, source: str = "spec") -> StudySpec:
         raise SpecError(f"{source}: {e}") from None
 
     ds = spec.dataset
-    if isinstance(ds, OxfordPetsSpec | FolderSpec):
+    if check_root and not isinstance(ds, SyntheticSpec):
         root = resolve_root(ds.root)
-        must_exist = isinstance(ds, FolderSpec) or not ds.download or ds.root.startswith(BUILTIN_PREFIX)
+        downloads = isinstance(ds, OxfordPetsSpec) and ds.download and not ds.root.startswith(BUILTIN_PREFIX)
+        must_exist = not downloads
         if must_exist and not root.is_dir():
             raise SpecError(f"{source}: dataset.root: folder {root} does not exist")
     return spec
 
 
-def num_classes(ds: OxfordPetsSpec | FolderSpec | SyntheticSpec) -> int:
+def num_classes(ds: OxfordPetsSpec | FolderSpec | VocSpec | CamVidSpec | SyntheticSpec) -> int:
+    """Known from the spec alone (CamVid's 32-class layout without ``keep`` is the one exception: 32)."""
     if isinstance(ds, OxfordPetsSpec):
         return 3 if ds.target == "trimap" else 2
     if isinstance(ds, FolderSpec):
         return len(ds.classes)
+    if isinstance(ds, VocSpec):
+        return len(VOC_CLASSES)
+    if isinstance(ds, CamVidSpec):
+        return len(ds.keep) + 1 if ds.keep else camvid_class_count(resolve_root(ds.root))
     return ds.num_classes
+
+
+def camvid_class_count(root: Path) -> int:
+    """11 for SegNet's layout; the rows of class_dict.csv (less Void) for the 32-class one."""
+    csv = root / "class_dict.csv"
+    if csv.is_file():
+        rows = [line for line in csv.read_text().splitlines()[1:] if line.strip()]
+        return sum(1 for line in rows if line.split(",")[0].strip().lower() != "void")
+    return len(CAMVID_11)
 
 
 def read_yaml(path: Path) -> Any:
@@ -267,7 +315,9 @@ def read_yaml(path: Path) -> Any:
     return raw
 
 
-def load(path: str | Path, overrides: list[str] | None = None, data_root: str | None = None) -> StudySpec:
+def load(
+    path: str | Path, overrides: list[str] | None = None, data_root: str | None = None, check_root: bool = True
+) -> StudySpec:
     """Read a spec file, apply ``--data-root`` and ``--set`` overrides, validate."""
     path = Path(path)
     raw = read_yaml(path)
@@ -278,7 +328,7 @@ def load(path: str | Path, overrides: list[str] | None = None, data_root: str | 
             raw["dataset"]["root"] = data_root
         for assignment in overrides or []:
             apply_override(raw, assignment)
-    return validate(raw, source=str(path))
+    return validate(raw, source=str(path), check_root=check_root)
 
 
 def uses_pretrained(spec: StudySpec) -> bool:

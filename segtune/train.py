@@ -20,9 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from segtune.augment import build_augment
 from segtune.data.base import SegData
-from segtune.losses import build_loss
+from segtune.losses import IGNORE_INDEX, build_loss
 from segtune.metrics import SegMetrics
 from segtune.models import build_model
+from segtune.space import MEDIAN_FREQUENCY
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,13 +86,25 @@ class Normalizer(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
+def median_frequency_weights(data: SegData, split: str = "train") -> list[float]:
+    """w_c = median(f) / f_c over the classes' pixel frequencies in ``split`` (Eigen & Fergus; SegNet on CamVid).
+    A class absent from the split gets weight 0: no pixel of it can be wrong."""
+    masks = data.masks[data.splits[split]]
+    counts = np.bincount(masks[masks != IGNORE_INDEX].ravel(), minlength=data.num_classes)[: data.num_classes]
+    freq = counts / max(1, counts.sum())
+    present = freq[freq > 0]
+    median = float(np.median(present)) if present.size else 1.0
+    return [round(median / f, 4) if f > 0 else 0.0 for f in freq.tolist()]
+
+
 def _optimizer(config: dict[str, Any], params: Any) -> torch.optim.Optimizer:
     name, lr, wd = config["optimizer"], config["lr"], config["weight_decay"]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=config["momentum"], nesterov=True)
+    momentum = config["momentum"]
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum, nesterov=momentum > 0)
 
 
 def _scheduler(config: dict[str, Any], opt: torch.optim.Optimizer, total_steps: int) -> Any:
@@ -162,16 +175,21 @@ def fit(
     model = build_model(config, data.num_classes).to(dev)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
+    if config.get("class_weights") == MEDIAN_FREQUENCY:
+        config = {**config, "class_weights": median_frequency_weights(data, train_split)}
     criterion = build_loss(config).to(dev)
     norm = Normalizer().to(dev)
     train_batches = loader(data, train_split, config["batch_size"], True, config, workers, dev)
     val_batches = loader(data, val_split, config["batch_size"] * 2, False, config, workers, dev)
     opt = _optimizer(config, model.parameters())
-    sched = _scheduler(config, opt, epochs * len(train_batches))
+    accum = max(1, int(config.get("accum_steps", 1)))  # effective batch = batch_size x accum_steps
+    updates_per_epoch = math.ceil(len(train_batches) / accum)
+    sched = _scheduler(config, opt, epochs * updates_per_epoch)
 
     result = FitResult(best={}, best_epoch=0, best_state={})
     best_value = -math.inf
     started = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
@@ -188,11 +206,12 @@ def fit(
                     f"loss is {loss.item()} at epoch {epoch} step {step + 1} "
                     f"(lr={config['lr']:.3g}, loss={config['loss']})"
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
+            (loss / accum).backward()
+            if (step + 1) % accum == 0 or step + 1 == len(train_batches):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if sched is not None:
+                    sched.step()
             losses.append(loss.detach())
         train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
         val = evaluate(model, val_batches, data.num_classes, dev, precision)

@@ -59,6 +59,6 @@ def test_malformed_entries_name_the_parameter(raw, message) -> None:
 def test_values_are_checked_against_the_registries() -> None:
     with pytest.raises(SpecError, match="space.optimizer: unknown optimizer 'lion'"):
         space.validate_space(space.parse_space({"optimizer": {"choice": ["adam", "lion"]}}), num_classes=3)
-    with pytest.raises(SpecError, match="space.class_weights: must be null or a list of 3"):
+    with pytest.raises(SpecError, match="space.class_weights: must be null, median_frequency, or a list of 3"):
         space.validate_space(space.parse_space({"class_weights": [1.0, 2.0]}), num_classes=3)
     space.validate_space(space.parse_space(RAW), num_classes=3)

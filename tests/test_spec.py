@@ -17,10 +17,8 @@ DEMO = SPACES / "demo.yaml"
 
 
 @pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_specs_validate(path: Path, tmp_path: Path) -> None:
-    root = {"oxford_pets": None, "folder": str(tmp_path)}
-    raw = spec_mod.parse_yaml(path.read_text())
-    spec = spec_mod.load(path, data_root=root.get(raw["dataset"]["name"]))
+def test_shipped_specs_validate(path: Path) -> None:
+    spec = spec_mod.load(path, check_root=False)  # their datasets are not on this machine
     assert spec.study and spec.search.trials >= 1 and spec.space
 
 

@@ -11,13 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 from segtune.data.base import SegData, index_summary
+from segtune.data.camvid import build_camvid
 from segtune.data.folder import build_folder
 from segtune.data.oxford_pets import build_oxford_pets
 from segtune.data.synthetic import build_synthetic
+from segtune.data.voc import build_voc
 
 BUILDERS: dict[str, Callable[[Any], SegData]] = {
     "oxford_pets": build_oxford_pets,
     "folder": build_folder,
+    "voc": build_voc,
+    "camvid": build_camvid,
     "synthetic": build_synthetic,
 }
 

@@ -113,12 +113,19 @@ def read_image(path: Path, size: int) -> np.ndarray:
 Remap = Callable[[np.ndarray, Path], np.ndarray]
 
 
-def read_pair(rec: Record, size: int, remap: Remap) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its mask as arrays; a :class:`BadFile` names what is wrong and where."""
+def read_pair(rec: Record, size: int, remap: Remap, rgb_masks: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its mask as arrays; a :class:`BadFile` names what is wrong and where.
+
+    ``rgb_masks``: the mask codes classes as colours (CamVid's *_L.png); ``remap`` gets (H, W, 3).
+    """
     with _open(rec.image, "image") as im, _open(rec.mask, "mask") as mk:
         if im.size != mk.size:
             raise BadFile("mask size differs from its image", rec.mask, f"mask {mk.size}, image {im.size}")
-        return _rgb(im, size), remap(_single(mk, rec.mask, size), rec.mask)
+        if rgb_masks:
+            mask = np.asarray(mk.convert("RGB").resize((size, size), Image.NEAREST), dtype=np.uint8)
+        else:
+            mask = _single(mk, rec.mask, size)
+        return _rgb(im, size), remap(mask, rec.mask)
 
 
 def decode_records(
@@ -128,6 +135,7 @@ def decode_records(
     remap: Remap,
     skip_bad: bool = False,
     problems: list[BadFile] | None = None,
+    rgb_masks: bool = False,
 ) -> SegData:
     """Decode and resize every pair once (threads: PIL releases the GIL while decoding).
 
@@ -145,7 +153,7 @@ def decode_records(
 
     def one(i: int) -> None:
         try:
-            images[i], masks[i] = read_pair(records[i], size, remap)
+            images[i], masks[i] = read_pair(records[i], size, remap, rgb_masks)
         except BadFile as e:
             bad[i] = e
 

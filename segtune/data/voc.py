@@ -1,0 +1,57 @@
+"""Pascal VOC segmentation in torchvision's layout: ROOT/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets}.
+
+21 classes (background + 20); the 255 outline around every object is ignored, as everyone does.
+The official ``val`` list is held out as the test split (the test set has no public masks), and
+val is carved from the ``train`` list with the spec's seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.errors import DataError
+from segtune.losses import IGNORE_INDEX
+from segtune.spec import VOC_CLASSES, VocSpec, resolve_root
+
+
+def locate(spec: VocSpec) -> Path:
+    root = resolve_root(spec.root)
+    for candidate in (root / "VOCdevkit" / f"VOC{spec.year}", root / f"VOC{spec.year}", root):
+        if (candidate / "JPEGImages").is_dir() and (candidate / "SegmentationClass").is_dir():
+            return candidate
+    raise DataError(
+        f"voc: no VOC{spec.year} at {root / 'VOCdevkit' / f'VOC{spec.year}'} (expected JPEGImages/, "
+        "SegmentationClass/ and ImageSets/Segmentation/); unpack VOCtrainval_11-May-2012.tar there "
+        "or pass --data-root PATH"
+    )
+
+
+def _names(base: Path, split: str) -> list[str]:
+    path = base / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not path.is_file():
+        raise DataError(f"{path}: split list missing")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def index_records(spec: VocSpec) -> tuple[list[Record], list[BadFile]]:
+    base = locate(spec)
+    train, test = _names(base, "train"), _names(base, "val")
+    assignment = carve(train, {"val": spec.val_fraction}, spec.seed)
+    assignment.update({name: "test" for name in test})
+    records, missing = [], []
+    for name in train + test:
+        image, mask = base / "JPEGImages" / f"{name}.jpg", base / "SegmentationClass" / f"{name}.png"
+        absent = [p for p in (image, mask) if not p.is_file()]
+        if absent:
+            missing.append(BadFile("listed file missing", absent[0], f"{name} is in the split lists", unpaired=True))
+            continue
+        records.append(Record(name, image, mask, assignment[name]))
+    return limit_records(records, spec.limit), missing
+
+
+def build_voc(spec: VocSpec) -> SegData:
+    records, problems = index_records(spec)
+    mapping = {i: i for i in range(len(VOC_CLASSES))} | {255: IGNORE_INDEX}
+    remap = value_remap(mapping, "VOC classes 0-20 and the 255 border")
+    return decode_records(records, spec.image_size, VOC_CLASSES, remap, spec.skip_bad_files, problems)
