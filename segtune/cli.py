@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = spec_mod.load(args.spec, args.overrides, args.data_root)
     from segtune import search, tables
+    from segtune.interrupt import SearchInterrupted
 
     storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
     name = args.study or spec.study
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         study = search.run_study(spec, storage, name, address=args.address)
-    except search.SearchInterrupted as e:
+    except SearchInterrupted as e:
         print(f"\ntrials of study {name!r} so far ({len(e.study.trials)} in the store):")
         print(tables.trials_table(e.study, limit=args.top))
         print(f"segtune: interrupted by {e.signal_name}: {e.failed} running trials ended FAIL (interrupted); "

@@ -13,13 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ import optuna
 import ray
 import torch
 from optuna.trial import TrialState
-from ray import cloudpickle, tune
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
@@ -36,10 +33,11 @@ from segtune import checkpoint, models, space, store
 from segtune.check import report_skipped
 from segtune.data import SegData, build_dataset
 from segtune.errors import SegtuneError, SpecError
+from segtune.interrupt import Interrupt, SearchInterrupted
+from segtune.recorder import TRIAL_KEY, Progress, StoreRecorder, clean, pickle_state
 from segtune.spec import BUILTIN_PREFIX, StudySpec, resolve_root, to_dict
 from segtune.train import fit
 
-TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
 DEFAULT_GPU_FRACTION = 0.25
 MAX_DRAWS = 50
 
@@ -53,19 +51,6 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
     )
-
-
-def _pickle_state(obj: Any) -> dict[str, Any]:
-    """What Tune may pickle into its experiment folder: no live store handle, no password.
-
-    Tune writes its run config (callbacks, stopper, searcher) to disk; segtune never restores
-    from it (the store is the state), but the file must not leak the store's password.
-    """
-    state = dict(obj.__dict__)
-    state["_study"] = None
-    if "_storage_url" in state:
-        state["_storage_url"] = store.redact(state["_storage_url"])
-    return state
 
 
 class OptunaStoreSearcher(Searcher):
@@ -85,7 +70,7 @@ class OptunaStoreSearcher(Searcher):
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:
-        return _pickle_state(self)
+        return pickle_state(self)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         params = space.parse_space(self._space_raw)
@@ -113,234 +98,6 @@ class OptunaStoreSearcher(Searcher):
         """The StoreRecorder callback tells Optuna the outcome; nothing to do here."""
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe user attrs: NaN becomes None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _error_reason(trial: Any) -> str:
-    """The exception a trial raised, as one line. Read from the trial's local error files: when Tune
-    calls back, they are written there but not yet synced to where ``get_pickled_error`` looks."""
-    cause = None
-    try:
-        with open(trial.pickled_error_file, "rb") as f:
-            err = cloudpickle.load(f)
-        cause = getattr(err, "cause", None) or err
-    except Exception:  # noqa: BLE001 - no pickle (or not loadable): fall back to the text file
-        pass
-    if cause is not None:
-        text = str(cause).strip().splitlines()
-        return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
-    try:
-        with open(trial.error_file) as f:
-            lines = [line.strip() for line in f if line.strip()]
-        return lines[-1][:500] if lines else "trial raised an error"
-    except (OSError, TypeError):
-        return "trial raised an error (no error file)"
-
-
-@dataclass
-class Counts:
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    best: float = -math.inf
-    best_trial: int | None = None
-
-
-class StoreRecorder(tune.Callback):
-    """Writes each Ray trial's truth into its Optuna trial: per-epoch values, final state, metrics."""
-
-    def __init__(self, storage_url: str, study_name: str, max_epochs: int, metric: str):
-        self._storage_url, self._study_name = storage_url, study_name
-        self.max_epochs, self.metric = max_epochs, metric
-        self._study: optuna.Study | None = None
-        self.counts = Counts()
-
-    @property
-    def study(self) -> optuna.Study:
-        if self._study is None:
-            self._study = store.load_study(store.open_storage(self._storage_url), self._study_name)
-        return self._study
-
-    def __getstate__(self) -> dict[str, Any]:
-        return _pickle_state(self)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        handle = store.trial_handle(self.study, trial.config[TRIAL_KEY])
-        value = result.get(self.metric)
-        if value is not None and math.isfinite(value):
-            handle.report(float(value), step=int(result["epoch"]))
-        handle.set_user_attr("epochs_run", int(result["epoch"]))
-        if int(result["epoch"]) == 1:  # where it runs: for `status`, and to find a stuck worker
-            handle.set_user_attr("node_id", result.get("node_id"))
-            handle.set_user_attr("node_ip", result.get("node_ip"))
-            handle.set_user_attr("worker_pid", result.get("pid"))
-
-    def _finish_attrs(self, trial: Any) -> dict[str, Any]:
-        last = trial.last_result or {}
-        attrs = {
-            "epochs_run": last.get("epoch", 0),
-            "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
-            "node_ip": last.get("node_ip"),
-            "node_hostname": last.get("hostname"),
-            "node_id": last.get("node_id"),
-            "ray_trial_id": trial.trial_id,
-        }
-        for key in ("val_miou", "val_dice", "val_pixel_acc", "val_iou_per_class", "epoch"):
-            if f"best_{key}" in last:
-                attrs["best_epoch" if key == "epoch" else key] = _clean(last[f"best_{key}"])
-        if trial.checkpoint is not None:
-            attrs["checkpoint"] = trial.checkpoint.path
-        return attrs
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        number = trial.config[TRIAL_KEY]
-        attrs = self._finish_attrs(trial)
-        handle = store.trial_handle(self.study, number)
-        for k, v in attrs.items():
-            handle.set_user_attr(k, v)
-        if attrs["epochs_run"] >= self.max_epochs and attrs.get(self.metric) is not None:
-            self.study.tell(number, attrs[self.metric], state=TrialState.COMPLETE)
-            self.counts.complete += 1
-        else:  # ASHA (or a stopper) ended it early: Optuna's PRUNED, valued at its last epoch
-            self.study.tell(number, state=TrialState.PRUNED)
-            self.counts.pruned += 1
-        best = attrs.get(self.metric)
-        if best is not None and best > self.counts.best:
-            self.counts.best, self.counts.best_trial = best, number
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        number = trial.config[TRIAL_KEY]
-        handle = store.trial_handle(self.study, number)
-        for k, v in self._finish_attrs(trial).items():
-            handle.set_user_attr(k, v)
-        handle.set_user_attr("fail_reason", _error_reason(trial))
-        self.study.tell(number, state=TrialState.FAIL)
-        self.counts.failed += 1
-
-
-class Progress(tune.Callback):
-    """One line when a trial starts or ends, and a heartbeat while trials run."""
-
-    def __init__(self, recorder: StoreRecorder, total: int, metric: str, out: Any, heartbeat_s: float = 30.0):
-        self.recorder, self.total, self.metric, self.out = recorder, total, metric, out
-        self.heartbeat_s = heartbeat_s
-        self.started = time.monotonic()
-        self.last_print = 0.0
-        self.running: dict[str, int] = {}  # ray trial id -> epochs reported
-
-    def line(self, event: str = "") -> None:
-        c = self.recorder.counts
-        done = c.complete + c.pruned + c.failed
-        best = f"{c.best:.4f} (trial {c.best_trial})" if c.best_trial is not None else "-"
-        elapsed = time.monotonic() - self.started
-        text = (
-            f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}/{self.total} done: "
-            f"{len(self.running)} running, "
-            f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
-        )
-        print(text + (f" | {event}" if event else ""), file=self.out, flush=True)
-        self.last_print = time.monotonic()
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running[trial.trial_id] = 0
-        self.line(f"trial {trial.config[TRIAL_KEY]} started: {_short_params(trial.config)}")
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.running[trial.trial_id] = int(result.get("epoch", 0))
-
-    def _ended(self, trial: Any, how: str) -> None:
-        epochs = self.running.pop(trial.trial_id, 0)
-        self.line(f"trial {trial.config[TRIAL_KEY]} {how} after {epochs} epoch(s)")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= self.recorder.max_epochs else "pruned")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial, f"FAILED ({_error_reason(trial)[:120]})")
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.running and time.monotonic() - self.last_print > self.heartbeat_s:
-            epochs = ", ".join(str(e) for e in self.running.values())
-            self.line(f"epochs so far of running trials: {epochs}")
-
-
-class SearchInterrupted(Exception):
-    """The user stopped the search (Ctrl-C or SIGTERM); the store is consistent. Carries the study."""
-
-    def __init__(self, study: optuna.Study, signal_name: str, failed: int):
-        self.study, self.signal_name, self.failed = study, signal_name, failed
-        super().__init__(f"{signal_name}: {failed} running trials ended FAIL (interrupted)")
-
-
-class Interrupt(tune.Stopper):
-    """Ctrl-C once (or SIGTERM, as `docker stop` sends): Tune stops the experiment within a step,
-    and the trials it cut short are marked FAIL (interrupted). Ctrl-C again: mark them and quit at once.
-
-    Replaces Tune's own SIGINT handler, whose second Ctrl-C raises KeyboardInterrupt wherever the
-    driver happens to be and can leave trials RUNNING in the store.
-    """
-
-    def __init__(self, study: optuna.Study, run_id: str, out: Any):
-        self.study, self.run_id, self.out = study, run_id, out
-        self.event = threading.Event()
-        self.signal_name = ""
-        self._previous: dict[int, Any] = {}
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "signal_name": self.signal_name}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(None, state["run_id"], None)  # type: ignore[arg-type]
-        self.signal_name = state["signal_name"]
-
-    def stop_all(self) -> bool:
-        return self.event.is_set()
-
-    def reason(self) -> str:
-        return f"interrupted: {self.signal_name} stopped the search (run {self.run_id}) before this trial ended"
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals reach only the main thread; a caller in a thread keeps its own handling
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if not self.event.is_set():
-            self.signal_name = signal.Signals(signum).name
-            self.event.set()
-            print(f"\n{self.signal_name}: stopping; running trials end as FAIL (interrupted). "
-                  "Press Ctrl-C again to quit at once.", file=self.out, flush=True)  # fmt: skip
-            return
-        # second signal: record the truth if the store answers within a few seconds, then go
-        marker = threading.Thread(
-            target=store.fail_unfinished, args=(self.study, self.run_id, self.reason()), daemon=True
-        )
-        marker.start()
-        marker.join(timeout=5)
-        print("segtune: interrupted twice, quitting now", file=sys.stderr, flush=True)
-        os._exit(130)
-
-
-def _short_params(config: dict[str, Any]) -> str:
-    keys = ("arch", "encoder", "loss", "augment", "optimizer", "lr", "batch_size", "schedule")
-    return " ".join(f"{k}={config[k]:.2g}" if isinstance(config[k], float) else f"{k}={config[k]}" for k in keys)
-
-
 def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any], max_epochs: int, metric: str) -> None:
     """The Ray trainable: one trial = one `train.fit`, reporting every epoch to Tune."""
     cpus = max(1, int(settings.get("cpus", 1)))
@@ -357,8 +114,8 @@ def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any],
         improved = not best or value > best[metric]
         if improved:
             best = dict(row)
-        report = {k: _clean(v) for k, v in row.items()}
-        report.update({f"best_{k}": _clean(v) for k, v in best.items()})
+        report = {k: clean(v) for k, v in row.items()}
+        report.update({f"best_{k}": clean(v) for k, v in best.items()})
         report["hostname"], report["node_id"] = host, node_id
         if not improved:
             tune.report(report)

@@ -1,0 +1,80 @@
+"""Ctrl-C and SIGTERM during a search: stop cleanly, leave the store consistent, quit at once if asked twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import optuna
+from ray import tune
+
+from segtune import store
+
+
+class SearchInterrupted(Exception):
+    """The user stopped the search (Ctrl-C or SIGTERM); the store is consistent. Carries the study."""
+
+    def __init__(self, study: optuna.Study, signal_name: str, failed: int):
+        self.study, self.signal_name, self.failed = study, signal_name, failed
+        super().__init__(f"{signal_name}: {failed} running trials ended FAIL (interrupted)")
+
+
+class Interrupt(tune.Stopper):
+    """Ctrl-C once (or SIGTERM, as `docker stop` sends): Tune stops the experiment within a step,
+    and the trials it cut short are marked FAIL (interrupted). Ctrl-C again: mark them and quit at once.
+
+    Replaces Tune's own SIGINT handler, whose second Ctrl-C raises KeyboardInterrupt wherever the
+    driver happens to be and can leave trials RUNNING in the store.
+    """
+
+    def __init__(self, study: optuna.Study, run_id: str, out: Any):
+        self.study, self.run_id, self.out = study, run_id, out
+        self.event = threading.Event()
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "signal_name": self.signal_name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(None, state["run_id"], None)  # type: ignore[arg-type]
+        self.signal_name = state["signal_name"]
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+    def reason(self) -> str:
+        return f"interrupted: {self.signal_name} stopped the search (run {self.run_id}) before this trial ended"
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread; a caller in a thread keeps its own handling
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.event.is_set():
+            self.signal_name = signal.Signals(signum).name
+            self.event.set()
+            print(f"\n{self.signal_name}: stopping; running trials end as FAIL (interrupted). "
+                  "Press Ctrl-C again to quit at once.", file=self.out, flush=True)  # fmt: skip
+            return
+        # second signal: record the truth if the store answers within a few seconds, then go
+        marker = threading.Thread(
+            target=store.fail_unfinished, args=(self.study, self.run_id, self.reason()), daemon=True
+        )
+        marker.start()
+        marker.join(timeout=5)
+        print("segtune: interrupted twice, quitting now", file=sys.stderr, flush=True)
+        os._exit(130)

@@ -1,0 +1,191 @@
+"""Tune callbacks on the driver: StoreRecorder writes each trial's truth into the store, Progress prints it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray import cloudpickle, tune
+
+from segtune import store
+
+TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
+
+
+def pickle_state(obj: Any) -> dict[str, Any]:
+    """What Tune may pickle into its experiment folder: no live store handle, no password.
+
+    Tune writes its run config (callbacks, stopper, searcher) to disk; segtune never restores
+    from it (the store is the state), but the file must not leak the store's password.
+    """
+    state = dict(obj.__dict__)
+    state["_study"] = None
+    if "_storage_url" in state:
+        state["_storage_url"] = store.redact(state["_storage_url"])
+    return state
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe user attrs: NaN becomes None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def _error_reason(trial: Any) -> str:
+    """The exception a trial raised, as one line. Read from the trial's local error files: when Tune
+    calls back, they are written there but not yet synced to where ``get_pickled_error`` looks."""
+    cause = None
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            err = cloudpickle.load(f)
+        cause = getattr(err, "cause", None) or err
+    except Exception:  # noqa: BLE001 - no pickle (or not loadable): fall back to the text file
+        pass
+    if cause is not None:
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
+    try:
+        with open(trial.error_file) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1][:500] if lines else "trial raised an error"
+    except (OSError, TypeError):
+        return "trial raised an error (no error file)"
+
+
+@dataclass
+class Counts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best: float = -math.inf
+    best_trial: int | None = None
+
+
+class StoreRecorder(tune.Callback):
+    """Writes each Ray trial's truth into its Optuna trial: per-epoch values, final state, metrics."""
+
+    def __init__(self, storage_url: str, study_name: str, max_epochs: int, metric: str):
+        self._storage_url, self._study_name = storage_url, study_name
+        self.max_epochs, self.metric = max_epochs, metric
+        self._study: optuna.Study | None = None
+        self.counts = Counts()
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = store.load_study(store.open_storage(self._storage_url), self._study_name)
+        return self._study
+
+    def __getstate__(self) -> dict[str, Any]:
+        return pickle_state(self)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        handle = store.trial_handle(self.study, trial.config[TRIAL_KEY])
+        value = result.get(self.metric)
+        if value is not None and math.isfinite(value):
+            handle.report(float(value), step=int(result["epoch"]))
+        handle.set_user_attr("epochs_run", int(result["epoch"]))
+        if int(result["epoch"]) == 1:  # where it runs: for `status`, and to find a stuck worker
+            handle.set_user_attr("node_id", result.get("node_id"))
+            handle.set_user_attr("node_ip", result.get("node_ip"))
+            handle.set_user_attr("worker_pid", result.get("pid"))
+
+    def _finish_attrs(self, trial: Any) -> dict[str, Any]:
+        last = trial.last_result or {}
+        attrs = {
+            "epochs_run": last.get("epoch", 0),
+            "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
+            "node_ip": last.get("node_ip"),
+            "node_hostname": last.get("hostname"),
+            "node_id": last.get("node_id"),
+            "ray_trial_id": trial.trial_id,
+        }
+        for key in ("val_miou", "val_dice", "val_pixel_acc", "val_iou_per_class", "epoch"):
+            if f"best_{key}" in last:
+                attrs["best_epoch" if key == "epoch" else key] = clean(last[f"best_{key}"])
+        if trial.checkpoint is not None:
+            attrs["checkpoint"] = trial.checkpoint.path
+        return attrs
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = trial.config[TRIAL_KEY]
+        attrs = self._finish_attrs(trial)
+        handle = store.trial_handle(self.study, number)
+        for k, v in attrs.items():
+            handle.set_user_attr(k, v)
+        if attrs["epochs_run"] >= self.max_epochs and attrs.get(self.metric) is not None:
+            self.study.tell(number, attrs[self.metric], state=TrialState.COMPLETE)
+            self.counts.complete += 1
+        else:  # ASHA (or a stopper) ended it early: Optuna's PRUNED, valued at its last epoch
+            self.study.tell(number, state=TrialState.PRUNED)
+            self.counts.pruned += 1
+        best = attrs.get(self.metric)
+        if best is not None and best > self.counts.best:
+            self.counts.best, self.counts.best_trial = best, number
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = trial.config[TRIAL_KEY]
+        handle = store.trial_handle(self.study, number)
+        for k, v in self._finish_attrs(trial).items():
+            handle.set_user_attr(k, v)
+        handle.set_user_attr("fail_reason", _error_reason(trial))
+        self.study.tell(number, state=TrialState.FAIL)
+        self.counts.failed += 1
+
+
+class Progress(tune.Callback):
+    """One line when a trial starts or ends, and a heartbeat while trials run."""
+
+    def __init__(self, recorder: StoreRecorder, total: int, metric: str, out: Any, heartbeat_s: float = 30.0):
+        self.recorder, self.total, self.metric, self.out = recorder, total, metric, out
+        self.heartbeat_s = heartbeat_s
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.running: dict[str, int] = {}  # ray trial id -> epochs reported
+
+    def line(self, event: str = "") -> None:
+        c = self.recorder.counts
+        done = c.complete + c.pruned + c.failed
+        best = f"{c.best:.4f} (trial {c.best_trial})" if c.best_trial is not None else "-"
+        elapsed = time.monotonic() - self.started
+        text = (
+            f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}/{self.total} done: "
+            f"{len(self.running)} running, "
+            f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
+        )
+        print(text + (f" | {event}" if event else ""), file=self.out, flush=True)
+        self.last_print = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running[trial.trial_id] = 0
+        self.line(f"trial {trial.config[TRIAL_KEY]} started: {_short_params(trial.config)}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.running[trial.trial_id] = int(result.get("epoch", 0))
+
+    def _ended(self, trial: Any, how: str) -> None:
+        epochs = self.running.pop(trial.trial_id, 0)
+        self.line(f"trial {trial.config[TRIAL_KEY]} {how} after {epochs} epoch(s)")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= self.recorder.max_epochs else "pruned")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, f"FAILED ({_error_reason(trial)[:120]})")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.running and time.monotonic() - self.last_print > self.heartbeat_s:
+            epochs = ", ".join(str(e) for e in self.running.values())
+            self.line(f"epochs so far of running trials: {epochs}")
+
+
+def _short_params(config: dict[str, Any]) -> str:
+    keys = ("arch", "encoder", "loss", "augment", "optimizer", "lr", "batch_size", "schedule")
+    return " ".join(f"{k}={config[k]:.2g}" if isinstance(config[k], float) else f"{k}={config[k]}" for k in keys)
