@@ -6,9 +6,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
-from tests.conftest import SPACES, demo_search, segtune
+from tests.conftest import REPO, SPACES, demo_search, segtune
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +86,36 @@ def test_a_trial_that_raises_ends_fail_with_its_reason_and_the_search_goes_on(tm
     for t in trials:
         assert t.user_attrs["fail_reason"].startswith("NonFiniteLoss: loss is")
         assert "lr=1e+06" in t.user_attrs["fail_reason"]
+
+
+class OOMAbove8(torch.nn.Module):
+    """Stands in for a model too big for the card: a batch above 8 raises what PyTorch raises then."""
+
+    def __init__(self, in_channels: int = 3, classes: int = 2):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 8 and self.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by the test)")
+        return self.conv(x)
+
+
+def test_a_trial_out_of_memory_fails_with_the_reason_and_the_others_run(tmp_path: Path) -> None:
+    db = tmp_path / "oom.db"
+    proc = segtune(
+        "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{db}", "--study", "oom",
+        "--set", "dataset={name: synthetic, num_images: 48, image_size: 32}", "--set", "search.trials=4",
+        "--set", "search.max_epochs=1", "--set", "search.grace_period=1", "--set", "search.sampler=random",
+        "--set", "search.seed=0",  # draws 16, 8, 16, 16
+        "--set", "space={arch: 'tests.test_run_e2e:OOMAbove8', batch_size: {choice: [8, 16]}}",
+        "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path, env={"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{db}").trials
+    by_batch = {b: [t for t in trials if t.params["batch_size"] == b] for b in (8, 16)}
+    assert by_batch[8] and by_batch[16], "the seed draws both batch sizes"
+    for t in by_batch[16]:
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert all(t.state == TrialState.COMPLETE for t in by_batch[8])
+    assert "FAILED (OutOfMemoryError: CUDA out of memory" in proc.stdout
