@@ -59,9 +59,10 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # the test is over: no need to wait for a graceful stop
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
 
 def test_a_search_on_two_ray_nodes_with_a_postgres_store(two_nodes, pg_url: str, tmp_path: Path) -> None:

@@ -129,10 +129,20 @@ def test_ph2_spec_reads_ph2s_own_layout_and_splits_half_quarter_quarter(tmp_path
     assert set(np.unique(data.masks)) == {0, 1}
 
 
-@pytest.mark.parametrize("name", ["pets", "pets_binary", "voc", "camvid", "ph2", "demo", "folder_example"])
-def test_every_shipped_spec_validates_and_samples(name: str, tmp_path: Path) -> None:
-    out = segtune("check", str(SPACES / f"{name}.yaml"), "--spec-only", cwd=tmp_path).stdout
-    assert out.count("  sample: ") == 3 and "model ok:" in out
+def test_every_shipped_spec_validates_and_samples(tmp_path: Path) -> None:
+    """What `segtune check SPEC --spec-only` does for each spec: the CLI once, the same function for the rest."""
+    import io
+
+    from segtune.check import check
+
+    out = segtune("check", str(SPACES / "voc.yaml"), "--spec-only", cwd=tmp_path).stdout
+    assert out.count("  sample: ") == 3 and "model ok:" in out and "pretrained weights not checked" in out
+    names = sorted(p.stem for p in SPACES.glob("*.yaml"))
+    assert {"pets", "pets_binary", "voc", "camvid", "ph2", "demo", "folder_example"} <= set(names)
+    for name in names:
+        buf = io.StringIO()
+        check(spec_mod.load(SPACES / f"{name}.yaml", check_root=False), spec_only=True, out=buf)
+        assert buf.getvalue().count("  sample: ") == 3 and "model ok:" in buf.getvalue(), name
 
 
 def test_median_frequency_weights_favour_rare_classes() -> None:
