@@ -208,6 +208,28 @@ def carve(names: list[str], fractions: dict[str, float], seed: int) -> dict[str,
     return out
 
 
+def read_split_list(path: Path) -> list[str]:
+    """Image names from a split list (one per line; the first field, as Oxford Pets adds class ids)."""
+    if not path.is_file():
+        raise DataError(f"{path}: split list missing")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def listed_records(
+    names: list[str], assignment: dict[str, str], paths: Callable[[str], tuple[Path, Path]]
+) -> tuple[list[Record], list[BadFile]]:
+    """Records for the names of official split lists; a listed image or mask not on disk is a bad file."""
+    records, missing = [], []
+    for name in names:
+        image, mask = paths(name)
+        absent = [p for p in (image, mask) if not p.is_file()]
+        if absent:
+            missing.append(BadFile("listed file missing", absent[0], f"{name} is in the split lists", unpaired=True))
+            continue
+        records.append(Record(name, image, mask, assignment[name]))
+    return records, missing
+
+
 def limit_records(records: list[Record], limit: int | None) -> list[Record]:
     if limit is None:
         return records

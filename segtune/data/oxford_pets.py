@@ -10,7 +10,17 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.data.base import (
+    BadFile,
+    Record,
+    SegData,
+    carve,
+    decode_records,
+    limit_records,
+    listed_records,
+    read_split_list,
+    value_remap,
+)
 from segtune.errors import DataError
 from segtune.losses import IGNORE_INDEX
 from segtune.spec import OxfordPetsSpec, resolve_root
@@ -60,26 +70,15 @@ def locate(spec: OxfordPetsSpec) -> Path:
     return found
 
 
-def _read_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"{path}: split list missing")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-
-
 def index_records(spec: OxfordPetsSpec) -> tuple[list[Record], list[BadFile]]:
     base = locate(spec)
-    trainval = _read_list(base / "annotations" / "trainval.txt")
-    test = _read_list(base / "annotations" / "test.txt")
+    trainval = read_split_list(base / "annotations" / "trainval.txt")
+    test = read_split_list(base / "annotations" / "test.txt")
     assignment = carve(trainval, {"val": spec.val_fraction}, spec.seed)
     assignment.update({name: "test" for name in test})
-    records, missing = [], []
-    for name in trainval + test:
-        image, mask = base / "images" / f"{name}.jpg", base / "annotations" / "trimaps" / f"{name}.png"
-        absent = [p for p in (image, mask) if not p.is_file()]
-        if absent:
-            missing.append(BadFile("listed file missing", absent[0], f"{name} is in the split lists", unpaired=True))
-            continue
-        records.append(Record(name, image, mask, assignment[name]))
+    images, trimaps = base / "images", base / "annotations" / "trimaps"
+    names = trainval + test
+    records, missing = listed_records(names, assignment, lambda n: (images / f"{n}.jpg", trimaps / f"{n}.png"))
     return limit_records(records, spec.limit), missing
 
 

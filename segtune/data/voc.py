@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.data.base import (
+    BadFile,
+    Record,
+    SegData,
+    carve,
+    decode_records,
+    limit_records,
+    listed_records,
+    read_split_list,
+    value_remap,
+)
 from segtune.errors import DataError
 from segtune.losses import IGNORE_INDEX
 from segtune.spec import VOC_CLASSES, VocSpec, resolve_root
@@ -27,26 +37,14 @@ def locate(spec: VocSpec) -> Path:
     )
 
 
-def _names(base: Path, split: str) -> list[str]:
-    path = base / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not path.is_file():
-        raise DataError(f"{path}: split list missing")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 def index_records(spec: VocSpec) -> tuple[list[Record], list[BadFile]]:
     base = locate(spec)
-    train, test = _names(base, "train"), _names(base, "val")
+    lists = base / "ImageSets" / "Segmentation"
+    train, test = read_split_list(lists / "train.txt"), read_split_list(lists / "val.txt")
     assignment = carve(train, {"val": spec.val_fraction}, spec.seed)
     assignment.update({name: "test" for name in test})
-    records, missing = [], []
-    for name in train + test:
-        image, mask = base / "JPEGImages" / f"{name}.jpg", base / "SegmentationClass" / f"{name}.png"
-        absent = [p for p in (image, mask) if not p.is_file()]
-        if absent:
-            missing.append(BadFile("listed file missing", absent[0], f"{name} is in the split lists", unpaired=True))
-            continue
-        records.append(Record(name, image, mask, assignment[name]))
+    images, masks = base / "JPEGImages", base / "SegmentationClass"
+    records, missing = listed_records(train + test, assignment, lambda n: (images / f"{n}.jpg", masks / f"{n}.png"))
     return limit_records(records, spec.limit), missing
 
 
