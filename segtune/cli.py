@@ -125,7 +125,8 @@ def _plan(args: argparse.Namespace, spec: StudySpec, storage: str, name: str) ->
     """--resume: trim the spec to the trials still to run (False: none). Without it: warn about orphans."""
     from segtune import resume, store
 
-    if store.sqlite_path(storage) is not None and not store.sqlite_path(storage).is_file():
+    path = store.sqlite_path(storage)
+    if path is not None and not path.is_file():
         return True  # a new store: nothing to resume
     try:
         study = store.load_study(store.open_storage(storage), name)

@@ -95,6 +95,7 @@ class StoreRecorder(tune.Callback):
         if int(result["epoch"]) == 1:  # where it runs: for `status`, and to find a stuck worker
             handle.set_user_attr("node_id", result.get("node_id"))
             handle.set_user_attr("node_ip", result.get("node_ip"))
+            handle.set_user_attr("node_hostname", result.get("hostname"))
             handle.set_user_attr("worker_pid", result.get("pid"))
 
     def _finish_attrs(self, trial: Any) -> dict[str, Any]:
@@ -102,11 +103,7 @@ class StoreRecorder(tune.Callback):
         attrs = {
             "epochs_run": last.get("epoch", 0),
             "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
-            "node_ip": last.get("node_ip"),
-            "node_hostname": last.get("hostname"),
-            "node_id": last.get("node_id"),
-            "ray_trial_id": trial.trial_id,
-        }
+        }  # where it ran (node_*) is written with its first epoch, ray_trial_id when it was suggested
         for key in ("val_miou", "val_dice", "val_pixel_acc", "val_iou_per_class", "epoch"):
             if f"best_{key}" in last:
                 attrs["best_epoch" if key == "epoch" else key] = clean(last[f"best_{key}"])
