@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ray import tune
 
-from segtune import search
 from segtune import spec as spec_mod
 from segtune.data import build_dataset
+from segtune.search import run as search
 from segtune.tables import format_table
 
 SPACE = {

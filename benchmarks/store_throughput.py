@@ -16,7 +16,7 @@ import uuid
 
 import optuna
 
-from segtune import store
+from segtune.search import store
 
 
 def main() -> None:

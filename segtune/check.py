@@ -9,12 +9,13 @@ from typing import Any
 import torch
 
 from segtune import space
+from segtune.config import DEFAULTS
 from segtune.data import SegData, build_dataset, index_summary
 from segtune.data.base import BadData
 from segtune.errors import SegtuneError, SpecError
-from segtune.models import ARCHITECTURES, build_model, pairing_problem
 from segtune.spec import StudySpec, num_classes, uses_pretrained
 from segtune.tables import params_text
+from segtune.training.models import ARCHITECTURES, build_model, pairing_problem
 
 
 def check_models(spec: StudySpec, out: Any = None, weights: bool = True) -> int:
@@ -39,7 +40,7 @@ def check_models(spec: StudySpec, out: Any = None, weights: bool = True) -> int:
         if (arch, encoder, weights) in seen:
             continue
         seen.add((arch, encoder, weights))
-        cfg = {**space.DEFAULTS, "arch": arch, "encoder": encoder, "encoder_weights": weights}
+        cfg = {**DEFAULTS, "arch": arch, "encoder": encoder, "encoder_weights": weights}
         problem = pairing_problem(arch, encoder) if arch in ARCHITECTURES else None
         if problem:
             print(f"  skipped: {arch} / {encoder} cannot be built ({problem}); the search draws again", file=out)

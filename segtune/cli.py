@@ -97,8 +97,9 @@ def _run(args: argparse.Namespace) -> int:
     from segtune import spec as spec_mod
 
     spec = spec_mod.load(args.spec, args.overrides, args.data_root)
-    from segtune import search, tables
-    from segtune.interrupt import SearchInterrupted
+    from segtune import tables
+    from segtune.search import run as search
+    from segtune.search.interrupt import SearchInterrupted
 
     storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
     name = args.study or spec.study
@@ -123,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace, spec: StudySpec, storage: str, name: str) -> bool:
     """--resume: trim the spec to the trials still to run (False: none). Without it: warn about orphans."""
-    from segtune import resume, store
+    from segtune.search import resume, store
 
     path = store.sqlite_path(storage)
     if path is not None and not path.is_file():
@@ -157,13 +158,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, study: str):
-    from segtune import store
+    from segtune.search import store
 
     return store.load_study(store.open_storage(args.storage, must_exist=True), study)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from segtune import store, tables
+    from segtune import tables
+    from segtune.search import store
 
     if args.study:
         study = _open(args, args.study)
@@ -175,7 +177,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from segtune.dashboard import serve
+    from segtune.results.dashboard import serve
 
     serve(args.storage, args.host, args.port)
     return 0
@@ -184,7 +186,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from segtune import report
+    from segtune.results import report
 
     study = _open(args, args.study)
     path, figures = report.build(study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images)
@@ -195,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from segtune import export
+    from segtune.results import export
 
     doc = export.export(_open(args, args.study), args.storage, rank=args.rank, epochs=args.epochs)
     path = export.write(doc, Path(args.output))
@@ -208,7 +210,7 @@ def _retrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from segtune import spec as spec_mod
-    from segtune.retrain import retrain
+    from segtune.results.retrain import retrain
 
     spec = spec_mod.load_retrain(args.spec, args.overrides)
     retrain(spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on)
@@ -216,7 +218,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from segtune.predict import predict_files
+    from segtune.results.predict import predict_files
 
     written = predict_files(args.checkpoint, args.images, args.output)
     print(f"wrote {len(written)} masks and overlays to {args.output}/")

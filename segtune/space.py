@@ -11,27 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from segtune.config import DEFAULTS, MEDIAN_FREQUENCY
 from segtune.errors import SpecError
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "Unet",
-    "encoder": "resnet34",
-    "encoder_weights": None,
-    "loss": "ce",
-    "class_weights": None,
-    "tversky_alpha": 0.5,
-    "focal_gamma": 2.0,
-    "augment": "light",
-    "aug_strength": 0.5,
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "momentum": 0.9,
-    "schedule": "cosine",
-    "batch_size": 8,
-    "accum_steps": 1,
-}
-MEDIAN_FREQUENCY = "median_frequency"  # class_weights from the train masks, as SegNet weighs CamVid
 WHOLE_NUMBERS = ("batch_size", "accum_steps")  # the parameters `int:` may sample
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
@@ -168,7 +150,7 @@ def sample(trial: Any, params: dict[str, Param]) -> dict[str, Any]:
 
 def _check_value(name: str, value: Any, num_classes: int) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name``; None when it is."""
-    from segtune import augment, losses, models
+    from segtune.training import augment, losses, models
 
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

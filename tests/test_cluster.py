@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from segtune.store import redact
+from segtune.search.store import redact
 from tests.conftest import SPACES, segtune
 from tests.test_inspect_export_retrain import free_port
 

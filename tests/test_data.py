@@ -10,8 +10,8 @@ from PIL import Image
 
 from segtune.data import build_dataset, index_summary
 from segtune.data.base import read_image
+from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
-from segtune.losses import IGNORE_INDEX
 from segtune.spec import FolderSpec, OxfordPetsSpec, SyntheticSpec
 
 

@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 from PIL import Image
 
-from segtune.store import redact
+from segtune.search.store import redact
 from tests.conftest import PETS_SAMPLE, segtune
 
 pytestmark = pytest.mark.e2e

@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
-from segtune.losses import IGNORE_INDEX, build_loss
-from segtune.metrics import SegMetrics
-from segtune.space import DEFAULTS
+from segtune.config import DEFAULTS
+from segtune.data.labels import IGNORE_INDEX
+from segtune.training.losses import build_loss
+from segtune.training.metrics import SegMetrics
 
 TARGET = torch.tensor([[[0, 0, 1, IGNORE_INDEX]]])
 PRED = [0, 1, 1, 0]

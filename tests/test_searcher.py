@@ -7,8 +7,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from segtune import search
 from segtune import spec as spec_mod
+from segtune.search import run as search
+from segtune.search.searcher import TRIAL_KEY, OptunaStoreSearcher
 
 RAW = {
     "study": "pairs",
@@ -26,11 +27,11 @@ def test_impossible_pairings_are_recorded_as_fail_and_drawn_again(tmp_path: Path
     spec = spec_mod.validate(RAW)
     url = f"sqlite:///{tmp_path / 's.db'}"
     search.prepare_study(spec, url, "pairs")
-    searcher = search.OptunaStoreSearcher(url, "pairs", "run-1", spec)
+    searcher = OptunaStoreSearcher(url, "pairs", "run-1", spec)
     configs = [searcher.suggest(f"ray-{i}") for i in range(6)]
     assert all(c["arch"] == "UnetPlusPlus" and c["encoder"] == "resnet18" for c in configs)
     trials = optuna.load_study(study_name="pairs", storage=url).trials
-    handed_out = {c[search.TRIAL_KEY] for c in configs}
+    handed_out = {c[TRIAL_KEY] for c in configs}
     skipped = [t for t in trials if t.number not in handed_out]
     assert skipped, "random draws over two encoders for six trials should hit mit_b0 at least once (seed 3)"
     for t in skipped:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from segtune import store
+from segtune.search import store
 
 
 def write_trials(storage: optuna.storages.BaseStorage, n: int, study: str = "s") -> list[int]:

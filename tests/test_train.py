@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from segtune.config import DEFAULTS
 from segtune.data import build_dataset
-from segtune.space import DEFAULTS
 from segtune.spec import SyntheticSpec
-from segtune.train import NonFiniteLoss, fit
+from segtune.training.loop import NonFiniteLoss, fit
 
 torch.set_num_threads(2)
 DATA = build_dataset(SyntheticSpec(name="synthetic", num_images=40, image_size=64, num_classes=3, seed=0))

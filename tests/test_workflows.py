@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 
 from segtune import spec as spec_mod
+from segtune.config import DEFAULTS
 from segtune.data import build_dataset
+from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
-from segtune.losses import IGNORE_INDEX
-from segtune.nets import NETS
-from segtune.space import DEFAULTS
 from segtune.spec import CamVidSpec, SyntheticSpec, VocSpec
-from segtune.train import fit, median_frequency_weights
+from segtune.training.loop import fit, median_frequency_weights
+from segtune.training.nets import NETS
 from tests.conftest import SPACES, segtune
 
 RNG = np.random.default_rng(0)
@@ -211,7 +211,7 @@ def test_accum_steps_trains_like_the_larger_batch() -> None:
 
 
 def test_bce_is_for_two_classes_and_matches_ce_there() -> None:
-    from segtune.losses import build_loss, check_loss
+    from segtune.training.losses import build_loss, check_loss
 
     logits, target = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 8, 8))
     target[0, 0, :] = IGNORE_INDEX

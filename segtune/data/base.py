@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
-from segtune.losses import IGNORE_INDEX
 
 SPLITS = ("train", "val", "test")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from segtune.data.base import BadFile, Record, SegData, decode_records, limit_records, value_remap
+from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
-from segtune.losses import IGNORE_INDEX
 from segtune.spec import CAMVID_11, CamVidSpec, resolve_root
 
 SPLIT_NAMES = ("train", "val", "test")

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
+from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
-from segtune.losses import IGNORE_INDEX
 from segtune.spec import FolderSpec, resolve_root
 
 

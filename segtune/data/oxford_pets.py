@@ -21,8 +21,8 @@ from segtune.data.base import (
     read_split_list,
     value_remap,
 )
+from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
-from segtune.losses import IGNORE_INDEX
 from segtune.spec import OxfordPetsSpec, resolve_root
 
 TARGETS = {

@@ -11,8 +11,9 @@ import yaml
 from optuna.trial import TrialState
 
 import segtune
-from segtune import space, store
+from segtune import space
 from segtune.errors import StoreError
+from segtune.search import store
 
 
 def ranked_complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 
 from segtune.errors import SegtuneError
-from segtune.nets import NETS
-from segtune.weights import WEIGHTS_ENV, encoder_state, expected_file, load_encoder
+from segtune.training.nets import NETS
+from segtune.training.weights import WEIGHTS_ENV, encoder_state, expected_file, load_encoder
 
 # smp keys its architectures in lower case; users write them as smp's class names (Unet, DeepLabV3Plus).
 ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 from ray import cloudpickle, tune
 
-from segtune import store
+from segtune.search import store
 
 TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
 

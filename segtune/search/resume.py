@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from segtune import store
+from segtune.search import store
 
 INTERRUPTED = "interrupted"
 

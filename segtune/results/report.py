@@ -12,9 +12,9 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
-from segtune import checkpoint
-from segtune.export import ranked_complete
+from segtune.results.export import ranked_complete
 from segtune.tables import best_first, fmt, params_text
+from segtune.training import checkpoint
 
 STATE_COLOURS = {"COMPLETE": "#0072B2", "PRUNED": "#E69F00", "FAIL": "#D55E00", "RUNNING": "#999999"}
 
@@ -139,8 +139,8 @@ def table_figure(trials: list[FrozenTrial], limit: int = 15) -> go.Figure:
 def images_figure(study: optuna.Study, best: FrozenTrial, count: int) -> go.Figure | str:
     """image | ground truth | best trial's prediction, for the first validation images."""
     from segtune.data import build_dataset
-    from segtune.overlay import strip
-    from segtune.predict import predict_arrays
+    from segtune.results.overlay import strip
+    from segtune.results.predict import predict_arrays
     from segtune.spec import validate
 
     ckpt = best.user_attrs.get("checkpoint")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import albumentations as A  # noqa: I001
 
 import segtune  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
-from segtune.losses import IGNORE_INDEX
+from segtune.data.labels import IGNORE_INDEX
 
 
 def _none(size: int, s: float) -> A.Compose | None:

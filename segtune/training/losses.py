@@ -13,7 +13,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 
-IGNORE_INDEX = 255
+from segtune.data.labels import IGNORE_INDEX
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

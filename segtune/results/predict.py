@@ -10,10 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from segtune import checkpoint
 from segtune.errors import DataError
-from segtune.overlay import blend
-from segtune.train import Normalizer, pick_device
+from segtune.results.overlay import blend
+from segtune.training import checkpoint
+from segtune.training.loop import Normalizer, pick_device
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segtune.losses import IGNORE_INDEX
+from segtune.data.labels import IGNORE_INDEX
 
 # class 0 (background) stays unpainted; then distinct, colour-blind-friendly hues
 PALETTE = np.array(

@@ -12,7 +12,7 @@ import math
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from segtune.losses import IGNORE_INDEX
+from segtune.data.labels import IGNORE_INDEX
 
 
 class SegMetrics:

@@ -7,8 +7,8 @@ import sys
 import threading
 from typing import Any
 
-from segtune import store
 from segtune.errors import SegtuneError
+from segtune.search import store
 
 
 def _check_port(host: str, port: int) -> None:

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segtune import checkpoint
 from segtune.data import build_dataset
 from segtune.errors import DataError
-from segtune.models import build_model
-from segtune.overlay import strip
-from segtune.predict import predict_arrays
+from segtune.results.overlay import strip
+from segtune.results.predict import predict_arrays
 from segtune.spec import RetrainSpec
-from segtune.train import evaluate, fit, loader, pick_device
+from segtune.training import checkpoint
+from segtune.training.loop import evaluate, fit, loader, pick_device
+from segtune.training.models import build_model
 
 
 def retrain(spec: RetrainSpec, out_dir: Path, train_on: str = "train", overlays: int = 6, out: Any = None) -> dict:

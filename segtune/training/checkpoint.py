@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from segtune.errors import SegtuneError
-from segtune.models import build_model
+from segtune.training.models import build_model
 
 FILENAME = "model.pt"
 REQUIRED = ("state_dict", "config", "classes", "image_size")

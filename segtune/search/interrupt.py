@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from ray import tune
 
-from segtune import store
+from segtune.search import store
 
 
 class SearchInterrupted(Exception):

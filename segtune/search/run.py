@@ -11,121 +11,31 @@ neither holds state that a restart or a remote driver could lose.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
-import torch
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 import segtune
-from segtune import checkpoint, models, space, store
 from segtune.check import report_skipped
 from segtune.data import SegData, build_dataset
 from segtune.errors import SegtuneError, SpecError
-from segtune.interrupt import Interrupt, SearchInterrupted
-from segtune.recorder import TRIAL_KEY, Progress, StoreRecorder, clean, pickle_state
+from segtune.search import store
+from segtune.search.interrupt import Interrupt, SearchInterrupted
+from segtune.search.recorder import TRIAL_KEY, Progress, StoreRecorder
+from segtune.search.searcher import OptunaStoreSearcher
+from segtune.search.trainable import train_trial
 from segtune.spec import BUILTIN_PREFIX, StudySpec, resolve_root, to_dict
-from segtune.train import fit
 
 DEFAULT_GPU_FRACTION = 0.25
-MAX_DRAWS = 50
-
-
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    seed = spec.search.seed
-    if spec.search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    startup = min(10, max(3, spec.search.trials // 3))
-    # constant_liar: trials running side by side get different suggestions; group: conditional params
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
-    )
-
-
-class OptunaStoreSearcher(Searcher):
-    """Ray Tune searcher that draws each configuration from an Optuna study in the store (ask)."""
-
-    def __init__(self, storage_url: str, study_name: str, run_id: str, spec: StudySpec):
-        super().__init__(metric=spec.search.metric, mode="max")
-        self._storage_url, self._study_name, self._run_id = storage_url, study_name, run_id
-        self._space_raw = spec.space
-        self._sampler = make_sampler(spec)
-        self._study: optuna.Study | None = None
-
-    @property
-    def study(self) -> optuna.Study:
-        if self._study is None:
-            self._study = store.load_study(store.open_storage(self._storage_url), self._study_name, self._sampler)
-        return self._study
-
-    def __getstate__(self) -> dict[str, Any]:
-        return pickle_state(self)
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        params = space.parse_space(self._space_raw)
-        for _ in range(MAX_DRAWS):
-            trial = self.study.ask()  # a trial queued by --resume comes first, with its parameters
-            trial.set_user_attr("run_id", self._run_id)
-            trial.set_user_attr("driver_host", socket.gethostname())  # for --resume: is its driver alive?
-            trial.set_user_attr("driver_pid", os.getpid())
-            config = space.sample(trial, params)
-            problem = (
-                models.pairing_problem(config["arch"], config["encoder"])
-                if config["arch"] in models.ARCHITECTURES
-                else None
-            )
-            if problem is None:
-                trial.set_user_attr("ray_trial_id", trial_id)
-                trial.set_user_attr("config", config)  # the full config, defaults and fixed values included
-                return {**config, TRIAL_KEY: trial.number}
-            # a pairing smp cannot build is recorded as what it is, and never costs a Ray trial
-            trial.set_user_attr("fail_reason", f"cannot build {config['arch']} on {config['encoder']}: {problem}")
-            self.study.tell(trial, state=TrialState.FAIL)
-        raise SpecError(f"space: {MAX_DRAWS} draws in a row gave architecture / encoder pairings smp cannot build")
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """The StoreRecorder callback tells Optuna the outcome; nothing to do here."""
-
-
-def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any], max_epochs: int, metric: str) -> None:
-    """The Ray trainable: one trial = one `train.fit`, reporting every epoch to Tune."""
-    cpus = max(1, int(settings.get("cpus", 1)))
-    torch.set_num_threads(cpus)
-    number = int(config[TRIAL_KEY])
-    cfg = {k: config[k] for k in space.DEFAULTS}
-    best: dict[str, Any] = {}
-    host = socket.gethostname()
-    node_id = ray.get_runtime_context().get_node_id()
-
-    def on_epoch(epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None:
-        nonlocal best
-        value = row[metric] if not math.isnan(row[metric]) else -1.0
-        improved = not best or value > best[metric]
-        if improved:
-            best = dict(row)
-        report = {k: clean(v) for k, v in row.items()}
-        report.update({f"best_{k}": clean(v) for k, v in best.items()})
-        report["hostname"], report["node_id"] = host, node_id
-        if not improved:
-            tune.report(report)
-            return
-        with tempfile.TemporaryDirectory() as tmp:  # Tune copies it into the trial's storage
-            checkpoint.save(Path(tmp) / checkpoint.FILENAME, model, cfg, data.classes, data.image_size,
-                            epoch=epoch, metrics=report, trial=number)  # fmt: skip
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-    fit(cfg, data, max_epochs, on_epoch, settings=settings, seed=number)
 
 
 def _check_reachable(address: str) -> None:

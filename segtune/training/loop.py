@@ -1,6 +1,6 @@
 """The one training loop: ``fit(config, data, epochs, on_epoch)``, used by search trials and by retrain.
 
-It knows nothing of Ray or Optuna: it takes a plain config dict (see ``space.DEFAULTS``), the
+It knows nothing of Ray or Optuna: it takes a plain config dict (see ``config.DEFAULTS``), the
 decoded :class:`SegData`, and a callback called after every epoch with that epoch's validation
 metrics. The callback returns True to stop early.
 """
@@ -18,12 +18,13 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from segtune.augment import build_augment
+from segtune.config import MEDIAN_FREQUENCY
 from segtune.data.base import SegData
-from segtune.losses import IGNORE_INDEX, build_loss
-from segtune.metrics import SegMetrics
-from segtune.models import build_model
-from segtune.space import MEDIAN_FREQUENCY
+from segtune.data.labels import IGNORE_INDEX
+from segtune.training.augment import build_augment
+from segtune.training.losses import build_loss
+from segtune.training.metrics import SegMetrics
+from segtune.training.models import build_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
