@@ -19,6 +19,11 @@ def _none(size: int, s: float) -> A.Compose | None:
     return None
 
 
+def _flip(size: int, s: float) -> A.Compose:
+    """Horizontal flips only: what most hand-written notebooks start from."""
+    return A.Compose([A.HorizontalFlip(p=0.5)])
+
+
 def _light(size: int, s: float) -> A.Compose:
     return A.Compose(
         [
@@ -47,7 +52,12 @@ def _strong(size: int, s: float) -> A.Compose:
     )
 
 
-PIPELINES: dict[str, Callable[[int, float], A.Compose | None]] = {"none": _none, "light": _light, "strong": _strong}
+PIPELINES: dict[str, Callable[[int, float], A.Compose | None]] = {
+    "none": _none,
+    "flip": _flip,
+    "light": _light,
+    "strong": _strong,
+}
 
 
 def build_augment(name: str, strength: float, size: int) -> A.Compose | None:
