@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segtune.data.labels import IGNORE_INDEX
+from segtune.data.labels import IGNORE_INDEX, ValueCensus
+from segtune.data.resize import ResizePolicy
 from segtune.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -20,22 +23,43 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class SegData:
-    """Decoded, resized arrays shared read-only by all trials (through Ray's object store)."""
+    """Decoded, resized arrays shared read-only by all trials (through Ray's object store).
 
-    images: np.ndarray  # uint8 (N, S, S, 3)
-    masks: np.ndarray  # uint8 (N, S, S): class index, or IGNORE_INDEX
+    Every picture sits at the top left of one canvas (``resize.canvas``), its aspect ratio kept (resize
+    ``pad``); ``content`` says which part is the picture, ``original`` its size on disk. The masks of the
+    splits decoded at full resolution (a retrain's test split) are in ``full_masks`` too.
+    """
+
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    masks: np.ndarray  # uint8 (N, H, W): class index, or IGNORE_INDEX (the padding included)
     splits: dict[str, np.ndarray]  # split name -> indices into images/masks
     classes: list[str]
     names: list[str] = field(default_factory=list)  # one id per image, for messages and reports
     skipped: list[str] = field(default_factory=list)  # bad files left out (dataset.skip_bad_files)
+    raw_values: list[Any] = field(default_factory=list)  # the mask values on disk, before they became classes
+    labels_note: str = ""  # how those values became classes, in words (`segtune check` prints it)
+    fingerprint: str = ""  # what the data is, wherever it is mounted (files_fingerprint)
+    resize: ResizePolicy | None = None
+    content: np.ndarray | None = None  # int32 (N, 2): (h, w) of each picture inside the canvas
+    original: np.ndarray | None = None  # int32 (N, 2): (h, w) of each picture on disk
+    full_masks: dict[int, np.ndarray] = field(default_factory=dict)  # index -> class mask at the original size
+
+    def __post_init__(self) -> None:
+        n, h, w = self.masks.shape
+        if self.resize is None:
+            self.resize = ResizePolicy(h, w, "squash")
+        if self.content is None:
+            self.content = np.tile(np.array([h, w], np.int32), (n, 1))
+        if self.original is None:
+            self.original = self.content.copy()
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @property
-    def image_size(self) -> int:
-        return int(self.images.shape[1])
+    def canvas(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
 
 
 @dataclass
@@ -85,13 +109,13 @@ def _open(path: Path, what: str) -> Image.Image:
         raise BadFile(f"unreadable {what}", path, str(e) or type(e).__name__) from None
 
 
-def _rgb(im: Image.Image, size: int) -> np.ndarray:
-    return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+def _mask_values(im: Image.Image, path: Path, rgb: bool = False) -> Image.Image:
+    """A mask picture as its raw values: one channel, or RGB for colour-coded masks (``rgb``).
 
-
-def _single(im: Image.Image, path: Path, size: int) -> np.ndarray:
-    """RGB masks whose three channels are equal are read as one channel; 1-bit pictures read as 0/255,
-    exactly as the same picture saved in 8 bits would. Resized nearest-neighbour so labels stay labels."""
+    RGB masks whose three channels are equal are read as one channel; 1-bit pictures read as 0/255,
+    exactly as the same picture saved in 8 bits would."""
+    if rgb:
+        return im.convert("RGB")
     if im.mode in ("RGB", "RGBA"):
         arr = np.asarray(im.convert("RGB"))
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
@@ -101,59 +125,117 @@ def _single(im: Image.Image, path: Path, size: int) -> np.ndarray:
         single = im
     else:  # "1", "I;16", "I", ...
         single = im.convert("L")
-    return np.asarray(single.resize((size, size), Image.NEAREST), dtype=np.uint8)
+    return single
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 (size, size, 3); palette and alpha pictures are converted to RGB."""
+def read_mask(path: Path, rgb: bool = False) -> np.ndarray:
+    """A mask file's raw values at its own size: what `check`, `run` and `init` read (labels.py decides them)."""
+    with _open(path, "mask") as mk:
+        return np.asarray(_mask_values(mk, path, rgb), dtype=np.uint8)
+
+
+def read_image(path: Path, policy: ResizePolicy) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """RGB uint8 on the policy's canvas (palette and alpha pictures are converted to RGB), the content's
+    (h, w) and the original (h, w)."""
     with _open(path, "image") as im:
-        return _rgb(im, size)
+        canvas, content = policy.image(im)
+        return canvas, content, (im.height, im.width)
 
 
 Remap = Callable[[np.ndarray, Path], np.ndarray]
 
 
-def read_pair(rec: Record, size: int, remap: Remap, rgb_masks: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its mask as arrays; a :class:`BadFile` names what is wrong and where.
+@dataclass
+class Pair:
+    """One decoded pair: the image on the canvas, the mask's raw values at the content's size (and at the
+    original size when asked for), where the content sits, and the original size."""
 
-    ``rgb_masks``: the mask codes classes as colours (CamVid's *_L.png); ``remap`` gets (H, W, 3).
-    """
+    image: np.ndarray
+    raw: np.ndarray
+    content: tuple[int, int]
+    original: tuple[int, int]
+    raw_full: np.ndarray | None = None
+
+
+def read_pair(rec: Record, policy: ResizePolicy, rgb_masks: bool = False, full: bool = False) -> Pair:
+    """One image and its mask's raw values, resized by ``policy`` (the mask nearest-neighbour, so labels stay
+    labels). A :class:`BadFile` names what is wrong and where. ``rgb_masks``: the mask codes classes as
+    colours (CamVid's *_L.png), kept as (H, W, 3)."""
     with _open(rec.image, "image") as im, _open(rec.mask, "mask") as mk:
         if im.size != mk.size:
             raise BadFile("mask size differs from its image", rec.mask, f"mask {mk.size}, image {im.size}")
-        if rgb_masks:
-            mask = np.asarray(mk.convert("RGB").resize((size, size), Image.NEAREST), dtype=np.uint8)
-        else:
-            mask = _single(mk, rec.mask, size)
-        return _rgb(im, size), remap(mask, rec.mask)
+        values = _mask_values(mk, rec.mask, rgb_masks)
+        image, content = policy.image(im)
+        raw_full = np.asarray(values, dtype=np.uint8) if full else None
+        return Pair(image, policy.mask(values), content, (im.height, im.width), raw_full)
+
+
+def mask_census(records: list[Record], rgb_masks: bool = False) -> ValueCensus:
+    """The raw values of every readable mask, at their own size (threads: PIL releases the GIL).
+
+    Unreadable masks are left to the decoder, which names them with the rest of the bad files."""
+
+    def one(rec: Record) -> ValueCensus | None:
+        try:
+            census = ValueCensus()
+            census.add(read_mask(rec.mask, rgb_masks))
+            return census
+        except BadFile:
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return ValueCensus().merge(c for c in pool.map(one, records) if c is not None)
+
+
+@dataclass(frozen=True)
+class Decode:
+    """Which splits a builder decodes (a search: train and val), and which keep their masks at full resolution."""
+
+    only: tuple[str, ...] = SPLITS
+    full_res: tuple[str, ...] = ()
 
 
 def decode_records(
     records: list[Record],
-    size: int,
+    spec: Any,
     classes: list[str],
     remap: Remap,
-    skip_bad: bool = False,
     problems: list[BadFile] | None = None,
+    decode: Decode = Decode(),
     rgb_masks: bool = False,
+    labels_note: str = "",
 ) -> SegData:
     """Decode and resize every pair once (threads: PIL releases the GIL while decoding).
 
     Every pair is read before anything is decided, so one run names all bad files, not the first.
     ``problems`` holds what the builder found while pairing files (an image without a mask, say).
     With ``skip_bad`` those pairs are left out and listed in ``SegData.skipped``; otherwise
-    :class:`BadData` names them all.
+    :class:`BadData` names them all. ``spec`` (the dataset section) gives the resize policy and whether bad
+    files are skipped (``skip_bad_files``); ``decode`` which splits are decoded and which keep their masks at
+    the original size too (``SegData.full_masks``: test metrics at full resolution).
     """
+    policy, skip_bad = spec.policy(), spec.skip_bad_files
     problems = list(problems or [])
     if not records:
         raise DataError("the dataset has no images" + (f" ({len(problems)} bad files)" if problems else ""))
-    images = np.empty((len(records), size, size, 3), dtype=np.uint8)
-    masks = np.empty((len(records), size, size), dtype=np.uint8)
+    fingerprint = files_fingerprint(records)  # of the whole dataset, whichever splits are decoded
+    records = [r for r in records if r.split in decode.only]
+    images = np.empty((len(records), *policy.canvas, 3), dtype=np.uint8)
+    masks = np.empty((len(records), *policy.canvas), dtype=np.uint8)
+    content = np.empty((len(records), 2), dtype=np.int32)
+    original = np.empty((len(records), 2), dtype=np.int32)
+    full_masks: dict[int, np.ndarray] = {}
     bad: dict[int, BadFile] = {}
+    censuses: list[ValueCensus] = [ValueCensus() for _ in records]
 
     def one(i: int) -> None:
         try:
-            images[i], masks[i] = read_pair(records[i], size, remap, rgb_masks)
+            pair = read_pair(records[i], policy, rgb_masks, full=records[i].split in decode.full_res)
+            censuses[i].add(pair.raw)
+            images[i], masks[i] = pair.image, policy.pad(remap(pair.raw, records[i].mask))
+            content[i], original[i] = pair.content, pair.original
+            if pair.raw_full is not None:
+                full_masks[i] = remap(pair.raw_full, records[i].mask)
         except BadFile as e:
             bad[i] = e
 
@@ -165,14 +247,30 @@ def decode_records(
     if bad:  # only then copy: the arrays can be gigabytes
         keep = [i for i in range(len(records)) if i not in bad]
         images, masks, records = images[keep], masks[keep], [records[i] for i in keep]
+        content, original = content[keep], original[keep]
+        full_masks = {new: full_masks[old] for new, old in enumerate(keep) if old in full_masks}
     splits = {s: np.array([j for j, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
     skipped = [str(p) for p in problems]
-    data = SegData(images, masks, splits, list(classes), [r.name for r in records], skipped=skipped)
+    census = ValueCensus().merge(censuses)
+    data = SegData(images, masks, splits, list(classes), [r.name for r in records], skipped=skipped,
+                   raw_values=census.values, labels_note=labels_note, fingerprint=fingerprint, resize=policy,
+                   content=content, original=original, full_masks=full_masks)  # fmt: skip
     for split in ("train", "val"):
         if len(splits[split]) == 0:
             skipped = f" after skipping {len(problems)} bad files" if problems else ""
             raise DataError(f"dataset: the {split} split is empty{skipped}; every study needs train and val images")
     return data
+
+
+def files_fingerprint(records: list[Record]) -> str:
+    """What a dataset is, independent of where it is mounted: each pair's name, split and file sizes.
+
+    The same files under another root (a container's /data) give the same fingerprint; an image
+    added, removed, moved to another split or re-encoded gives another."""
+    digest = hashlib.sha256()
+    for r in sorted(records, key=lambda r: (r.split, r.name)):
+        digest.update(f"{r.split}\t{r.name}\t{r.image.stat().st_size}\t{r.mask.stat().st_size}\n".encode())
+    return f"{len(records)} pairs, sha256 {digest.hexdigest()[:16]}"
 
 
 def value_remap(mapping: dict[int, int], what: str) -> Remap:
@@ -187,6 +285,23 @@ def value_remap(mapping: dict[int, int], what: str) -> Remap:
             bad = sorted(int(v) for v in np.unique(mask[out < 0]))
             raise BadFile("mask values outside the classes", path, f"values {bad} are not among the {what}")
         return out.astype(np.uint8)
+
+    return remap
+
+
+def rgb_remap(colours: dict[tuple[int, int, int], int], where: str) -> Remap:
+    """Colour-coded masks (H, W, 3) -> class indices; a colour ``where`` does not list is an error."""
+    codes = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in colours), dtype=np.int64)
+    classes = np.array([colours[((c >> 16) & 255, (c >> 8) & 255, c & 255)] for c in codes], dtype=np.uint8)
+
+    def remap(mask: np.ndarray, path: Path) -> np.ndarray:
+        code = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
+        pos = np.clip(np.searchsorted(codes, code), 0, len(codes) - 1)
+        unknown = codes[pos] != code
+        if unknown.any():
+            bad = sorted({tuple(int(v) for v in mask[y, x]) for y, x in zip(*np.nonzero(unknown), strict=True)})[:5]
+            raise BadFile("mask values outside the classes", path, f"colours {bad} are not in {where}")
+        return classes[pos]
 
     return remap
 

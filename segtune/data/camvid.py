@@ -13,9 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from segtune.data.base import BadFile, Record, SegData, decode_records, limit_records, value_remap
+from segtune.data.base import (
+    BadFile,
+    Decode,
+    Record,
+    SegData,
+    decode_records,
+    limit_records,
+    rgb_remap,
+    value_remap,
+)
 from segtune.data.labels import IGNORE_INDEX
 from segtune.errors import DataError
 from segtune.spec import CAMVID_11, CamVidSpec, resolve_root
@@ -65,22 +72,6 @@ def _targets(source: list[str], keep: list[str] | None, background: str) -> tupl
     return learned, index
 
 
-def _rgb_remap(colours: dict[tuple[int, int, int], int]):
-    codes = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in colours), dtype=np.int64)
-    classes = np.array([colours[((c >> 16) & 255, (c >> 8) & 255, c & 255)] for c in codes], dtype=np.uint8)
-
-    def remap(mask: np.ndarray, path: Path) -> np.ndarray:
-        code = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
-        pos = np.clip(np.searchsorted(codes, code), 0, len(codes) - 1)
-        unknown = codes[pos] != code
-        if unknown.any():
-            bad = sorted({tuple(int(v) for v in mask[y, x]) for y, x in zip(*np.nonzero(unknown), strict=True)})[:5]
-            raise BadFile("mask values outside the classes", path, f"colours {bad} are not in class_dict.csv")
-        return classes[pos]
-
-    return remap
-
-
 def _pairs(root: Path, image_dir: str, label_dir: str, suffix: str, split: str) -> tuple[list[Record], list[BadFile]]:
     images = {p.stem: p for p in sorted((root / image_dir).glob("*.png"))}
     labels = {p.stem.removesuffix(suffix): p for p in sorted((root / label_dir).glob("*.png"))}
@@ -91,7 +82,8 @@ def _pairs(root: Path, image_dir: str, label_dir: str, suffix: str, split: str) 
     return [Record(k, images[k], labels[k], split) for k in sorted(set(images) & set(labels))], problems
 
 
-def build_camvid(spec: CamVidSpec) -> SegData:
+def index_records(spec: CamVidSpec) -> tuple[list[Record], list[BadFile], str]:
+    """The pairs of every split, the files without a partner, and which layout it is."""
     root = resolve_root(spec.root)
     layout = _layout(root)
     records: list[Record] = []
@@ -103,13 +95,20 @@ def build_camvid(spec: CamVidSpec) -> SegData:
             found, bad = _pairs(root, split, f"{split}_labels", "_L", split)
         records += found
         problems += bad
-    records = limit_records(records, spec.limit)
+    return limit_records(records, spec.limit), problems, layout
+
+
+def build_camvid(spec: CamVidSpec, decode: Decode = Decode()) -> SegData:
+    records, problems, layout = index_records(spec)
+    merged = f"; classes not kept -> {spec.background}" if spec.keep else ""
     if layout == "segnet":
         classes, index = _targets(CAMVID_11 + ["Void"], spec.keep, spec.background)
         mapping = {i: index[name.lower()] for i, name in enumerate(CAMVID_11 + ["Void"])}
         remap = value_remap(mapping, "SegNet CamVid labels 0-11")
-        return decode_records(records, spec.image_size, classes, remap, spec.skip_bad_files, problems)
-    rows = read_class_dict(root / "class_dict.csv")
+        note = "SegNet labels 0-10; 11 (void) ignored" + merged
+        return decode_records(records, spec, classes, remap, problems, decode, labels_note=note)
+    rows = read_class_dict(resolve_root(spec.root) / "class_dict.csv")
     classes, index = _targets([name for name, _ in rows], spec.keep, spec.background)
-    remap = _rgb_remap({rgb: index[name.lower()] for name, rgb in rows})
-    return decode_records(records, spec.image_size, classes, remap, spec.skip_bad_files, problems, rgb_masks=True)
+    remap = rgb_remap({rgb: index[name.lower()] for name, rgb in rows}, "class_dict.csv")
+    note = "colours of class_dict.csv; Void ignored" + merged
+    return decode_records(records, spec, classes, remap, problems, decode, rgb_masks=True, labels_note=note)

@@ -1,14 +1,32 @@
-"""Any images + masks on disk: two globs under a root, paired by a key taken from the file names."""
+"""Any images + masks on disk: two globs under a root, paired by a key taken from the file names.
+
+Splits: a seeded random split (the default), split subfolders (``split: folders`` with ``{split}`` in the
+globs: train, val and test folders under their usual names), or split list files, as datasets ship them.
+Masks: single-channel values (``values``, or decided from all masks) or colour codes (``colors``).
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from segtune.data.base import BadFile, Record, SegData, carve, decode_records, limit_records, value_remap
-from segtune.data.labels import IGNORE_INDEX
+from segtune.data.base import (
+    SPLITS,
+    BadFile,
+    Decode,
+    Record,
+    SegData,
+    carve,
+    decode_records,
+    limit_records,
+    mask_census,
+    read_split_list,
+    rgb_remap,
+    value_remap,
+)
+from segtune.data.labels import IGNORE_INDEX, decide_value_map
 from segtune.errors import DataError
-from segtune.spec import FolderSpec, resolve_root
+from segtune.spec import SPLIT_PLACEHOLDER, FolderSpec, ListSplitSpec, resolve_root
 
 
 def _key(pattern: re.Pattern[str] | None, path: Path) -> str | None:
@@ -20,50 +38,106 @@ def _key(pattern: re.Pattern[str] | None, path: Path) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def _pair(spec: FolderSpec, root: Path) -> tuple[dict[str, tuple[Path, Path]], list[BadFile]]:
+# what split folders are called, as datasets ship them (ISIC, Kvasir, Cityscapes-style trees)
+SPLIT_FOLDERS = {"train": ("train", "training", "trn"), "val": ("val", "valid", "validation", "dev"),
+                 "test": ("test", "testing", "tst")}  # fmt: skip
+
+
+def _files(root: Path, glob: str) -> list[tuple[Path, str | None]]:
+    """The files a glob matches, each with its split when the glob holds ``{split}``."""
+    if SPLIT_PLACEHOLDER not in glob:
+        return [(p, None) for p in sorted(root.glob(glob)) if p.is_file()]
+    out = []
+    for split, names in SPLIT_FOLDERS.items():
+        for name in names:
+            out += [(p, split) for p in sorted(root.glob(glob.replace(SPLIT_PLACEHOLDER, name))) if p.is_file()]
+    return out
+
+
+def _pair(spec: FolderSpec, root: Path) -> tuple[dict[str, tuple[Path, Path, str | None]], list[BadFile]]:
+    """Images and masks paired by key (prefixed by the split folder, where there is one)."""
     pattern = re.compile(spec.key) if spec.key else None
-    found = {}
+    found, split_of = {}, {}
+    mask_files = {p for p, _ in _files(root, spec.masks)}
     for field, glob in (("images", spec.images), ("masks", spec.masks)):
-        files = sorted(p for p in root.glob(glob) if p.is_file())
+        files = _files(root, glob)
+        if field == "images":  # masks beside their images (x.png, x_mask.png): a mask is never an image
+            files = [(p, s) for p, s in files if p not in mask_files]
         if not files:
             raise DataError(f"dataset.{field}: no files match {glob!r} under {root}")
         keyed: dict[str, Path] = {}
-        for path in files:
+        for path, split in files:
             key = _key(pattern, path)
             if key is None:
                 continue
+            key = f"{split}/{key}" if split else key
             if key in keyed:
                 raise DataError(f"dataset.key: {keyed[key].name} and {path.name} both have the key {key!r}")
             keyed[key] = path
+            split_of[key] = split
         found[field] = keyed
     images, masks = found["images"], found["masks"]
     problems = [BadFile("image without a mask", images[k], "check dataset.key", unpaired=True)
                 for k in sorted(set(images) - set(masks))]  # fmt: skip
     problems += [BadFile("mask without an image", masks[k], "check dataset.key", unpaired=True)
                  for k in sorted(set(masks) - set(images))]  # fmt: skip
-    return {k: (images[k], masks[k]) for k in sorted(set(images) & set(masks))}, problems
+    return {k: (images[k], masks[k], split_of[k]) for k in sorted(set(images) & set(masks))}, problems
+
+
+def _assign(spec: FolderSpec, root: Path, pairs: dict[str, tuple[Path, Path, str | None]]) -> dict[str, str]:
+    """Each pair's split: from its folder, from the list files, or a seeded random draw."""
+    if spec.split == "folders":
+        return {k: split or "train" for k, (_, _, split) in pairs.items()}
+    if isinstance(spec.split, ListSplitSpec):
+        out: dict[str, str] = {}
+        for split in SPLITS:
+            listed = getattr(spec.split, split)
+            for name in read_split_list(root / listed) if listed else []:
+                out[name] = split
+        unlisted = sorted(set(pairs) - set(out))
+        if unlisted:
+            raise DataError(f"dataset.split: {len(unlisted)} pairs are in no split list, e.g. {unlisted[0]!r}")
+        return {k: out[k] for k in pairs}
+    return carve(list(pairs), {"val": spec.split.val, "test": spec.split.test}, spec.split.seed)
 
 
 def index_records(spec: FolderSpec) -> tuple[list[Record], list[BadFile]]:
-    """Pairs split with the spec's seed, and the files that found no partner."""
+    """Pairs, each in its split, and the files that found no partner."""
     root = resolve_root(spec.root)
     pairs, problems = _pair(spec, root)
-    assignment = carve(list(pairs), {"val": spec.split.val, "test": spec.split.test}, spec.split.seed)
-    records = [Record(k, img, mask, assignment[k]) for k, (img, mask) in pairs.items()]
+    assignment = _assign(spec, root, pairs)
+    records = [Record(k, img, mask, assignment[k]) for k, (img, mask, _) in pairs.items()]
     return limit_records(records, spec.limit), problems
 
 
-def class_mapping(spec: FolderSpec) -> dict[int, int]:
-    """Raw mask value -> class index (IGNORE_INDEX for the ignore value)."""
-    mapping = dict(spec.values) if spec.values else {i: i for i in range(len(spec.classes))}
-    if spec.ignore_index is not None:
-        mapping = {raw: (IGNORE_INDEX if cls == spec.ignore_index else cls) for raw, cls in mapping.items()}
-        mapping.setdefault(spec.ignore_index, IGNORE_INDEX)
-    return mapping
+def class_mapping(spec: FolderSpec, records: list[Record]) -> tuple[dict[int, int], str]:
+    """Raw mask value -> class index (IGNORE_INDEX for the ignore value), and how it was decided.
+
+    ``values`` when the spec lists them; otherwise decided from the values of every mask at once
+    (labels.decide_value_map): 0/255 masks of two classes make 255 the foreground."""
+    if spec.colors:
+        return {}, "dataset.colors: " + ", ".join(f"({c}) -> {_name(spec, i)}" for c, i in spec.colors.items())
+    if spec.values:
+        mapping = dict(spec.values)
+        note = "dataset.values: " + ", ".join(f"{raw} -> {_name(spec, cls)}" for raw, cls in sorted(mapping.items()))
+        if spec.ignore_index is not None:
+            mapping = {raw: (IGNORE_INDEX if cls == spec.ignore_index else cls) for raw, cls in mapping.items()}
+            mapping.setdefault(spec.ignore_index, IGNORE_INDEX)
+        return mapping, note
+    return decide_value_map(mask_census(records), spec.classes, spec.ignore_index)
 
 
-def build_folder(spec: FolderSpec) -> SegData:
-    what = f"declared values {sorted(class_mapping(spec))} (classes and ignore_index)"
+def _name(spec: FolderSpec, cls: int) -> str:
+    return spec.classes[cls] if 0 <= cls < len(spec.classes) else "ignore"
+
+
+def build_folder(spec: FolderSpec, decode: Decode = Decode()) -> SegData:
     records, problems = index_records(spec)
-    remap = value_remap(class_mapping(spec), what)
-    return decode_records(records, spec.image_size, spec.classes, remap, spec.skip_bad_files, problems)
+    mapping, note = class_mapping(spec, records)
+    if spec.colors:  # colour-coded masks: one class per colour, as CamVid's class_dict.csv does
+        colours = {tuple(int(x) for x in c.split(",")): (IGNORE_INDEX if i == spec.ignore_index else i)
+                   for c, i in spec.colors.items()}  # fmt: skip
+        return decode_records(records, spec, spec.classes, rgb_remap(colours, "dataset.colors"), problems, decode,
+                              rgb_masks=True, labels_note=note)  # fmt: skip
+    remap = value_remap(mapping, f"mask values {sorted(mapping)} ({note})")
+    return decode_records(records, spec, spec.classes, remap, problems, decode, labels_note=note)

@@ -1,3 +1,97 @@
-"""Label values shared by every dataset builder and by the training side that reads their masks."""
+"""Mask values and what they mean: the one place that reads raw mask values and decides them into classes.
 
-IGNORE_INDEX = 255  # mask pixels that count for nothing: VOC outlines, the pets-binary border, padding
+`check`, `run` and `init` all read mask values here, so 0/255 means the same thing everywhere:
+with two classes and masks holding only 0 and 255 across the dataset (decided from all masks,
+never per mask), 255 is the foreground. The ignore label applies only where a spec or a dataset's
+own convention (VOC's outlines, the pets-binary border, CamVid's void) says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = 255  # the label of pixels that count for nothing: outlines, borders, padding
+
+RawValue = int | tuple[int, int, int]  # a grey level / palette index, or an RGB colour (colour-coded masks)
+
+
+@dataclass
+class ValueCensus:
+    """Raw mask values across a dataset: for each value, its pixels and how many masks hold it."""
+
+    pixels: Counter = field(default_factory=Counter)
+    masks_with: Counter = field(default_factory=Counter)
+    masks: int = 0
+
+    def add(self, mask: np.ndarray) -> None:
+        """Count one raw mask: (H, W) values or (H, W, 3) colours."""
+        if mask.ndim == 3:
+            colours, counts = np.unique(mask.reshape(-1, mask.shape[-1]), axis=0, return_counts=True)
+            values: list[RawValue] = [tuple(int(c) for c in colour) for colour in colours]  # type: ignore[misc]
+        else:
+            unique, counts = np.unique(mask, return_counts=True)
+            values = [int(v) for v in unique]
+        for value, n in zip(values, counts.tolist(), strict=True):
+            self.pixels[value] += n
+            self.masks_with[value] += 1
+        self.masks += 1
+
+    def merge(self, others: Iterable[ValueCensus]) -> ValueCensus:
+        for other in others:
+            self.pixels.update(other.pixels)
+            self.masks_with.update(other.masks_with)
+            self.masks += other.masks
+        return self
+
+    @property
+    def values(self) -> list[Any]:
+        return sorted(self.pixels)
+
+    def describe(self, limit: int = 12) -> str:
+        shown = ", ".join(str(v) for v in self.values[:limit])
+        return shown + (f" and {len(self.values) - limit} more" if len(self.values) > limit else "")
+
+
+def census_of(masks: Iterable[np.ndarray]) -> ValueCensus:
+    census = ValueCensus()
+    for mask in masks:
+        census.add(mask)
+    return census
+
+
+def is_binary_255(values: Iterable[Any], num_classes: int) -> bool:
+    """Two classes and masks that hold only 0 and 255 (1-bit masks read as 0/255 too): 255 is the foreground."""
+    seen = set(values)
+    return num_classes == 2 and 255 in seen and seen <= {0, 255}
+
+
+def decide_value_map(
+    census: ValueCensus, classes: list[str], ignore_value: int | None = None
+) -> tuple[dict[int, int], str]:
+    """Raw value -> class index for masks whose spec lists no ``values``, and the reason in words.
+
+    Decided from every mask of the dataset at once: a mask that happens to hold only background
+    must not decide what the others mean. ``ignore_value`` (the spec's ``ignore_index``) is
+    ignored only when the user set it.
+    """
+    k = len(classes)
+    if ignore_value != 255 and is_binary_255(census.values, k):
+        return {0: 0, 255: 1}, (
+            f"masks hold only 0 and 255 across all {census.masks} masks: 0 is {classes[0]}, 255 is {classes[1]}"
+        )
+    mapping = {i: i for i in range(k)}
+    reason = f"mask values are class indices 0..{k - 1}"
+    if ignore_value is not None:
+        mapping[ignore_value] = IGNORE_INDEX
+        reason += f"; {ignore_value} is ignored (dataset.ignore_index)"
+    return mapping, reason
+
+
+def train_pixels_per_class(masks: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each class in ``masks`` (class-index masks; the ignore label is not a class)."""
+    return np.bincount(masks.ravel(), minlength=256)[:num_classes]

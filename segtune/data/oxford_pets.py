@@ -12,6 +12,7 @@ from pathlib import Path
 
 from segtune.data.base import (
     BadFile,
+    Decode,
     Record,
     SegData,
     carve,
@@ -82,8 +83,10 @@ def index_records(spec: OxfordPetsSpec) -> tuple[list[Record], list[BadFile]]:
     return limit_records(records, spec.limit), missing
 
 
-def build_oxford_pets(spec: OxfordPetsSpec) -> SegData:
+def build_oxford_pets(spec: OxfordPetsSpec, decode: Decode = Decode()) -> SegData:
     classes, mapping = TARGETS[spec.target]
     records, problems = index_records(spec)
     remap = value_remap(mapping, "trimap values 1, 2, 3")
-    return decode_records(records, spec.image_size, classes, remap, spec.skip_bad_files, problems)
+    note = ("trimap 1 -> pet, 2 -> background, 3 -> border" if spec.target == "trimap"
+            else "trimap 1 -> pet, 2 -> background, 3 (border) ignored")  # fmt: skip
+    return decode_records(records, spec, classes, remap, problems, decode, labels_note=note)

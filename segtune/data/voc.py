@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segtune.data.base import (
     BadFile,
+    Decode,
     Record,
     SegData,
     carve,
@@ -48,8 +49,9 @@ def index_records(spec: VocSpec) -> tuple[list[Record], list[BadFile]]:
     return limit_records(records, spec.limit), missing
 
 
-def build_voc(spec: VocSpec) -> SegData:
+def build_voc(spec: VocSpec, decode: Decode = Decode()) -> SegData:
     records, problems = index_records(spec)
     mapping = {i: i for i in range(len(VOC_CLASSES))} | {255: IGNORE_INDEX}
     remap = value_remap(mapping, "VOC classes 0-20 and the 255 border")
-    return decode_records(records, spec.image_size, VOC_CLASSES, remap, spec.skip_bad_files, problems)
+    note = "VOC class indices 0-20; the 255 outlines ignored"
+    return decode_records(records, spec, VOC_CLASSES, remap, problems, decode, labels_note=note)
