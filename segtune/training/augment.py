@@ -14,29 +14,31 @@ import albumentations as A  # noqa: I001
 import segtune  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
 from segtune.data.labels import IGNORE_INDEX
 
+Size = tuple[int, int]  # (height, width) of the canvas
 
-def _none(size: int, s: float) -> A.Compose | None:
+
+def _none(size: Size, s: float) -> A.Compose | None:
     return None
 
 
-def _flip(size: int, s: float) -> A.Compose:
+def _flip(size: Size, s: float) -> A.Compose:
     """Horizontal flips only: what most hand-written notebooks start from."""
     return A.Compose([A.HorizontalFlip(p=0.5)])
 
 
-def _light(size: int, s: float) -> A.Compose:
+def _light(size: Size, s: float) -> A.Compose:
     return A.Compose(
         [
-            A.RandomResizedCrop(size=(size, size), scale=(1 - 0.6 * s, 1.0), ratio=(0.8, 1.25)),
+            A.RandomResizedCrop(size=size, scale=(1 - 0.6 * s, 1.0), ratio=_ratio(size, 0.8, 1.25)),
             A.HorizontalFlip(p=0.5),
         ]
     )
 
 
-def _strong(size: int, s: float) -> A.Compose:
+def _strong(size: Size, s: float) -> A.Compose:
     return A.Compose(
         [
-            A.RandomResizedCrop(size=(size, size), scale=(1 - 0.8 * s, 1.0), ratio=(0.75, 1.33)),
+            A.RandomResizedCrop(size=size, scale=(1 - 0.8 * s, 1.0), ratio=_ratio(size, 0.75, 1.33)),
             A.HorizontalFlip(p=0.5),
             A.Affine(
                 scale=(1 - 0.25 * s, 1 + 0.25 * s),
@@ -52,7 +54,13 @@ def _strong(size: int, s: float) -> A.Compose:
     )
 
 
-PIPELINES: dict[str, Callable[[int, float], A.Compose | None]] = {
+def _ratio(size: Size, low: float, high: float) -> tuple[float, float]:
+    """Crop aspect ratios around the canvas's own (w / h), so a 4:3 canvas is not cropped square."""
+    aspect = size[1] / size[0]
+    return low * aspect, high * aspect
+
+
+PIPELINES: dict[str, Callable[[Size, float], A.Compose | None]] = {
     "none": _none,
     "flip": _flip,
     "light": _light,
@@ -60,5 +68,5 @@ PIPELINES: dict[str, Callable[[int, float], A.Compose | None]] = {
 }
 
 
-def build_augment(name: str, strength: float, size: int) -> A.Compose | None:
+def build_augment(name: str, strength: float, size: Size) -> A.Compose | None:
     return PIPELINES[name](size, strength)

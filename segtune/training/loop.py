@@ -1,13 +1,14 @@
 """The one training loop: ``fit(config, data, epochs, on_epoch)``, used by search trials and by retrain.
 
-It knows nothing of Ray or Optuna: it takes a plain config dict (see ``config.DEFAULTS``), the
-decoded :class:`SegData`, and a callback called after every epoch with that epoch's validation
-metrics. The callback returns True to stop early.
+It knows nothing of Ray or Optuna: it takes a typed :class:`TrialConfig`, the decoded
+:class:`SegData`, :class:`TrainSettings`, and a callback called after every epoch with that epoch's
+validation metrics. The callback returns True to stop early.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from segtune.config import MEDIAN_FREQUENCY
+from segtune.config import MEDIAN_FREQUENCY, TrainSettings, TrialConfig
 from segtune.data.base import SegData
 from segtune.data.labels import IGNORE_INDEX
 from segtune.training.augment import build_augment
+from segtune.training.device import pick_device, precision_for
 from segtune.training.losses import build_loss
 from segtune.training.metrics import SegMetrics
 from segtune.training.models import build_model
@@ -32,8 +34,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EpochCallback = Callable[[int, dict[str, Any], nn.Module], bool | None]
 
 
+CHECK_EVERY = 16  # steps between looks at the loss on the host (each look waits for the device)
+
+
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite: the trial cannot recover, so it stops at once."""
+    """The loss became NaN or infinite: the trial cannot recover, so it stops (within CHECK_EVERY steps)."""
 
 
 class ArrayDataset(Dataset):
@@ -54,7 +59,7 @@ class ArrayDataset(Dataset):
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return image, torch.from_numpy(np.ascontiguousarray(mask)).long()
+        return image, torch.from_numpy(np.ascontiguousarray(mask))  # uint8: widened on the device
 
 
 @dataclass
@@ -67,12 +72,6 @@ class FitResult:
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Normalizer(nn.Module):
@@ -98,28 +97,28 @@ def median_frequency_weights(data: SegData, split: str = "train") -> list[float]
     return [round(median / f, 4) if f > 0 else 0.0 for f in freq.tolist()]
 
 
-def _optimizer(config: dict[str, Any], params: Any) -> torch.optim.Optimizer:
-    name, lr, wd = config["optimizer"], config["lr"], config["weight_decay"]
+def _optimizer(config: TrialConfig, params: Any) -> torch.optim.Optimizer:
+    name, lr, wd = config.optimizer, config.lr, config.weight_decay
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    momentum = config["momentum"]
+    momentum = config.momentum
     return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum, nesterov=momentum > 0)
 
 
-def _scheduler(config: dict[str, Any], opt: torch.optim.Optimizer, total_steps: int) -> Any:
-    if config["schedule"] == "cosine":
+def _scheduler(config: TrialConfig, opt: torch.optim.Optimizer, total_steps: int) -> Any:
+    if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
-    if config["schedule"] == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=max(2, total_steps))
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(2, total_steps))
     return None
 
 
 def loader(
-    data: SegData, split: str, batch_size: int, train: bool, config: dict[str, Any], workers: int, device: torch.device
+    data: SegData, split: str, batch_size: int, train: bool, config: TrialConfig, workers: int, device: torch.device
 ) -> DataLoader:
-    transform = build_augment(config["augment"], config["aug_strength"], data.image_size) if train else None
+    transform = build_augment(config.augment, config.aug_strength, data.canvas) if train else None
     ds = ArrayDataset(data, split, transform)
     return DataLoader(
         ds,
@@ -134,56 +133,67 @@ def loader(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: DataLoader, num_classes: int, device: torch.device, precision: str = "bf16"
+    model: nn.Module, batches: DataLoader, num_classes: int, device: torch.device, precision: str = "auto"
 ) -> dict[str, Any]:
-    """Metrics of ``model`` over a loader, with the same normalisation as training."""
+    """Metrics of ``model`` over a loader, with the normalisation and the precision of training."""
     norm = Normalizer().to(device)
     metrics = SegMetrics(num_classes, device)
     model.eval()
-    use_amp = device.type == "cuda" and precision == "bf16"
+    plan = precision_for(precision, device)
     for images, masks in batches:
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True).long()
+        with plan.autocast(device):
             logits = model(norm(images))
         metrics.update(logits.float(), masks)
     return metrics.compute()
 
 
 def fit(
-    config: dict[str, Any],
+    config: TrialConfig,
     data: SegData,
     epochs: int,
     on_epoch: EpochCallback | None = None,
     device: str | torch.device | None = None,
-    settings: dict[str, Any] | None = None,
+    settings: TrainSettings | None = None,
     train_split: str = "train",
     val_split: str = "val",
     seed: int = 0,
 ) -> FitResult:
     """Train ``config`` on ``data`` for up to ``epochs``, validating after each one.
 
-    ``settings`` holds what is not a hyperparameter: precision (bf16|fp32), channels_last,
-    loader_workers. Raises NonFiniteLoss as soon as the loss is NaN or infinite.
+    The epoch that scores best on ``settings.metric`` is kept (``FitResult.best_state``). Raises
+    NonFiniteLoss when the loss turns NaN or infinite, naming the epoch and step, and a CUDA
+    OutOfMemoryError that names the batch size.
     """
-    settings = settings or {}
+    settings = settings or TrainSettings()
     dev = pick_device(device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    # every source of randomness, so a trial in a reused worker draws exactly what it would in a fresh one
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    precision = settings.get("precision", "bf16")
-    use_amp = dev.type == "cuda" and precision == "bf16"
-    workers = int(settings.get("loader_workers", 0) or 0)
-    memory_format = torch.channels_last if settings.get("channels_last") and dev.type == "cuda" else None
+    plan = precision_for(settings.precision, dev)
+    if dev.type == "cuda":
+        # every batch has one shape (images are decoded to one size): let cuDNN pick its fastest kernels
+        torch.backends.cudnn.benchmark = True
+        if settings.gpu_memory_fraction is not None:  # a neighbour's OOM stays the neighbour's
+            torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, dev)
+    workers = settings.loader_workers
+    memory_format = torch.channels_last if settings.channels_last and dev.type == "cuda" else None
 
-    model = build_model(config, data.num_classes).to(dev)
+    model = build_model(config, data.num_classes, weights_dir=settings.weights_dir).to(dev)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
-    if config.get("class_weights") == MEDIAN_FREQUENCY:
-        config = {**config, "class_weights": median_frequency_weights(data, train_split)}
+    if config.class_weights == MEDIAN_FREQUENCY:
+        config = config.replace(class_weights=median_frequency_weights(data, train_split))
     criterion = build_loss(config).to(dev)
     norm = Normalizer().to(dev)
-    train_batches = loader(data, train_split, config["batch_size"], True, config, workers, dev)
-    val_batches = loader(data, val_split, config["batch_size"] * 2, False, config, workers, dev)
+    train_batches = loader(data, train_split, config.batch_size, True, config, workers, dev)
+    val_batches = loader(data, val_split, config.batch_size * 2, False, config, workers, dev)
     opt = _optimizer(config, model.parameters())
-    accum = max(1, int(config.get("accum_steps", 1)))  # effective batch = batch_size x accum_steps
+    scaler = torch.amp.GradScaler(dev.type, enabled=plan.scaler)
+    accum = max(1, config.accum_steps)  # effective batch = batch_size x accum_steps
     updates_per_epoch = math.ceil(len(train_batches) / accum)
     sched = _scheduler(config, opt, epochs * updates_per_epoch)
 
@@ -192,46 +202,66 @@ def fit(
     started = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     for epoch in range(1, epochs + 1):
-        epoch_start = time.perf_counter()
+        epoch_start, started_at = time.perf_counter(), time.time()
         model.train()
-        losses = []
+        loss_sum = torch.zeros((), device=dev)
+        first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # the first step whose loss was not finite
+        steps = len(train_batches)
         for step, (images, masks) in enumerate(train_batches):
-            images, masks = images.to(dev, non_blocking=True), masks.to(dev, non_blocking=True)
+            images, masks = images.to(dev, non_blocking=True), masks.to(dev, non_blocking=True).long()
             x = norm(images)
             if memory_format is not None:
                 x = x.contiguous(memory_format=memory_format)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = criterion(model(x).float(), masks)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"loss is {loss.item()} at epoch {epoch} step {step + 1} "
-                    f"(lr={config['lr']:.3g}, loss={config['loss']})"
-                )
-            (loss / accum).backward()
-            if (step + 1) % accum == 0 or step + 1 == len(train_batches):
-                opt.step()
+            try:
+                with plan.autocast(dev):
+                    loss = criterion(model(x).float(), masks)
+                scaler.scale(loss / accum).backward()
+            except torch.cuda.OutOfMemoryError as e:
+                raise out_of_memory(e, config, dev) from None
+            # no host sync per step: the check stays on the device, and the host looks every CHECK_EVERY steps
+            bad = ~torch.isfinite(loss.detach())
+            first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+                at = int(first_bad)
+                if at >= 0:
+                    raise NonFiniteLoss(f"loss is not finite at epoch {epoch} step {at + 1} "
+                                        f"(lr={config.lr:.3g}, loss={config.loss})")  # fmt: skip
+            if (step + 1) % accum == 0 or step + 1 == steps:
+                scaler.step(opt)
+                scaler.update()
                 opt.zero_grad(set_to_none=True)
                 if sched is not None:
                     sched.step()
-            losses.append(loss.detach())
-        train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-        val = evaluate(model, val_batches, data.num_classes, dev, precision)
+            loss_sum += loss.detach()
+        train_loss = float(loss_sum / steps) if steps else float("nan")
+        val = evaluate(model, val_batches, data.num_classes, dev, settings.precision)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
             **{f"val_{k}": v for k, v in val.items()},
-            "epoch_seconds": time.perf_counter() - epoch_start,
+            "epoch_seconds": time.perf_counter() - epoch_start,  # train + validation
+            "started_at": started_at,  # wall clock: when this epoch's first training step began
         }
         result.history.append(row)
         result.epochs_run = epoch
-        value = row["val_miou"] if not math.isnan(row["val_miou"]) else -1.0
+        value = row[settings.metric] if not math.isnan(row[settings.metric]) else -1.0
         if value > best_value:
             best_value = value
             result.best, result.best_epoch = row, epoch
-            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if settings.keep_best_state:
+                result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if on_epoch is not None and on_epoch(epoch, row, model):
             result.stopped_early = epoch < epochs
             break
     result.seconds = time.perf_counter() - started
     result.model = model
     return result
+
+
+def out_of_memory(error: torch.cuda.OutOfMemoryError, config: TrialConfig, device: torch.device) -> Exception:
+    """The same error, saying which batch size did not fit (the trial ends FAIL with it as its reason)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+    return torch.cuda.OutOfMemoryError(
+        f"CUDA out of memory at batch size {config.batch_size} x {config.accum_steps} accumulation step(s) on "
+        f"{device} ({config.arch} / {config.encoder}): {first[:200]}"
+    )

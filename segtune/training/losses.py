@@ -13,13 +13,14 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 
+from segtune.config import TrialConfig
 from segtune.data.labels import IGNORE_INDEX
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _ce(config: dict[str, Any]) -> nn.Module:
-    weights = config.get("class_weights")
+def _ce(config: TrialConfig) -> nn.Module:
+    weights = config.class_weights
     weight = torch.tensor(weights, dtype=torch.float32) if weights else None
     return nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
 
@@ -41,13 +42,13 @@ class BinaryCE(nn.Module):
 
 BINARY_ONLY = ("bce",)
 
-LOSSES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+LOSSES: dict[str, Callable[[TrialConfig], nn.Module]] = {
     "ce": _ce,
     "bce": lambda c: BinaryCE(),
     "dice": lambda c: smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX),
-    "focal": lambda c: smp.losses.FocalLoss("multiclass", gamma=c.get("focal_gamma", 2.0), ignore_index=IGNORE_INDEX),
+    "focal": lambda c: smp.losses.FocalLoss("multiclass", gamma=c.focal_gamma, ignore_index=IGNORE_INDEX),
     "tversky": lambda c: smp.losses.TverskyLoss(
-        "multiclass", alpha=c.get("tversky_alpha", 0.5), beta=1 - c.get("tversky_alpha", 0.5), ignore_index=IGNORE_INDEX
+        "multiclass", alpha=c.tversky_alpha, beta=1 - c.tversky_alpha, ignore_index=IGNORE_INDEX
     ),
     "lovasz": lambda c: smp.losses.LovaszLoss("multiclass", ignore_index=IGNORE_INDEX),
 }
@@ -77,6 +78,6 @@ class SumLoss(nn.Module):
         return sum(part(logits, target) for part in self.parts)  # type: ignore[return-value]
 
 
-def build_loss(config: dict[str, Any]) -> nn.Module:
-    parts = [LOSSES[name.strip()](config) for name in config["loss"].split("+")]
+def build_loss(config: TrialConfig) -> nn.Module:
+    parts = [LOSSES[name.strip()](config) for name in config.loss.split("+")]
     return parts[0] if len(parts) == 1 else SumLoss(parts)

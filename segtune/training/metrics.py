@@ -8,6 +8,7 @@ pixels labelled IGNORE_INDEX are excluded from everything.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -18,7 +19,10 @@ from segtune.data.labels import IGNORE_INDEX
 class SegMetrics:
     def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
         self.num_classes = num_classes
-        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX).to(device)
+        # validate_args off: the loop's own tensors need no per-batch checking (it costs a host sync each)
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, validate_args=False).to(
+            device
+        )
 
     def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor) -> None:
         preds = logits_or_preds.argmax(1) if logits_or_preds.dim() == 4 else logits_or_preds
@@ -51,3 +55,14 @@ def metrics_from_confusion(cm: torch.Tensor) -> dict[str, float | list[float]]:
         "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
         "iou_per_class": iou,
     }
+
+
+def json_safe(value: Any) -> Any:
+    """Metrics as strict JSON can hold them: NaN and infinities (a class absent from a split) become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -11,6 +11,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 
+from segtune.config import TrialConfig
 from segtune.errors import SegtuneError
 from segtune.training.nets import NETS
 from segtune.training.weights import WEIGHTS_ENV, encoder_state, expected_file, load_encoder
@@ -22,6 +23,11 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in smp.MO
 def _import_attr(name: str) -> Any:
     module, _, attr = name.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def names_code(arch: str) -> bool:
+    """Whether building ``arch`` imports a module of the user's (``package.module:Class``), not segtune's or smp's."""
+    return arch not in ARCHITECTURES and arch not in NETS
 
 
 def check_arch(name: Any) -> str | None:
@@ -51,14 +57,15 @@ def check_encoder(name: Any) -> str | None:
     return f"unknown encoder {name!r} (see smp.encoders.get_encoder_names(), or tu-<timm model>)"
 
 
-def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
-    """Build the network a trial config names. Pretrained weights must already be on disk (offline first)."""
-    arch, encoder, weights = config["arch"], config["encoder"], config.get("encoder_weights")
+def build_model(config: TrialConfig, num_classes: int, weights_dir: str | None = None) -> nn.Module:
+    """Build the network a trial config names. Pretrained weights must already be on disk (offline first):
+    looked up in ``weights_dir`` (default ``$SEGTUNE_WEIGHTS``), then the packages and caches (weights.py)."""
+    arch, encoder, weights = config.arch, config.encoder, config.encoder_weights
     if arch in NETS:  # segtune's own networks: no encoder, trained from scratch
         return NETS[arch](in_channels=3, classes=num_classes)
     if arch not in ARCHITECTURES:
         return _import_attr(arch)(in_channels=3, classes=num_classes)
-    local = encoder_state(encoder, weights) if weights else None
+    local = encoder_state(encoder, weights, weights_dir) if weights else None
     if local is not None:  # segtune loads it, checking that it covers the whole encoder
         model = ARCHITECTURES[arch](encoder_name=encoder, encoder_weights=None, in_channels=3, classes=num_classes)
         load_encoder(model.encoder, *local)
@@ -69,9 +76,9 @@ def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
         if weights:
             raise SegtuneError(
                 f"encoder_weights: {weights} weights for {encoder} are not on this machine ({type(e).__name__}); "
-                f"put the encoder's state dict at {expected_file(encoder, weights)} (${WEIGHTS_ENV}), or fill the "
-                "Hugging Face / torch hub caches (SEGTUNE_DOWNLOAD_WEIGHTS=1 segtune check SPEC, once, with network), "
-                "or use encoder_weights: null"
+                f"put the encoder's state dict at {expected_file(encoder, weights, weights_dir)} (${WEIGHTS_ENV}), "
+                "or fill the Hugging Face / torch hub caches (SEGTUNE_DOWNLOAD_WEIGHTS=1 segtune check SPEC, once, "
+                "with network), or use encoder_weights: null"
             ) from None
         raise
 
@@ -82,7 +89,7 @@ def pairing_problem(arch: str, encoder: str) -> str | None:
 
     Built on the meta device (no memory, milliseconds) where the encoder allows it, else on the CPU.
     """
-    config = {"arch": arch, "encoder": encoder, "encoder_weights": None}
+    config = TrialConfig(arch=arch, encoder=encoder, encoder_weights=None)
     try:
         with torch.device("meta"):
             build_model(config, 2)

@@ -27,14 +27,22 @@ LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
 LITE0 = "timm-tf_efficientnet_lite0"
 
 
-def expected_file(encoder: str, weights: str) -> Path:
-    return Path(os.environ.get(WEIGHTS_ENV, "~/.cache/segtune/weights")).expanduser() / f"{encoder}.{weights}.pth"
+def weights_dir(folder: str | None = None) -> Path:
+    """Where encoder files are looked up: ``folder``, else ``$SEGTUNE_WEIGHTS``, else ~/.cache/segtune/weights.
+
+    Resolved to an absolute path where it is read: a search resolves it once in the driver and hands
+    the result to its trials, which run in other working directories (and on other nodes)."""
+    return Path(folder or os.environ.get(WEIGHTS_ENV) or "~/.cache/segtune/weights").expanduser().resolve()
 
 
-def _local_file(encoder: str, weights: str) -> Path | None:
-    folder = expected_file(encoder, weights).parent
+def expected_file(encoder: str, weights: str, folder: str | None = None) -> Path:
+    return weights_dir(folder) / f"{encoder}.{weights}.pth"
+
+
+def _local_file(encoder: str, weights: str, folder: str | None = None) -> Path | None:
+    where = weights_dir(folder)
     for suffix in SUFFIXES:
-        path = folder / f"{encoder}.{weights}{suffix}"
+        path = where / f"{encoder}.{weights}{suffix}"
         if path.is_file():
             return path
     return None
@@ -73,10 +81,10 @@ def _packaged(encoder: str, weights: str) -> tuple[dict[str, torch.Tensor], str]
     return torch.load(path, map_location="cpu", weights_only=True), path
 
 
-def encoder_state(encoder: str, weights: str) -> tuple[dict[str, torch.Tensor], str] | None:
+def encoder_state(encoder: str, weights: str, folder: str | None = None) -> tuple[dict[str, torch.Tensor], str] | None:
     """The encoder's state dict in smp's naming and where it came from, or None (let smp look in the caches)."""
     found: tuple[dict[str, torch.Tensor], str] | None = None
-    path = _local_file(encoder, weights)
+    path = _local_file(encoder, weights, folder)
     if path is not None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
