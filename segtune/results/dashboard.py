@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 import threading
@@ -20,6 +21,16 @@ def _check_port(host: str, port: int) -> None:
             raise SegtuneError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: whatever it resolves to, it is not known to be loopback
+        return False
+
+
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any = None) -> None:
     """Serve until Ctrl-C. The server runs in a daemon thread and the main thread only waits, so
     Ctrl-C stops it at once even when it lands while the server is answering a request (wsgiref
@@ -29,6 +40,11 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any 
     out = out or sys.stdout
     storage = store.open_storage(storage_url, must_exist=True)
     _check_port(host, port)
+    if not is_loopback(host):
+        print(f"warning: --host {host} is not a loopback address: anyone who can reach port {port} can read and "
+              "delete the studies in this store (optuna-dashboard has no login). Inside a container published "
+              "only on the host's loopback (127.0.0.1:PORT:PORT, as docker/compose.yaml does), that is this "
+              "machine alone.", file=sys.stderr, flush=True)  # fmt: skip
     server = threading.Thread(target=run_server, args=(storage,), kwargs={"host": host, "port": port}, daemon=True)
     server.start()
     print(f"optuna-dashboard for {store.redact(storage_url)} on http://{host}:{port}/ (Ctrl-C stops it)",

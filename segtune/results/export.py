@@ -13,12 +13,13 @@ from optuna.trial import TrialState
 import segtune
 from segtune import space
 from segtune.errors import StoreError
+from segtune.objectives import within
 from segtune.search import store
 
 
 def ranked_complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.value if t.value is not None else float("-inf"), reverse=True)
+    return sorted(done, key=lambda t: store.objective_value(t) or float("-inf"), reverse=True)
 
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -26,18 +27,37 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[s
     if "config" in trial.user_attrs:
         return dict(trial.user_attrs["config"])
     params = space.parse_space(study.user_attrs.get("spec", {}).get("space", {}))
-    return space.sample(optuna.trial.FixedTrial(trial.params), params)  # replays the trial's draws
+    return space.sample(optuna.trial.FixedTrial(trial.params), params).to_dict()  # replays the trial's draws
 
 
-def export(study: optuna.Study, storage_url: str, rank: int = 1, epochs: int | None = None) -> dict[str, Any]:
+def within_budget(study: optuna.Study, ranked: list[optuna.trial.FrozenTrial], budget: dict[str, float]) -> list:
+    """The complete trials whose measured costs meet ``budget`` (--max-latency-ms ...), most accurate first."""
+    for name in budget:
+        if not any(t.user_attrs.get(name) is not None for t in ranked):
+            raise StoreError(f"--max-{name.replace('_', '-')}: study {study.study_name!r} measured no {name} (name it "
+                             "in search.objectives or search.constraints to measure it)")  # fmt: skip
+    kept = [t for t in ranked if within(t.user_attrs, budget)]
+    if not kept:
+        missed = next(n for n in budget if all((t.user_attrs.get(n) or float("inf")) > budget[n] for t in ranked))
+        cheapest = min(ranked, key=lambda t: t.user_attrs.get(missed) or float("inf"))
+        raise StoreError(f"no complete trial has {missed} <= {budget[missed]:g}; the cheapest, trial "
+                         f"{cheapest.number}, has {cheapest.user_attrs.get(missed):g}")  # fmt: skip
+    return kept
+
+
+def export(study: optuna.Study, storage_url: str, rank: int = 1, epochs: int | None = None,
+           budget: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     ranked = ranked_complete(study)
     if not ranked:
         raise StoreError(f"study {study.study_name!r} has no complete trial to export yet")
+    if budget:
+        ranked = within_budget(study, ranked, budget)
     if not 1 <= rank <= len(ranked):
         raise StoreError(
             f"--rank: {rank} is out of range; study {study.study_name!r} has {len(ranked)} complete trials"
         )
     trial = ranked[rank - 1]
+    metric = store.study_metric(study)
     spec = study.user_attrs.get("spec")
     if not spec:
         raise StoreError(f"study {study.study_name!r} was not made by segtune run (no spec in its attributes)")
@@ -46,15 +66,18 @@ def export(study: optuna.Study, storage_url: str, rank: int = 1, epochs: int | N
         "dataset": spec["dataset"],
         "config": trial_config(study, trial),
         "epochs": epochs or int(study.user_attrs.get("max_epochs", spec["search"]["max_epochs"])),
+        "metric": metric,
         "train": spec.get("train", {}),
         "provenance": {
             "storage": store.redact(storage_url),
             "study": study.study_name,
             "trial": trial.number,
             "rank": rank,
-            "val_miou": trial.value,
+            "metric": metric,
+            metric: store.objective_value(trial),
             "epochs_run": trial.user_attrs.get("epochs_run"),
             "checkpoint": trial.user_attrs.get("checkpoint"),
+            **({"budget": budget, **{k: trial.user_attrs.get(k) for k in budget}} if budget else {}),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "segtune_version": segtune.__version__,
         },

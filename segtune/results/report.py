@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import plotly.graph_objects as go
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from segtune.config import METRIC_LABELS
+from segtune.errors import SegtuneError
+from segtune.objectives import COSTS, direction, pareto_front, study_objectives, trial_points
 from segtune.results.export import ranked_complete
-from segtune.tables import best_first, fmt, params_text
+from segtune.search import store
+from segtune.tables import best_first, fmt, metric_columns, params_text
 from segtune.training import checkpoint
 
 STATE_COLOURS = {"COMPLETE": "#0072B2", "PRUNED": "#E69F00", "FAIL": "#D55E00", "RUNNING": "#999999"}
@@ -28,36 +34,45 @@ def _layout(fig: go.Figure, height: int = 420, **kw: Any) -> go.Figure:
 def history_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
     fig = go.Figure()
     for state in (TrialState.COMPLETE, TrialState.PRUNED):
-        ts = [t for t in trials if t.state == state and t.value is not None]
+        ts = [t for t in trials if t.state == state and store.shown_value(t, metric) is not None]
         fig.add_trace(
             go.Scatter(
-                x=[t.number for t in ts], y=[t.value for t in ts], mode="markers", name=state.name.lower(),
+                x=[t.number for t in ts], y=[store.shown_value(t, metric) for t in ts], mode="markers",
+                name=state.name.lower(),
                 marker=dict(color=STATE_COLOURS[state.name], size=9, symbol="circle" if state == TrialState.COMPLETE
                             else "x"),
                 text=[params_text(t.params) for t in ts], hovertemplate="trial %{x}: %{y:.4f}<br>%{text}",
             )
         )  # fmt: skip
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values),
                       key=lambda t: t.number)  # fmt: skip
     best, xs, ys = -math.inf, [], []
     for t in complete:
-        best = max(best, t.value)
+        best = max(best, t.values[0])
         xs.append(t.number)
         ys.append(best)
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#009E73"), name="best complete"))
     return _layout(fig, xaxis_title="trial", yaxis_title=f"{metric} (pruned: at its last epoch)")
 
 
+def epoch_values(t: FrozenTrial) -> dict[int, float]:
+    """One value per epoch: Optuna's intermediate values, or (multi-objective studies) the epoch_values attr."""
+    if t.intermediate_values:
+        return dict(t.intermediate_values)
+    return {i + 1: v for i, v in enumerate(t.user_attrs.get("epoch_values") or []) if v is not None}
+
+
 def curves_figure(trials: list[FrozenTrial], metric: str, max_epochs: int) -> go.Figure:
     fig = go.Figure()
     for t in trials:
-        if not t.intermediate_values:
+        curve = epoch_values(t)
+        if not curve:
             continue
-        steps = sorted(t.intermediate_values)
+        steps = sorted(curve)
         colour = STATE_COLOURS.get(t.state.name, "#999999")
         fig.add_trace(
             go.Scatter(
-                x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers", name=f"trial {t.number}",
+                x=steps, y=[curve[s] for s in steps], mode="lines+markers", name=f"trial {t.number}",
                 line=dict(color=colour, dash="solid" if t.state == TrialState.COMPLETE else "dot"),
                 marker=dict(size=[5] * (len(steps) - 1) + [11], symbol=["circle"] * (len(steps) - 1) +
                             ["x" if t.state == TrialState.PRUNED else "circle"]),
@@ -70,7 +85,8 @@ def curves_figure(trials: list[FrozenTrial], metric: str, max_epochs: int) -> go
 
 
 def parallel_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
-    valued = [t for t in trials if t.value is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    valued = [t for t in trials if store.shown_value(t, metric) is not None
+              and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]  # fmt: skip
     names = sorted({k for t in valued for k in t.params})
     dims = []
     for name in names:
@@ -84,16 +100,15 @@ def parallel_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
             cats = sorted({str(v) for v in values})
             dims.append(dict(label=name, values=[cats.index(str(v)) for v in values], tickvals=list(range(len(cats))),
                              ticktext=cats))  # fmt: skip
-    dims.append(dict(label=metric, values=[t.value for t in valued]))
-    fig = go.Figure(
-        go.Parcoords(line=dict(color=[t.value for t in valued], colorscale="Viridis", showscale=True), dimensions=dims)
-    )
+    scores = [store.shown_value(t, metric) for t in valued]
+    dims.append(dict(label=metric, values=scores))
+    fig = go.Figure(go.Parcoords(line=dict(color=scores, colorscale="Viridis", showscale=True), dimensions=dims))
     return _layout(fig, height=460, margin=dict(l=80, r=60, t=60, b=40))
 
 
 def importance_figure(study: optuna.Study) -> go.Figure | str:
     try:
-        imp = optuna.importance.get_param_importances(study)
+        imp = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])  # the accuracy
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
         return f"Not enough complete trials to estimate importances yet ({e})."
     if not imp:
@@ -114,47 +129,103 @@ def per_class_figure(best: FrozenTrial, classes: list[str]) -> go.Figure | str:
     return _layout(fig, height=360, yaxis_title=f"val IoU, trial {best.number}", yaxis_range=[0, 1.05])
 
 
-def table_figure(trials: list[FrozenTrial], limit: int = 15) -> go.Figure:
-    top = best_first(trials)[:limit]
+def pareto_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str) -> go.Figure | None:
+    """Accuracy against each cost: every complete trial, the Pareto front joined, infeasible trials crossed."""
+    names, limits = study_objectives(study.user_attrs, metric)
+    costs = [n for n in names if n in COSTS]
+    if not costs:
+        return None
+    points = trial_points(trials, names, limits)
+    front = {p.number for p in pareto_front(points, [direction(n) for n in names])}
+    by_number = {t.number: t for t in trials}
+    cost = costs[0]
+    fig = go.Figure()
+    groups = [("trials", lambda p: p.feasible and p.number not in front, "circle", "#0072B2"),
+              ("infeasible", lambda p: not p.feasible, "x", "#999999"),
+              ("Pareto front", lambda p: p.number in front, "diamond", "#D55E00")]  # fmt: skip
+    for label, chosen, symbol, colour in groups:
+        ps = sorted((p for p in points if chosen(p)), key=lambda p: p.values[names.index(cost)] or 0)
+        fig.add_trace(go.Scatter(
+            x=[p.values[names.index(cost)] for p in ps], y=[p.values[0] for p in ps], name=label,
+            mode="lines+markers" if label == "Pareto front" else "markers",
+            marker=dict(symbol=symbol, size=10, color=colour), line=dict(shape="hv", color=colour),
+            text=[f"trial {p.number}: {params_text(by_number[p.number].params)}" for p in ps],
+            hovertemplate="%{text}<br>" + cost + " %{x:.3g}<br>" + metric + " %{y:.4f}"))  # fmt: skip
+    for name, limit in limits.items():
+        if name == cost:
+            fig.add_vline(x=limit, line_dash="dash", line_color="#999999", annotation_text=f"{name} <= {limit:g}")
+    return _layout(fig, xaxis_title=f"{cost} ({COSTS[cost].split(',')[0]})", yaxis_title=metric)
+
+
+def table_figure(trials: list[FrozenTrial], metric: str, limit: int = 15) -> go.Figure:
+    top = best_first(trials, metric)[:limit]
+    columns = metric_columns(metric)
     cols = [
         [t.number for t in top],
         [t.state.name for t in top],
-        [fmt(t.user_attrs.get("val_miou", t.value)) for t in top],
-        [fmt(t.user_attrs.get("val_dice")) for t in top],
-        [fmt(t.user_attrs.get("val_pixel_acc")) for t in top],
+        *[[fmt(store.shown_value(t, m) if m == metric else t.user_attrs.get(m)) for t in top] for m in columns],
         [t.user_attrs.get("epochs_run", "-") for t in top],
         [params_text(t.params) for t in top],
     ]
     fig = go.Figure(
         go.Table(
             columnwidth=[40, 70, 60, 60, 60, 50, 500],
-            header=dict(values=["trial", "state", "val mIoU", "Dice", "pix acc", "epochs", "params"], fill_color="#ddd",
-                        align="left"),
+            header=dict(values=["trial", "state", *[METRIC_LABELS[m] for m in columns], "epochs", "params"],
+                        fill_color="#ddd", align="left"),
             cells=dict(values=cols, align="left", height=24),
         )
     )  # fmt: skip
     return _layout(fig, height=90 + 48 * len(top))  # params wrap onto two lines
 
 
-def images_figure(study: optuna.Study, best: FrozenTrial, count: int) -> go.Figure | str:
+def finish_figure(record: dict[str, Any], metric: str) -> go.Figure:
+    """`segtune finish`: each re-checked configuration's fold scores, its mean, and the search's single split."""
+    fig = go.Figure()
+    s = record["summary"]
+    for ci, config in enumerate(record["configs"]):
+        name = f"config {ci + 1} (trial {record['trials'][ci]}): {config['arch']}/{config['encoder']}"
+        folds = [record["results"][f"{ci}/{k}"][metric] for k in range(record["folds"])]
+        colour = "#009E73" if ci == s["winner"] else "#0072B2"
+        fig.add_trace(go.Box(y=folds, name=name, boxpoints="all", marker_color=colour, showlegend=False,
+                             hovertemplate="fold score %{y:.4f}"))  # fmt: skip
+        star = dict(symbol="star", size=13, color="#D55E00")
+        fig.add_trace(go.Scatter(x=[name], y=[record["search_values"][ci]], mode="markers", showlegend=ci == 0,
+                                 marker=star, name="search (one split)"))  # fmt: skip
+    return _layout(fig, height=420, yaxis_title=f"{metric} on each held-out fold")
+
+
+def finish_text(record: dict[str, Any]) -> str:
+    lines = list(record["summary"]["notes"])
+    test = record.get("test")
+    if test:
+        lines.append(f"test: {test['model']}: mIoU {test['miou']:.4f}, Dice {test['dice']:.4f} on {test['images']} "
+                     "images at full resolution")  # fmt: skip
+    return " ".join(lines)
+
+
+def images_figure(study: optuna.Study, best: FrozenTrial, count: int, trust_code: bool = False) -> go.Figure | str:
     """image | ground truth | best trial's prediction, for the first validation images."""
     from segtune.data import build_dataset
     from segtune.results.overlay import strip
-    from segtune.results.predict import predict_arrays
+    from segtune.results.predict import TorchPredictor, predict_canvases
     from segtune.spec import validate
 
     ckpt = best.user_attrs.get("checkpoint")
     if not ckpt or not Path(ckpt, checkpoint.FILENAME).is_file():
         return f"The best trial's checkpoint is not on this machine ({ckpt}); no predictions to show."
     spec_raw = dict(study.user_attrs["spec"])
-    spec_raw["dataset"] = {**spec_raw["dataset"], "limit": count}
+    spec_raw["dataset"] = {**spec_raw["dataset"], "limit": count, "allow_missing_classes": True}  # val images only
     try:
         data = build_dataset(validate(spec_raw, source="study spec").dataset)
     except Exception as e:  # noqa: BLE001 - the dataset may have moved since the search; say so, keep the report
         return f"The study's dataset cannot be read here: {str(e)[:300]}"
-    model, _ = checkpoint.load(ckpt)
+    try:
+        model, _ = checkpoint.load(ckpt, trust_code=trust_code)
+    except SegtuneError as e:  # a checkpoint that names code outside segtune is not run without --trust-code
+        print(f"segtune report: {e}", file=sys.stderr)
+        return f"No predictions shown: {e}"
     idx = data.splits["val"][:count]
-    preds = predict_arrays(model, data.images[idx])
+    preds = predict_canvases(TorchPredictor([model], data.classes, data.resize, torch.device("cpu")), data.images[idx])
     rows = [strip(data.images[i], data.masks[i], preds[j]) for j, i in enumerate(idx)]
     gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([part for r in rows for part in (r, gap)][:-1], axis=0)
@@ -167,10 +238,10 @@ def images_figure(study: optuna.Study, best: FrozenTrial, count: int) -> go.Figu
                               font=dict(size=12)))  # fmt: skip
 
 
-def build(study: optuna.Study, out: Path, images: int = 4) -> tuple[Path, int]:
+def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = False) -> tuple[Path, int]:
     """Write the report; returns its path and the number of plotly figures in it."""
     trials = study.get_trials(deepcopy=False)
-    metric = study.user_attrs.get("metric", "val_miou")
+    metric = store.study_metric(study)
     max_epochs = int(study.user_attrs.get("max_epochs", max((len(t.intermediate_values) for t in trials), default=1)))
     classes = study.user_attrs.get("classes") or []
     ranked = ranked_complete(study)
@@ -186,9 +257,19 @@ def build(study: optuna.Study, out: Path, images: int = 4) -> tuple[Path, int]:
     ]  # fmt: skip
     if best is not None:
         sections.append((f"Per-class IoU of the best trial ({best.number})", per_class_figure(best, classes)))
-    sections.append(("Top trials", table_figure(trials)))
+    pareto = pareto_figure(study, trials, metric)
+    if pareto is not None:
+        sections.append(("Accuracy against cost: the Pareto front (hover: the configuration)", pareto))
+    sections.append(("Top trials", table_figure(trials, metric)))
+    finished = study.user_attrs.get("finish")
+    if finished and finished.get("summary"):
+        sections.append((f"Finish: the best {len(finished['configs'])} configurations on {finished['folds']} folds",
+                         finish_figure(finished, metric)))  # fmt: skip
+        sections.append(("Finish: what was chosen, and why", finish_text(finished)))
     if best is not None:
-        sections.append(("Validation images with the best trial's prediction", images_figure(study, best, images)))
+        sections.append(
+            ("Validation images with the best trial's prediction", images_figure(study, best, images, trust_code))
+        )
 
     parts, figures = [], 0
     for title, body in sections:
@@ -199,7 +280,9 @@ def build(study: optuna.Study, out: Path, images: int = 4) -> tuple[Path, int]:
             parts.append(body.to_html(full_html=False, include_plotlyjs=figures == 0, div_id=f"figure-{figures}",
                                       config={"displaylogo": False}))  # fmt: skip
             figures += 1
-    best_text = f"best val mIoU {best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
+    best_text = (
+        f"best {METRIC_LABELS[metric]} {best.values[0]:.4f} (trial {best.number})" if best else "no complete trial yet"
+    )
     summary = (f"{len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
                f"failed, {counts['RUNNING']} running; {best_text}")  # fmt: skip
     doc = f"""<!doctype html>

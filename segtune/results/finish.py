@@ -1,0 +1,214 @@
+"""`segtune finish STUDY`: from the search's single-split winner to a cross-validated choice and a final model.
+
+The K best distinct complete configurations are retrained on F folds of train + val (stratified by the
+rarest class an image holds) for the search's ``max_epochs``; each is scored on its held-out fold with the
+weights of its last epoch (no epoch is picked on the fold that scores it). The winner is the best mean.
+
+- **Flip TTA** is kept only when it raises the winner's out-of-fold mean: each fold model is scored on
+  its own held-out fold with and without horizontal flips.
+- **Ensemble**: always the winner's F fold models, mean of their softmax, as nnU-Net does. Whether it
+  helps cannot be judged on train + val (every image there trained most of the fold models), and an
+  inner holdout would take data from small datasets, where finishing matters most.
+- **Test**: only then, the ensemble (with TTA when chosen) on the test split at full resolution.
+
+Every (configuration, fold) result is written to ``finish.json`` and the study as soon as it exists, so
+an interrupted `finish` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from segtune.config import TrainSettings, TrialConfig
+from segtune.data import build_dataset
+from segtune.data.base import SegData
+from segtune.errors import StoreError
+from segtune.results.export import trial_config
+from segtune.results.predict import TorchPredictor, split_metrics
+from segtune.search import store
+from segtune.spec import validate
+from segtune.tables import format_table
+from segtune.training import checkpoint
+from segtune.training.device import pick_device
+from segtune.training.loop import fit
+from segtune.training.metrics import json_safe
+from segtune.training.weights import weights_dir
+
+FINISH_ATTR = "finish"  # the study attr holding finish's results (the report reads it)
+
+
+def distinct_best(study: optuna.Study, metric: str, top: int) -> list[tuple[optuna.trial.FrozenTrial, TrialConfig]]:
+    """The ``top`` best complete trials whose configurations differ."""
+    seen, out = set(), []
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in sorted(complete, key=lambda t: store.objective_value(t) or -1.0, reverse=True):
+        config = TrialConfig.from_dict(trial_config(study, t))
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append((t, config))
+        if len(out) == top:
+            break
+    return out
+
+
+def stratified_folds(data: SegData, pool: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Folds that each hold every class as evenly as the images allow: images sorted by the rarest class they
+    hold (rare classes first), then dealt round-robin after a seeded shuffle."""
+    counts = np.zeros(data.num_classes, np.int64)
+    present = []
+    for i in pool:
+        classes = np.unique(data.masks[i])
+        classes = classes[classes < data.num_classes]
+        present.append(classes)
+        counts[classes] += 1
+    order = np.random.default_rng(seed).permutation(len(pool))
+    rarest = [int(min(counts[c] for c in present[j])) if len(present[j]) else 0 for j in range(len(pool))]
+    order = sorted(order, key=lambda j: rarest[j])
+    assigned: list[list[int]] = [[] for _ in range(folds)]
+    for n, j in enumerate(order):
+        assigned[n % folds].append(int(pool[j]))
+    return [np.array(sorted(f), np.int64) for f in assigned]
+
+
+@dataclass
+class FinishPlan:
+    configs: list[tuple[int, TrialConfig, float]]  # (trial number, config, search value)
+    folds: int
+    epochs: int
+
+
+def finish(study: optuna.Study, out_dir: Path, top: int = 3, folds: int = 5, device: str | None = None,
+           out: Any = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    out = out or sys.stdout
+    spec = study.user_attrs.get("spec")
+    if not spec:
+        raise StoreError(f"study {study.study_name!r} was not made by segtune run (no spec in its attributes)")
+    metric = store.study_metric(study)
+    epochs = int(study.user_attrs.get("max_epochs", spec["search"]["max_epochs"]))
+    chosen = distinct_best(study, metric, top)
+    if not chosen:
+        raise StoreError(f"study {study.study_name!r} has no complete trial to finish")
+    if folds < 2:
+        raise StoreError("--folds: at least 2")
+    per_epoch = [s for t, _ in chosen for s in t.user_attrs.get("epoch_seconds", [])]
+    runs = len(chosen) * folds
+    minutes = f", about {runs * epochs * statistics.median(per_epoch) / 60:.0f} min here" if per_epoch else ""
+    print(f"finish {study.study_name!r}: {len(chosen)} configurations x {folds} folds = {runs} trainings of "
+          f"{epochs} epochs{minutes}", file=out, flush=True)  # fmt: skip
+    data = build_dataset(validate({"study": "finish", "dataset": spec["dataset"]}, source="study spec").dataset,
+                         full_res=("test",))  # fmt: skip
+    pool = np.concatenate([data.splits["train"], data.splits["val"]])
+    fold_sets = stratified_folds(data, pool, folds, seed)
+    dev = pick_device(device)
+    train_spec = spec.get("train", {})
+    settings = TrainSettings(precision=train_spec.get("precision", "auto"), metric=metric, keep_best_state=False,
+                             weights_dir=str(weights_dir()))  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record_path = out_dir / "finish.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record.get("configs") and record["configs"] != [c.to_dict() for _, c in chosen]:
+        raise StoreError(f"{record_path}: another finish of other configurations; use another -o folder")
+    record.update(study=study.study_name, metric=metric, folds=folds, epochs=epochs, seed=seed,
+                  trials=[t.number for t, _ in chosen], search_values=[store.objective_value(t) for t, _ in chosen],
+                  configs=[c.to_dict() for _, c in chosen])  # fmt: skip
+    results: dict[str, dict[str, Any]] = record.setdefault("results", {})
+
+    def save() -> None:
+        record_path.write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
+        study.set_user_attr(FINISH_ATTR, json_safe(record))  # the report's finish section reads it
+
+    for ci, (trial, config) in enumerate(chosen):
+        for k in range(folds):
+            key = f"{ci}/{k}"
+            label = f"configuration {ci + 1} (trial {trial.number}), fold {k + 1}/{folds}"
+            if key in results:
+                print(f"  {label}: done earlier, {results[key][metric]:.4f}", file=out, flush=True)
+                continue
+            held = fold_sets[k]
+            data.splits["finish_train"] = np.concatenate([f for j, f in enumerate(fold_sets) if j != k])
+            data.splits["finish_held"] = held
+            started = time.monotonic()
+            fitted = fit(config, data, epochs, device=dev, settings=settings, train_split="finish_train",
+                         val_split="finish_held", seed=seed + k)  # fmt: skip
+            model = fitted.model
+            assert model is not None
+            plain = split_metrics(TorchPredictor([model], data.classes, data.resize, dev), data, "finish_held",
+                                  full_resolution=False)  # fmt: skip
+            flipped = split_metrics(TorchPredictor([model], data.classes, data.resize, dev, flip=True), data,
+                                    "finish_held", full_resolution=False)  # fmt: skip
+            where = out_dir / f"config{ci}" / f"fold{k}" / checkpoint.FILENAME
+            path = checkpoint.save(where, model, config, data.classes, data.resize, fold=k, trial=trial.number,
+                                   dataset=spec["dataset"])  # fmt: skip
+            name = metric.removeprefix("val_")
+            results[key] = {metric: plain[name], f"{metric}_flip": flipped[name], "images": len(held),
+                            "seconds": round(time.monotonic() - started, 1), "checkpoint": str(path)}  # fmt: skip
+            save()
+            print(f"  {label}: {results[key][metric]:.4f} (flip TTA {results[key][metric + '_flip']:.4f}), "
+                  f"{results[key]['seconds']:.0f} s", file=out, flush=True)  # fmt: skip
+    summary = summarise(record, chosen, metric, folds)
+    record["summary"] = summary
+    winner = summary["winner"]
+    fold_models = [checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev)[0] for k in range(folds)]
+    final = TorchPredictor(fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"])
+    test = split_metrics(final, data, "test", full_resolution=True)
+    record["test"] = {"miou": test["miou"], "dice": test["dice"], "pixel_acc": test["pixel_acc"],
+                      "iou_per_class": dict(zip(data.classes, test["iou_per_class"], strict=True)),
+                      "images": len(data.splits["test"]), "resolution": "original",
+                      "model": f"ensemble of the {folds} fold models of configuration {winner + 1}"
+                               + (", flip TTA" if summary["flip_tta"] else ", no TTA")}  # fmt: skip
+    record["ensemble"] = {
+        "checkpoints": [results[f"{winner}/{k}"]["checkpoint"] for k in range(folds)],
+        "flip": summary["flip_tta"],
+    }  # export-model reads it
+    save()
+    print(finish_table(record, metric), file=out)
+    for line in summary["notes"]:
+        print(line, file=out)
+    print(f"test ({record['test']['model']}, {record['test']['images']} images at full resolution): mIoU "
+          f"{test['miou']:.4f}, Dice {test['dice']:.4f}; wrote {record_path}", file=out)  # fmt: skip
+    return record
+
+
+def summarise(record: dict[str, Any], chosen: list, metric: str, folds: int) -> dict[str, Any]:
+    results = record["results"]
+    means = []
+    for ci in range(len(chosen)):
+        scores = [results[f"{ci}/{k}"][metric] for k in range(folds)]
+        flips = [results[f"{ci}/{k}"][metric + "_flip"] for k in range(folds)]
+        means.append((statistics.mean(scores), statistics.stdev(scores) if folds > 1 else 0.0, statistics.mean(flips)))
+    winner = max(range(len(chosen)), key=lambda i: means[i][0])
+    flip = means[winner][2] > means[winner][0]
+    notes = []
+    if winner != 0:
+        notes.append(f"the folds changed the search's ranking: configuration {winner + 1} (trial "
+                     f"{record['trials'][winner]}) wins on the mean, the search's best (trial {record['trials'][0]}) "
+                     "on one split")  # fmt: skip
+    notes.append(f"flip TTA: {'kept' if flip else 'not kept'} (out-of-fold mean {means[winner][2]:.4f} with, "
+                 f"{means[winner][0]:.4f} without)")  # fmt: skip
+    notes.append(f"ensemble: the {folds} fold models of configuration {winner + 1}, always (as nnU-Net does): "
+                 "train + val cannot judge it, and a holdout would cost small datasets training data")  # fmt: skip
+    return {"means": [m for m, _, _ in means], "stds": [s for _, s, _ in means], "flip_means": [f for _, _, f in means],
+            "winner": winner, "flip_tta": flip, "notes": notes}  # fmt: skip
+
+
+def finish_table(record: dict[str, Any], metric: str) -> str:
+    s = record["summary"]
+    rows = []
+    for ci, config in enumerate(record["configs"]):
+        folds = [record["results"][f"{ci}/{k}"][metric] for k in range(record["folds"])]
+        rows.append([ci + 1, record["trials"][ci], record["search_values"][ci], s["means"][ci], s["stds"][ci],
+                     s["flip_means"][ci], " ".join(f"{v:.3f}" for v in folds),
+                     f"{config['arch']}/{config['encoder']} {config['loss']} lr={config['lr']:.2g}"
+                     + (" <- winner" if ci == s["winner"] else "")])  # fmt: skip
+    return format_table(["config", "trial", "search", "fold mean", "std", "mean, flip", "folds", "configuration"], rows)
