@@ -25,6 +25,7 @@ class SearchInterrupted(Exception):
 class Interrupt(tune.Stopper):
     """Ctrl-C once (or SIGTERM, as `docker stop` sends): Tune stops the experiment within a step,
     and the trials it cut short are marked FAIL (interrupted). Ctrl-C again: mark them and quit at once.
+    A store that stays unreachable past its retry window stops the search the same way.
 
     Replaces Tune's own SIGINT handler, whose second Ctrl-C raises KeyboardInterrupt wherever the
     driver happens to be and can leave trials RUNNING in the store.
@@ -34,6 +35,7 @@ class Interrupt(tune.Stopper):
         self.study, self.run_id, self.out = study, run_id, out
         self.event = threading.Event()
         self.signal_name = ""
+        self.outage: store.StoreUnavailable | None = None
         self._previous: dict[int, Any] = {}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
@@ -50,7 +52,16 @@ class Interrupt(tune.Stopper):
         return self.event.is_set()
 
     def reason(self) -> str:
+        if self.outage is not None:
+            return f"interrupted: the study store stopped answering (run {self.run_id}) before this trial ended"
         return f"interrupted: {self.signal_name} stopped the search (run {self.run_id}) before this trial ended"
+
+    def store_outage(self, error: store.StoreUnavailable) -> None:
+        """The store stayed unreachable past its retry window: stop the search; --resume continues it."""
+        if self.outage is None:
+            self.outage = error
+            print(f"\nstudy store unreachable: stopping the search ({error})", file=self.out, flush=True)
+        self.event.set()
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():

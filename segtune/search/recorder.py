@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +12,13 @@ import optuna
 from optuna.trial import TrialState
 from ray import cloudpickle, tune
 
-from segtune.search import store
+from segtune.objectives import COSTS, violations
+from segtune.search import outcome, store
+from segtune.search.budget import Budget
+from segtune.training.metrics import json_safe
 
 TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
+NO_WORKER = "interrupted: Ray could not hand this trial a worker process (its reset failed)"
 
 
 def pickle_state(obj: Any) -> dict[str, Any]:
@@ -27,15 +32,6 @@ def pickle_state(obj: Any) -> dict[str, Any]:
     if "_storage_url" in state:
         state["_storage_url"] = store.redact(state["_storage_url"])
     return state
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe user attrs: NaN becomes None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
 
 
 def _error_reason(trial: Any) -> str:
@@ -69,13 +65,37 @@ class Counts:
 
 
 class StoreRecorder(tune.Callback):
-    """Writes each Ray trial's truth into its Optuna trial: per-epoch values, final state, metrics."""
+    """Writes each Ray trial's truth into its Optuna trial: per-epoch values, final state, metrics.
 
-    def __init__(self, storage_url: str, study_name: str, max_epochs: int, metric: str):
+    A store that stays unreachable past its retry window does not abort Tune's loop from inside a
+    callback: ``on_outage`` is told (the search then stops cleanly) and the trial is left for --resume.
+    """
+
+    def __init__(self, storage_url: str, study_name: str, max_epochs: int, metric: str,
+                 on_outage: Callable[[store.StoreUnavailable], None] | None = None,
+                 budget: Budget | None = None, objectives: list[str] | None = None,
+                 constraints: dict[str, float] | None = None):  # fmt: skip
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
+        self.objectives = objectives or [metric]
+        self.costs = [o for o in self.objectives if o in COSTS]
+        self.constraints = constraints or {}
+        self.multi = len(self.objectives) > 1
+        self.on_outage = on_outage
+        self.budget = budget or Budget()
         self._study: optuna.Study | None = None
+        self._epoch_seconds: dict[str, list[float]] = {}  # Ray trial id -> seconds of each epoch so far
+        self._epoch_values: dict[str, list[float | None]] = {}  # the same, the metric (multi-objective)
+        self._ended: set[str] = set()  # Ray trial ids whose end is recorded
         self.counts = Counts()
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except store.StoreUnavailable as e:
+            if self.on_outage is None:
+                raise
+            self.on_outage(e)
 
     @property
     def study(self) -> optuna.Study:
@@ -86,17 +106,41 @@ class StoreRecorder(tune.Callback):
     def __getstate__(self) -> dict[str, Any]:
         return pickle_state(self)
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Tune errors a trial whose reused worker could not be reset without telling any callback: such a trial
+        never ran, so it is recorded as interrupted (--resume runs it again), never left RUNNING."""
+        for trial in trials:
+            if trial.status == "ERROR" and trial.trial_id not in self._ended and TRIAL_KEY in trial.config:
+                self._ended.add(trial.trial_id)
+                self.budget.end(trial.config[TRIAL_KEY])
+                self._guarded(lambda t=trial: self._record_failure(t, NO_WORKER))
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.budget.epoch(trial.config[TRIAL_KEY])  # one trial-epoch (search.budget_epochs)
+        self._guarded(lambda: self._record_epoch(trial, result))
+
+    def _record_epoch(self, trial: Any, result: dict) -> None:
         handle = store.trial_handle(self.study, trial.config[TRIAL_KEY])
         value = result.get(self.metric)
-        if value is not None and math.isfinite(value):
+        if self.multi:  # Optuna refuses report() in a multi-objective study: one value per epoch goes here
+            values = self._epoch_values.setdefault(trial.trial_id, [])
+            values.append(json_safe(value))
+            handle.set_user_attr("epoch_values", values)
+        elif value is not None and math.isfinite(value):
             handle.report(float(value), step=int(result["epoch"]))
         handle.set_user_attr("epochs_run", int(result["epoch"]))
+        seconds = self._epoch_seconds.setdefault(trial.trial_id, [])
+        seconds.append(round(float(result.get("epoch_seconds", 0.0)), 3))
+        handle.set_user_attr("epoch_seconds", seconds)  # train + validation of each epoch: a trial's training time
         if int(result["epoch"]) == 1:  # where it runs: for `status`, and to find a stuck worker
             handle.set_user_attr("node_id", result.get("node_id"))
             handle.set_user_attr("node_ip", result.get("node_ip"))
             handle.set_user_attr("node_hostname", result.get("hostname"))
             handle.set_user_attr("worker_pid", result.get("pid"))
+            handle.set_user_attr("train_started_at", result.get("started_at"))
+            handle.set_user_attr("gpu_ids", result.get("gpu_ids", []))  # the GPUs Ray gave it
+            handle.set_user_attr("device", result.get("device"))
+            self._record_costs(handle, result)
 
     def _finish_attrs(self, trial: Any) -> dict[str, Any]:
         last = trial.last_result or {}
@@ -106,33 +150,57 @@ class StoreRecorder(tune.Callback):
         }  # where it ran (node_*) is written with its first epoch, ray_trial_id when it was suggested
         for key in ("val_miou", "val_dice", "val_pixel_acc", "val_iou_per_class", "epoch"):
             if f"best_{key}" in last:
-                attrs["best_epoch" if key == "epoch" else key] = clean(last[f"best_{key}"])
-        if trial.checkpoint is not None:
-            attrs["checkpoint"] = trial.checkpoint.path
+                attrs["best_epoch" if key == "epoch" else key] = json_safe(last[f"best_{key}"])
+        if last.get("checkpoint"):
+            attrs["checkpoint"] = last["checkpoint"]
+        if last.get("started_at") is not None:  # when its last epoch ended, and its worker's memory by then
+            attrs["train_ended_at"] = round(last["started_at"] + last.get("epoch_seconds", 0.0), 3)
+            attrs["worker_rss_mb"] = json_safe(last.get("rss_mb"))
+        self._epoch_seconds.pop(trial.trial_id, None)
+        self._epoch_values.pop(trial.trial_id, None)
         return attrs
 
+    def _record_costs(self, handle: optuna.Trial, result: dict) -> None:
+        """The model's costs (search.objectives / constraints), and how far over each limit it is: Optuna's
+        constraint values, written here because the study that tells has no sampler to write them."""
+        costs = {k.removeprefix("cost_"): v for k, v in result.items() if k.startswith("cost_")}
+        for name, value in costs.items():
+            handle.set_user_attr(name, value)
+        for (name, _), excess in zip(self.constraints.items(), violations(costs, self.constraints), strict=True):
+            handle.set_constraint(name, excess)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended.add(trial.trial_id)
+        self.budget.end(trial.config[TRIAL_KEY])
+        self._guarded(lambda: self._record_end(trial))
+
+    def _record_end(self, trial: Any) -> None:
         number = trial.config[TRIAL_KEY]
         attrs = self._finish_attrs(trial)
         handle = store.trial_handle(self.study, number)
         for k, v in attrs.items():
             handle.set_user_attr(k, v)
-        if attrs["epochs_run"] >= self.max_epochs and attrs.get(self.metric) is not None:
-            self.study.tell(number, attrs[self.metric], state=TrialState.COMPLETE)
+        costs = [(trial.last_result or {}).get(f"cost_{c}") for c in self.costs] if self.multi else None
+        state = outcome.tell(self.study, number, attrs["epochs_run"], self.max_epochs, attrs.get(self.metric), costs)
+        if state == TrialState.COMPLETE:
             self.counts.complete += 1
-        else:  # ASHA (or a stopper) ended it early: Optuna's PRUNED, valued at its last epoch
-            self.study.tell(number, state=TrialState.PRUNED)
+        else:  # stopped at a rung (or by a stopper): Optuna's PRUNED, valued at its last epoch
             self.counts.pruned += 1
         best = attrs.get(self.metric)
         if best is not None and best > self.counts.best:
             self.counts.best, self.counts.best_trial = best, number
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended.add(trial.trial_id)
+        self.budget.end(trial.config[TRIAL_KEY])
+        self._guarded(lambda: self._record_failure(trial, _error_reason(trial)))
+
+    def _record_failure(self, trial: Any, reason: str) -> None:
         number = trial.config[TRIAL_KEY]
         handle = store.trial_handle(self.study, number)
         for k, v in self._finish_attrs(trial).items():
             handle.set_user_attr(k, v)
-        handle.set_user_attr("fail_reason", _error_reason(trial))
+        handle.set_user_attr("fail_reason", reason)
         self.study.tell(number, state=TrialState.FAIL)
         self.counts.failed += 1
 
@@ -157,6 +225,8 @@ class Progress(tune.Callback):
             f"{len(self.running)} running, "
             f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
         )
+        if self.recorder.budget.epochs is not None:
+            text += f" | budget {self.recorder.budget.text()}"
         print(text + (f" | {event}" if event else ""), file=self.out, flush=True)
         self.last_print = time.monotonic()
 

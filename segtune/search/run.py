@@ -10,9 +10,8 @@ neither holds state that a restart or a remote driver could lose.
 
 from __future__ import annotations
 
-import logging
+import math
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,84 +20,86 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 import segtune
+from segtune import objectives, space
 from segtune.check import report_skipped
+from segtune.config import TrainSettings
 from segtune.data import SegData, build_dataset
-from segtune.errors import SegtuneError, SpecError
-from segtune.search import store
+from segtune.errors import SpecError
+from segtune.search import comparable, defaults, store
+from segtune.search import resume as resume_mod
+from segtune.search.budget import Budget
+from segtune.search.cluster import connect_ray
 from segtune.search.interrupt import Interrupt, SearchInterrupted
 from segtune.search.recorder import TRIAL_KEY, Progress, StoreRecorder
-from segtune.search.searcher import OptunaStoreSearcher
-from segtune.search.trainable import train_trial
-from segtune.spec import BUILTIN_PREFIX, StudySpec, resolve_root, to_dict
+from segtune.search.rungs import Rungs, RungScheduler
+from segtune.search.searcher import OptunaStoreSearcher, queue_first_trials
+from segtune.search.trainable import train_trial, trial_dirname
+from segtune.spec import BUILTIN_PREFIX, StudySpec, num_classes, resolve_root, to_dict
+from segtune.training.weights import weights_dir
 
 DEFAULT_GPU_FRACTION = 0.25
+SEARCH_SPLITS = ("train", "val")
 
 
-def _check_reachable(address: str) -> None:
-    """Ray retries an unreachable GCS for minutes; a closed port should be an error at once."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "local", "auto", or a form Ray resolves itself
-    try:
-        socket.create_connection((host, int(port)), timeout=10).close()
-    except OSError as e:
-        raise SegtuneError(f"--address: no Ray cluster answers at {address} ({e.strerror or e})") from None
-
-
-def connect_ray(address: str | None) -> None:
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # segtune's Interrupt handles Ctrl-C
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # no address: a private local cluster, even when `ray start` runs on this machine ("auto" joins that)
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    _check_reachable(target)
-    try:
-        ray.init(
-            address=target,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            configure_logging=True,
-        )
-    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
-        if target == "local":
-            raise
-        reason = str(e).strip().splitlines()[0][:200]
-        hint = ""
-        if "auth" in str(e).lower():
-            hint = "; it uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
-        raise SegtuneError(f"--address: cannot join the Ray cluster at {target}: {reason}{hint}") from None
-    # segtune prints its own progress; Ray Tune's warnings about its result files (which segtune
-    # does not write) and experiment snapshots would only bury it
-    for name in ("ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # a failed trial's traceback: segtune prints its reason and stores it in the trial's fail_reason
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
-    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": the table says so
+def cpu_share(nodes: list[tuple[float, float]], gpus_per_trial: float) -> int:
+    """``cpus_per_trial: auto``: on a GPU cluster, a node's CPUs divided by the trials its GPUs hold (the
+    smallest such share over the GPU nodes, so every node can fill its GPUs); on a CPU-only cluster, 1.
+    ``nodes`` holds each live node's (CPUs, GPUs)."""
+    if gpus_per_trial <= 0:
+        return 1
+    shares = [int(cpus // math.floor(gpus / gpus_per_trial + 1e-9)) for cpus, gpus in nodes if gpus >= gpus_per_trial]
+    return max(1, min(shares, default=1))
 
 
 def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:
-    cluster = ray.cluster_resources()
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-    cpus = spec.resources.cpus_per_trial
-    if cpus > node_cpus:
-        raise SpecError(f"resources.cpus_per_trial: {cpus} but the largest Ray node has {node_cpus:g} CPUs")
+    """What each trial asks Ray for, checked against the cluster: a request no node can meet is an error
+    now, not a search that waits forever."""
+    nodes = [(n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((c for c, _ in nodes), default=0)
+    most_gpus = max((g for _, g in nodes), default=0)
     gpus = spec.resources.gpus_per_trial
-    has_gpu = cluster.get("GPU", 0) > 0
     if gpus == "auto":
-        gpus = DEFAULT_GPU_FRACTION if has_gpu else 0.0
-    elif gpus > 0 and not has_gpu:
+        gpus = DEFAULT_GPU_FRACTION if most_gpus > 0 else 0.0
+    elif gpus > 0 and most_gpus == 0:  # a laptop: every shipped spec still runs, on CPUs
         print(f"note: resources.gpus_per_trial is {gpus} but the Ray cluster has no GPU: trials run on CPUs", file=out)
         gpus = 0.0
-    return {"cpu": cpus, "gpu": float(gpus)}
+    elif gpus > most_gpus:
+        raise SpecError(f"resources.gpus_per_trial: {gpus:g} but the largest Ray node has {most_gpus:g} GPUs")
+    cpus = spec.resources.cpus_per_trial
+    if cpus == "auto":
+        cpus = cpu_share(nodes, gpus)
+    if cpus > most_cpus:
+        raise SpecError(f"resources.cpus_per_trial: {cpus:g} but the largest Ray node has {most_cpus:g} CPUs")
+    if not any(c >= cpus and g >= gpus for c, g in nodes):
+        raise SpecError(f"resources: no Ray node has both {cpus:g} CPUs and {gpus:g} GPUs for one trial "
+                        f"(nodes: {', '.join(f'{c:g} CPU / {g:g} GPU' for c, g in nodes)})")  # fmt: skip
+    return {"cpu": float(cpus), "gpu": float(gpus)}
+
+
+def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSettings:
+    """The same for every trial: precision, threads, loader workers, the metric, where the weights are.
+
+    The weights folder is resolved here, once: trials run in their own working directories, and on
+    other nodes, where the driver's environment and relative paths mean nothing."""
+    workers = spec.train.loader_workers
+    if workers == "auto":  # CPU trials: workers would only steal the trial's own cores
+        workers = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0
+    share = resources["gpu"] if spec.train.cap_gpu_memory and 0 < resources["gpu"] < 1 else None
+    return TrainSettings(
+        precision=spec.train.precision,
+        channels_last=spec.train.channels_last,
+        loader_workers=workers,
+        threads=max(1, int(resources["cpu"])),
+        metric=spec.search.metric,
+        weights_dir=str(weights_dir()),
+        gpu_memory_fraction=share,
+        keep_best_state=False,  # a trial writes its best weights to disk instead
+        costs=tuple(spec.search.cost_names),
+    )
 
 
 def trial_slots(resources: dict[str, float]) -> int:
@@ -110,20 +111,72 @@ def trial_slots(resources: dict[str, float]) -> int:
     return max(1, slots)
 
 
-def prepare_study(spec: StudySpec, storage_url: str, study_name: str) -> optuna.Study:
-    """Create the study, or load it to add trials; record the spec (without password) and version."""
-    storage = store.open_storage(storage_url)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
+def stored_spec(spec: StudySpec) -> dict[str, Any]:
+    """The spec as the study keeps it: no store password, the dataset root absolute (export and
+    report may run from another folder)."""
     spec_dict = to_dict(spec)
     spec_dict["storage"] = store.redact(spec_dict["storage"])
     root = spec_dict["dataset"].get("root")
-    if root and not root.startswith(BUILTIN_PREFIX):  # export and report may run from another folder
+    if root and not root.startswith(BUILTIN_PREFIX):
         spec_dict["dataset"]["root"] = str(resolve_root(root))
-    study.set_user_attr("spec", spec_dict)
+    return spec_dict
+
+
+def prepare_study(
+    spec: StudySpec, storage_url: str, study_name: str, data: SegData, run_id: str = "check"
+) -> optuna.Study:
+    """Create the study, or load it to add trials; record this run's spec (without password), the data's
+    fingerprint and classes, and segtune's version."""
+    storage = store.open_storage(storage_url)
+    names = spec.search.objective_names
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                directions=[objectives.direction(n) for n in names])  # fmt: skip
+    study.set_metric_names(names)  # optuna-dashboard shows val_miou (and latency_ms), not "Objective 0"
+    comparable.record_run(study, run_id, stored_spec(spec), data)
     study.set_user_attr("segtune_version", segtune.__version__)
     study.set_user_attr("metric", spec.search.metric)
     study.set_user_attr("max_epochs", spec.search.max_epochs)
+    study.set_user_attr("budget_epochs", spec.search.budget_epochs)
+    study.set_user_attr("objectives", names)
+    study.set_user_attr("constraints", spec.search.constraints)
     return study
+
+
+def starting_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """The spec's starting points as the params Optuna enqueues (validated against the space)."""
+    params = space.parse_space(spec.space)
+    n = num_classes(spec.dataset)
+    return [space.starting_point_params(params, point, n, f"search.starting_points[{i}]")
+            for i, point in enumerate(spec.search.starting_points)]  # fmt: skip
+
+
+def decode(spec: StudySpec, out: Any) -> SegData:
+    """The dataset, decoded once for every trial of the search, with a line saying so."""
+    started = time.monotonic()
+    data = build_dataset(spec.dataset, only=SEARCH_SPLITS)  # the test split waits for retrain
+    counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    size = f"{data.canvas[0]}x{data.canvas[1]} px ({data.resize.mode})"
+    print(f"decoded {len(data.names)} images at {size} once for all trials ({counts}) "
+          f"in {time.monotonic() - started:.1f} s", file=out, flush=True)  # fmt: skip
+    report_skipped(data, out)
+    return data
+
+
+def plan(study: optuna.Study, spec: StudySpec, resume: bool, out: Any) -> int:
+    """How many trials this run adds. --resume: mark the orphans of a dead driver FAIL, queue the
+    interrupted trials again, and run until the study holds ``search.trials``. Without it: all of
+    ``search.trials``, with a note when a dead driver left trials RUNNING."""
+    if not resume:
+        lost = resume_mod.orphans(study)
+        if lost:
+            print(f"note: {len(lost)} trials of {study.study_name!r} are RUNNING under a driver that is gone; "
+                  "`segtune run --resume` marks them FAIL and re-runs them", file=out)  # fmt: skip
+        return spec.search.trials
+    remaining = resume_mod.prepare_resume(study, spec.search.trials, out)
+    if remaining == 0:
+        print(f"study {study.study_name!r} already holds {spec.search.trials} finished trials (search.trials): "
+              "nothing to run", file=out)  # fmt: skip
+    return remaining
 
 
 def run_study(
@@ -134,61 +187,71 @@ def run_study(
     out: Any = None,
     data: SegData | None = None,
     stopper: Any = None,
+    resume: bool = False,
+    allow_spec_change: bool = False,
 ) -> optuna.Study:
-    """Run ``spec.search.trials`` more trials of ``study_name`` and return the study.
+    """Run ``spec.search.trials`` more trials of ``study_name`` (with ``resume``: until it holds that
+    many) and return the study.
 
-    Raises :class:`SearchInterrupted` (after the store is made consistent) when the user stops it.
+    Nothing is written before the data is decoded, the run is known to be comparable with the
+    study's earlier trials and the Ray cluster answers. Raises :class:`SearchInterrupted` (after the
+    store is made consistent) when the user stops it, :class:`store.StoreUnavailable` when the store
+    stayed unreachable past its retry window.
     """
     out = out or sys.stdout
-    if data is None:
-        started = time.monotonic()
-        data = build_dataset(spec.dataset)
-        counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
-        print(
-            f"decoded {len(data.names)} images at {data.image_size} px once for all trials ({counts}) "
-            f"in {time.monotonic() - started:.1f} s",
-            file=out,
-            flush=True,
-        )
-        report_skipped(data, out)
+    data = data if data is not None else decode(spec, out)
     if len(data.splits["train"]) == 0 or len(data.splits["val"]) == 0:
         raise SpecError("dataset: the train and val splits must both hold images")
+    spec_dict = stored_spec(spec)
+    existing = store.existing_study(storage_url, study_name)
+    if existing is not None:
+        changed = comparable.check(existing, spec_dict, data, allow_spec_change)
+        if changed:
+            print(f"note: --allow-spec-change: adding trials to {study_name!r} although {'; '.join(changed)}",
+                  file=out)  # fmt: skip
     connect_ray(address)  # before the store is touched: a wrong address must leave nothing behind
     resources = resources_for(spec, out)
-    study = prepare_study(spec, storage_url, study_name)
-    study.set_user_attr("classes", data.classes)
-    settings = {**spec.train.model_dump(), "cpus": resources["cpu"]}
-    if settings["loader_workers"] == "auto":  # CPU trials: workers would only steal the trial's own cores
-        settings["loader_workers"] = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0
+    trials = plan(existing, spec, resume, out) if existing is not None else spec.search.trials
+    if trials == 0:
+        return existing
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    study = prepare_study(spec, storage_url, study_name, data, run_id)
+    settings = train_settings(spec, resources)
 
     # Tune starts one trial at a time with a custom searcher unless told how many may wait for a
     # slot; with one, a slot freed while a trial starts (several seconds) would sit idle
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(resources)))
+    slots = trial_slots(resources)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(slots))
+    study.set_user_attr("slots", slots)  # trials side by side in this run (benchmarks/trial_overhead.py)
     search = spec.search
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    chosen = defaults.resolve(search, slots)
+    queue_first_trials(study, spec, chosen, starting_points(spec))
+    budget = Budget(search.budget_epochs, used=sum(int(t.user_attrs.get("epochs_run", 0)) for t in study.trials),
+                    first_rung=chosen.grace_period if search.scheduler == "asha" else search.max_epochs)  # fmt: skip
     interrupt = Interrupt(study, run_id, out)
     stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
-    searcher: Searcher = OptunaStoreSearcher(storage_url, study_name, run_id, spec)
+    asker = OptunaStoreSearcher(storage_url, study_name, run_id, spec, on_outage=interrupt.store_outage, budget=budget,
+                                settings=chosen)  # fmt: skip
+    searcher: Searcher = asker
     if search.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
-    if search.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=search.max_epochs,
-            grace_period=search.grace_period,
-            reduction_factor=search.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    recorder = StoreRecorder(storage_url, study_name, search.max_epochs, search.metric)
-    progress = Progress(recorder, search.trials, search.metric, out)
+    scheduler = FIFOScheduler()
+    if search.scheduler == "asha":  # segtune's rung policy, the one the replay benchmark measures
+        rungs = Rungs(search.max_epochs, chosen.grace_period, chosen.reduction_factor,
+                      min_first_rung=chosen.min_first_rung, brackets=chosen.brackets)  # fmt: skip
+        scheduler = RungScheduler(rungs, search.metric, protected=asker.protected, trial_key=TRIAL_KEY)
+    recorder = StoreRecorder(storage_url, study_name, search.max_epochs, search.metric,
+                             on_outage=interrupt.store_outage, budget=budget, objectives=search.objective_names,
+                             constraints=search.constraints)  # fmt: skip
+    progress = Progress(recorder, trials, search.metric, out)
+    results_dir = Path(spec.results_dir).expanduser().resolve()
+    run_name = f"{study_name}_{run_id}"
     trainable = tune.with_resources(
         tune.with_parameters(
-            train_trial, data=data, settings=settings, max_epochs=search.max_epochs, metric=search.metric
-        ),
+            train_trial, data=data, settings=settings, max_epochs=search.max_epochs, run_dir=str(results_dir / run_name)
+        ),  # fmt: skip
         resources,
     )
-    results_dir = Path(spec.results_dir).expanduser().resolve()
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -196,25 +259,25 @@ def run_study(
             mode="max",
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=search.trials,
-            trial_name_creator=lambda t: f"trial_{t.config[TRIAL_KEY]:04d}",
-            trial_dirname_creator=lambda t: f"trial_{t.config[TRIAL_KEY]:04d}",
+            num_samples=trials,
+            reuse_actors=spec.resources.reuse_workers,  # a worker process serves trial after trial
+            trial_name_creator=lambda t: trial_dirname(t.config[TRIAL_KEY]),
+            trial_dirname_creator=lambda t: trial_dirname(t.config[TRIAL_KEY]),
         ),
         run_config=tune.RunConfig(
-            name=f"{study_name}_{run_id}",
+            name=run_name,
             storage_path=str(results_dir),
             callbacks=[recorder, progress],
             verbose=0,
             stop=stopper,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
     where = address or os.environ.get("RAY_ADDRESS") or "a local Ray cluster"
     print(
-        f"study {study_name!r} in {store.redact(storage_url)}: {search.trials} trials on {where}, "
+        f"study {study_name!r} in {store.redact(storage_url)}: {trials} trials on {where}, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each, up to {search.max_epochs} epochs, "
-        f"{search.sampler} + {search.scheduler}",
+        f"{search.sampler} + {search.scheduler}" + (f" ({chosen.text()})" if search.scheduler == "asha" else ""),
         file=out,
         flush=True,
     )
@@ -224,8 +287,17 @@ def run_study(
     finally:
         # a trial Ray never finished (driver interrupted, experiment stopped) must not stay RUNNING
         reason = interrupt.reason() if interrupt.event.is_set() else "stopped: the search ended before this trial did"
-        failed = store.fail_unfinished(study, run_id, reason)
+        try:
+            failed = store.fail_unfinished(study, run_id, reason)
+        except store.StoreUnavailable as e:  # still down: --resume marks them when it answers again
+            interrupt.store_outage(e)
+            failed = 0
         interrupt.restore()
+    if interrupt.outage is not None:
+        raise store.StoreUnavailable(
+            f"{interrupt.outage}; the search stopped. Run the same command with --resume once the store answers: "
+            "finished trials are kept, interrupted ones run again"
+        )
     if interrupt.event.is_set():
         raise SearchInterrupted(study, interrupt.signal_name, failed)
     return study

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import random
 import sqlite3
+import threading
 import time
+import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -56,43 +61,153 @@ def transient(error: BaseException) -> bool:
     return False
 
 
-def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+class StoreUnavailable(StoreError):
+    """The store did not answer for longer than the retry window: the search stops cleanly and
+    ``--resume`` continues it. Its own exit code tells scripts to try again later."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+def with_retries(name: str, call: Callable[[int], Any]) -> Any:
+    """``call(attempt)`` until it succeeds, a non-transient error, or the retry window ends (then StoreUnavailable)."""
+    started = time.monotonic()
+    for attempt, delay in enumerate((*RETRY_DELAYS_S, None), start=1):
+        try:
+            return call(attempt)
+        except Exception as e:
+            if not transient(e):
+                raise
+            if delay is None:
+                raise StoreUnavailable(
+                    f"the study store did not answer for {time.monotonic() - started:.0f} s ({name}: {_cause(e)[:160]})"
+                ) from e
+            log.warning("study store: %s failed (%s); try %d in %.1f s", name, _cause(e)[:200], attempt + 1, delay)
+            time.sleep(delay * random.uniform(0.8, 1.2))  # jitter: drivers sharing a server must not retry in step
+    raise AssertionError("unreachable")
+
+
+# Optuna wraps every RDBStorage in its _CachedStorage (optuna.create_study / load_study), which calls
+# these private methods of its backend. They are retried like the public ones; this module is the one
+# place segtune touches Optuna's private storage API (tests/test_store_faults.py checks the list).
+CACHED_STORAGE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
+                        "_get_stale_trial_ids")  # fmt: skip
+PUBLIC_CALLS = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+                "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+                "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+                "set_trial_param", "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
+                "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+                "get_best_trial", "record_heartbeat", "get_heartbeat_interval",
+                "get_heartbeat_stale_trial_callback")  # fmt: skip
+CREATE_TOKEN = "segtune:create_token"  # a system attr: finds a trial whose creation landed before its reply was lost
+
+
+def _cause(e: BaseException) -> str:
+    text = str(e.__cause__ or e).strip().splitlines()[0] if str(e.__cause__ or e).strip() else type(e).__name__
+    return text[text.find("FATAL:") :] if "FATAL:" in text else text  # the server's own words
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose every call survives a dropped connection, a restart or a held lock.
+
+    Every call the storage receives is retried with backoff for about 30 s (``RETRY_DELAYS_S``), only at
+    the outermost call (a method calling another is not retried twice). Retried writes are idempotent:
+    reads and upserts are by nature; a trial creation whose COMMIT landed before the connection dropped
+    is found again by a token instead of creating a ghost twin; a ``tell`` whose COMMIT landed is not
+    refused as "already finished". After the window, :class:`StoreUnavailable`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._local = threading.local()
+        super().__init__(*args, **kwargs)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._local = threading.local()
+
+    def _retry(self, name: str, call: Callable[[int], Any]) -> Any:
+        """``call(attempt)`` with retries, unless inside another retried call (that one retries the whole)."""
+        if getattr(self._local, "depth", 0):
+            return call(1)
+        self._local.depth = 1
+        try:
+            return with_retries(name, call)
+        finally:
+            self._local.depth = 0
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._create_new_trial(study_id, template_trial)._trial_id
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        token = uuid.uuid4().hex
+        template = (
+            copy.deepcopy(template_trial)
+            if template_trial is not None
+            else FrozenTrial(
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                values=None,
+                datetime_start=datetime.now(),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=-1,
+            )
+        )  # fmt: skip  (what RDBStorage makes of no template, plus the token)
+        template.system_attrs[CREATE_TOKEN] = token
+
+        def call(attempt: int) -> FrozenTrial:
+            if attempt > 1:  # the last try may have committed before its reply was lost
+                for t in super(RetryingRDBStorage, self).get_all_trials(study_id, deepcopy=False,
+                                                                        states=(template.state,)):  # fmt: skip
+                    if t.system_attrs.get(CREATE_TOKEN) == token:
+                        return t
+            return super(RetryingRDBStorage, self)._create_new_trial(study_id, template)
+
+        return self._retry("create_new_trial", call)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        asked = datetime.now()
+
+        def landed() -> bool:
+            t = super(RetryingRDBStorage, self).get_trial(trial_id)
+            if state == TrialState.RUNNING:  # popped from the queue by this very call, before its reply was lost
+                return t.state == state and t.datetime_start is not None and t.datetime_start >= asked
+            return t.state == state and (values is None or list(t.values or []) == list(values))
+
+        def call(attempt: int) -> bool:
+            try:
+                done = super(RetryingRDBStorage, self).set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if attempt > 1 and landed():
+                    return True
+                raise
+            return done or (attempt > 1 and state == TrialState.RUNNING and landed())
+
+        return self._retry("set_trial_state_values", call)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    method = getattr(optuna.storages.RDBStorage, name)
+
     @functools.wraps(method)
     def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        for attempt, delay in enumerate((*RETRY_DELAYS_S, None), start=1):
-            try:
-                return method(self, *args, **kwargs)
-            except Exception as e:
-                if delay is None or not transient(e):
-                    raise
-                cause = str(e.__cause__ or e).strip().splitlines()[0]
-                cause = cause[cause.find("FATAL:") :] if "FATAL:" in cause else cause  # the server's own words
-                log.warning(
-                    "study store: %s failed (%s); try %d in %.1f s", method.__name__, cause[:200], attempt + 1, delay
-                )
-                time.sleep(delay * random.uniform(0.8, 1.2))  # jitter: drivers sharing a server must not retry in step
-        raise AssertionError("unreachable")
+        return self._retry(name, lambda attempt: method(self, *args, **kwargs))
 
     return call
 
 
-class RetryingRDBStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage whose every store operation survives a dropped connection or a held lock.
-
-    Reads and most writes are idempotent; a retried ``create_new_trial`` whose first commit did
-    land (the connection dropped after COMMIT) leaves one extra trial, which ``fail_unfinished``
-    or ``--resume`` marks FAIL: a visible blemish, never a lost result.
-    """
-
-
-for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
-              "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
-              "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_state_values",
-              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-              "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial",
-              "record_heartbeat"):  # fmt: skip
-    setattr(RetryingRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
+for _name in PUBLIC_CALLS + CACHED_STORAGE_CALLS:
+    if _name not in ("_create_new_trial",):
+        setattr(RetryingRDBStorage, _name, _retried(_name))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -106,10 +221,11 @@ def sqlite_path(url: str) -> Path | None:
     return Path(db).expanduser().resolve() if db and db != ":memory:" else None
 
 
-def open_storage(url: str, must_exist: bool = False) -> RetryingRDBStorage:
+def open_storage(url: str, must_exist: bool = False, create_tables: bool = True) -> RetryingRDBStorage:
     """An Optuna RDB storage that retries transient errors. SQLite files get WAL and a long busy
     timeout so a search, a second search and a dashboard can share one file; PostgreSQL gets a
-    pool checked before use. ``must_exist`` refuses to create a new SQLite store."""
+    pool checked before use. ``must_exist`` refuses to create a new SQLite store; without
+    ``create_tables`` an empty database stays empty."""
     path = sqlite_path(url)
     engine_kwargs: dict[str, Any] = {}
     if path is not None:
@@ -125,10 +241,17 @@ def open_storage(url: str, must_exist: bool = False) -> RetryingRDBStorage:
         # pre-ping replaces connections a server restart or an idle timeout has dropped
         engine_kwargs.update(pool_size=4, max_overflow=8, pool_pre_ping=True, pool_recycle=1800,
                              connect_args={"connect_timeout": 10, "application_name": "segtune"})  # fmt: skip
+
+    def connect(attempt: int) -> RetryingRDBStorage:  # the schema check at opening meets dropped connections too
+        return RetryingRDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create_tables,
+                                  skip_compatibility_check=not create_tables)  # fmt: skip
+
     try:
-        return RetryingRDBStorage(url, engine_kwargs=engine_kwargs)
+        return with_retries("open", connect)
+    except StoreUnavailable:
+        raise
     except Exception as e:  # noqa: BLE001 - driver errors come in many types; all mean "cannot open"
-        raise StoreError(f"--storage: cannot open {redact(url)}: {str(e).splitlines()[0][:200]}") from None
+        raise StoreError(f"--storage: cannot open {redact(url)}: {_cause(e)[:200]}") from None
 
 
 def load_study(
@@ -139,6 +262,38 @@ def load_study(
     except KeyError:
         known = [s.study_name for s in storage.get_all_studies()]
         raise StoreError(f"study {name!r} is not in the store (studies: {', '.join(known) or 'none'})") from None
+
+
+def objective_value(trial: FrozenTrial) -> float | None:
+    """The trial's accuracy as Optuna holds it: its value, or its first value in a multi-objective study."""
+    return trial.values[0] if trial.values else None
+
+
+def shown_value(trial: FrozenTrial, metric: str) -> float | None:
+    """The value a user sees for a trial: its best epoch's ``metric`` (a pruned trial's too), else Optuna's."""
+    value = trial.user_attrs.get(metric)
+    return value if value is not None else objective_value(trial)
+
+
+def study_metric(study: optuna.Study) -> str:
+    """What the study ranks by (search.metric); studies made before it was recorded ranked by val mIoU."""
+    return str(study.user_attrs.get("metric", "val_miou"))
+
+
+NO_TABLES = ("no such table", "does not exist")  # SQLite's and PostgreSQL's words for a schema not made yet
+
+
+def existing_study(url: str, name: str) -> optuna.Study | None:
+    """The study when the store already holds it; None otherwise. Creates no file, table or study."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return None
+    try:
+        return load_study(open_storage(url, create_tables=False), name)
+    except StoreError as e:
+        if "is not in the store" in str(e) or any(text in str(e).lower() for text in NO_TABLES):
+            return None  # no such study, or a database no study was ever written to
+        raise
 
 
 def trial_handle(study: optuna.Study, number: int) -> optuna.Trial:

@@ -1,10 +1,16 @@
-"""The Ray trainable: one trial = one `fit`, reporting every epoch to Tune."""
+"""The Ray trainable: one trial = one `fit`, reporting every epoch to Tune.
+
+Trials run in reused worker processes (Tune's actor reuse), so a trial leaves nothing behind: `fit`
+sets its own seeds, threads and cuDNN flags, and the trial frees its model and the GPU cache when
+it ends. The best weights are written straight into the trial's folder of ``results_dir`` when
+they improve (atomically), instead of being copied through Tune's checkpoint storage every time.
+"""
 
 from __future__ import annotations
 
+import gc
 import math
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,38 +18,64 @@ import ray
 import torch
 from ray import tune
 
-from segtune.config import DEFAULTS
+from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
-from segtune.search.recorder import TRIAL_KEY, clean
+from segtune.search.costs import measure
+from segtune.search.recorder import TRIAL_KEY
 from segtune.training import checkpoint
+from segtune.training.device import trial_device
 from segtune.training.loop import fit
+from segtune.training.metrics import json_safe
 
 
-def train_trial(config: dict[str, Any], data: SegData, settings: dict[str, Any], max_epochs: int, metric: str) -> None:
-    """The Ray trainable: one trial = one `train.fit`, reporting every epoch to Tune."""
-    cpus = max(1, int(settings.get("cpus", 1)))
-    torch.set_num_threads(cpus)
+def trial_dirname(number: int) -> str:
+    """The folder of Optuna trial ``number`` inside the run's folder (Tune's trial folder too)."""
+    return f"trial_{number:04d}"
+
+
+def resident_mb() -> float:
+    """This process's resident memory (Linux), to see that a reused worker does not grow trial after trial."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return round(kb / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
+
+
+def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str) -> None:
+    """One trial: `fit` the configuration, report every epoch to Tune, keep the best weights on disk."""
     number = int(config[TRIAL_KEY])
-    cfg = {k: config[k] for k in DEFAULTS}
+    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k != TRIAL_KEY})
+    metric = settings.metric
+    folder = Path(run_dir) / trial_dirname(number)
     best: dict[str, Any] = {}
     host = socket.gethostname()
     node_id = ray.get_runtime_context().get_node_id()
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    device = trial_device(gpu_ids, torch.cuda.is_available())  # a GPU only when Ray gave this trial one
+    measured: dict[str, Any] = {}
+    if settings.costs:  # before training, with the trial's own threads (search.objectives / constraints)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        measured = measure(cfg, data.num_classes, data.canvas, device, list(settings.costs))
 
     def on_epoch(epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None:
         nonlocal best
         value = row[metric] if not math.isnan(row[metric]) else -1.0
-        improved = not best or value > best[metric]
-        if improved:
+        if not best or value > best[metric]:
             best = dict(row)
-        report = {k: clean(v) for k, v in row.items()}
-        report.update({f"best_{k}": clean(v) for k, v in best.items()})
-        report["hostname"], report["node_id"] = host, node_id
-        if not improved:
-            tune.report(report)
-            return
-        with tempfile.TemporaryDirectory() as tmp:  # Tune copies it into the trial's storage
-            checkpoint.save(Path(tmp) / checkpoint.FILENAME, model, cfg, data.classes, data.image_size,
-                            epoch=epoch, metrics=report, trial=number)  # fmt: skip
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+            checkpoint.save(folder / checkpoint.FILENAME, model, cfg, data.classes, data.resize, epoch=epoch,
+                            metrics=json_safe(row), trial=number)  # fmt: skip
+        report = {k: json_safe(v) for k, v in row.items()}
+        report.update({f"best_{k}": json_safe(v) for k, v in best.items()})
+        report.update(hostname=host, node_id=node_id, checkpoint=str(folder), rss_mb=resident_mb(), gpu_ids=gpu_ids,
+                      device=str(device), **{f"cost_{k}": v for k, v in measured.items()})  # fmt: skip
+        tune.report(report)
 
-    fit(cfg, data, max_epochs, on_epoch, settings=settings, seed=number)
+    try:
+        fit(cfg, data, max_epochs, on_epoch, device=device, settings=settings, seed=number)
+    finally:  # the worker serves the next trial: free this one's memory
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

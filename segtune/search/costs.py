@@ -1,0 +1,75 @@
+"""What a trial's model costs to run: latency, parameters, FLOPs. Measured once per trial, before it trains.
+
+- ``params_m``: parameters, in millions.
+- ``gflops``: one forward pass at the canvas size, counted by PyTorch's own flop counter
+  (``torch.utils.flop_counter``), which counts a multiply-add as 2 FLOPs.
+- ``latency_ms``: the median of repeated forward passes at batch 1, after warm-up, with the trial's own
+  threads, on the device the trial runs on (named beside it: a cluster of mixed GPUs is not compared
+  blindly). Measured before the trial trains; neighbours that train meanwhile make it noisier, which is
+  why it is a median. Cached per architecture, encoder, size and device in the worker process, so a
+  reused worker measures each model once (the start-up of later trials pays nothing).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from segtune.config import TrialConfig
+from segtune.training.models import build_model
+
+WARMUP, REPEATS = 3, 15
+_cache: dict[tuple[Any, ...], dict[str, float]] = {}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return "cpu"
+
+
+def gflops(model: nn.Module, example: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(example)
+    return counter.get_total_flops() / 1e9
+
+
+def latency_ms(model: nn.Module, example: torch.Tensor) -> float:
+    sync = torch.cuda.synchronize if example.device.type == "cuda" else (lambda: None)
+    with torch.no_grad():
+        for _ in range(WARMUP):
+            model(example)
+        sync()
+        times = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            model(example)
+            sync()
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def measure(config: TrialConfig, num_classes: int, canvas: tuple[int, int], device: torch.device,
+            names: list[str]) -> dict[str, Any]:  # fmt: skip
+    """The costs ``names`` of ``config``'s model (randomly initialised: costs do not depend on weights)."""
+    key = (config.arch, config.encoder, num_classes, canvas, device_name(device))
+    known = _cache.setdefault(key, {})
+    missing = [n for n in names if n not in known]
+    if missing:
+        model = build_model(config.replace(encoder_weights=None), num_classes).to(device).eval()
+        example = torch.zeros(1, 3, *canvas, device=device)
+        if "params_m" in missing:
+            known["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
+        if "gflops" in missing:
+            known["gflops"] = round(gflops(model, example), 4)
+        if "latency_ms" in missing:
+            known["latency_ms"] = round(latency_ms(model, example), 3)
+        del model
+    return {**{n: known[n] for n in names}, "cost_device": key[-1]}
