@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 from typing import Any
 
 import torch
 
 from segtune import space
-from segtune.config import DEFAULTS
+from segtune.config import TrialConfig
 from segtune.data import SegData, build_dataset, index_summary
 from segtune.data.base import BadData
 from segtune.errors import SegtuneError, SpecError
@@ -28,19 +27,28 @@ def check_models(spec: StudySpec, out: Any = None, weights: bool = True) -> int:
     out = out or sys.stdout
     params = space.parse_space(spec.space)
 
-    weights_values = params["encoder_weights"].possible_values() if "encoder_weights" in params else [None]
-    if not weights:  # --spec-only: the structure of every pairing, not whether its weights are on disk
-        weights_values = [None]
-    size = min(spec.dataset.image_size, 64)
+    weights_param = params.get("encoder_weights")
+
+    def weights_for(arch: str, encoder: str) -> list[Any]:
+        """The weights this pairing can be drawn with: a ``when`` on arch or encoder narrows them."""
+        if weights_param is None or not weights:  # --spec-only: the structure, not the files on disk
+            return [None]
+        pairing = {"arch": arch, "encoder": encoder}
+        if any(dep in pairing and pairing[dep] not in allowed for dep, allowed in weights_param.when.items()):
+            return [None]
+        return weights_param.possible_values()
+
+    size = 64  # a forward pass proves the pairing builds; the study's size changes nothing here
     built = 0
     seen: set[tuple[str, str, Any]] = set()
-    for (arch, encoder), weights in itertools.product(space.pairs(params), weights_values):
+    combos = [(pair, w) for pair in space.pairs(params) for w in weights_for(*pair)]
+    for (arch, encoder), weights in combos:
         if arch not in ARCHITECTURES:  # segtune's own nets and module:Class models take no encoder
             encoder, weights = "-", None
         if (arch, encoder, weights) in seen:
             continue
         seen.add((arch, encoder, weights))
-        cfg = {**DEFAULTS, "arch": arch, "encoder": encoder, "encoder_weights": weights}
+        cfg = TrialConfig(arch=arch, encoder=encoder, encoder_weights=weights)
         problem = pairing_problem(arch, encoder) if arch in ARCHITECTURES else None
         if problem:
             print(f"  skipped: {arch} / {encoder} cannot be built ({problem}); the search draws again", file=out)
@@ -91,6 +99,7 @@ def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str
         splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
         print(f"dataset ok: {summary['images']} images ({splits}); classes {summary['classes']}", file=out)
         share = ", ".join(f"{k} {v:.1%}" for k, v in summary["pixel_share"].items())
+        print(f"  mask values: {data.labels_note}", file=out)
         print(f"  label values seen (share of pixels): {share}", file=out)
         report["dataset"] = summary
     return report

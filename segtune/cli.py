@@ -7,9 +7,13 @@ import os
 import sys
 
 from segtune.errors import SegtuneError
-from segtune.spec import DEFAULT_STORAGE, StudySpec
+from segtune.spec import DEFAULT_STORAGE
 
-EXIT_USAGE = 2
+TRUST_CODE_HELP = (
+    "load a checkpoint whose model is a package.module:Class outside segtune: that imports and runs "
+    "the module, so only for checkpoints you trust"
+)
+DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1 (default: cuda when the machine has it, else cpu)"
 STORAGE_ENV = "SEGTUNE_STORAGE"  # a URL with a password belongs in the environment, not in argv (ps shows argv)
 
 
@@ -40,11 +44,23 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     run.add_argument("--top", type=int, default=10, help="rows of the final table")
     run.add_argument(
+        "--allow-spec-change",
+        action="store_true",
+        help="add trials to a study although the dataset, image size, split, max_epochs or metric changed "
+        "(refused otherwise: its trials would not be comparable)",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue the study after its driver died: mark its orphaned trials FAIL, re-run interrupted "
         "ones, and run until the study holds search.trials trials",
     )
+
+    init = sub.add_parser("init", help="look at a dataset folder and write a study spec that runs")
+    init.add_argument("data_dir", help="the dataset's folder")
+    init.add_argument("-o", "--output", default="spec.yaml", help="spec to write (default: spec.yaml)")
+    init.add_argument("--study", help="study name (default: the folder's name)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing spec file")
 
     check = sub.add_parser("check", help="validate a spec, build sampled models, index the dataset")
     _spec_args(check)
@@ -64,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     _storage_arg(report)
     report.add_argument("-o", "--output", help="HTML file (default: dashboards/STUDY.html)")
     report.add_argument("--images", type=int, default=4, help="validation images to show with predictions")
+    report.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     export = sub.add_parser("export", help="write the best trial as a retrain spec")
     export.add_argument("study")
@@ -71,17 +88,38 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="best.yaml")
     export.add_argument("--rank", type=int, default=1, help="1 = best complete trial, 2 = second best, ...")
     export.add_argument("--epochs", type=int, help="epochs to train (default: the search's max_epochs)")
+    export.add_argument("--max-latency-ms", type=float, help="the most accurate complete trial within this latency")
+    export.add_argument("--max-params-m", type=float, help="... within this many million parameters")
+    export.add_argument("--max-gflops", type=float, help="... within this many GFLOPs")
 
     retrain = sub.add_parser("retrain", help="train an exported spec, score it on the test split")
     retrain.add_argument("spec")
     retrain.add_argument("--out", help="output folder (default: runs/NAME)")
     retrain.add_argument("--train-on", choices=["train", "train+val"], default="train")
     retrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    retrain.add_argument("--device", help=DEVICE_HELP)
+
+    finish = sub.add_parser("finish", help="re-check the best configurations on folds; TTA and ensemble; test")
+    finish.add_argument("study")
+    _storage_arg(finish)
+    finish.add_argument("--top", type=int, default=3, help="distinct complete configurations to re-check")
+    finish.add_argument("--folds", type=int, default=5)
+    finish.add_argument("-o", "--output", help="folder for fold models and finish.json (default: runs/STUDY-finish)")
+    finish.add_argument("--device", help=DEVICE_HELP)
+
+    export_model = sub.add_parser("export-model", help="a checkpoint or a finish ensemble as ONNX, checked")
+    export_model.add_argument("model", help="model.pt, a trial's folder, or a finish folder (its ensemble)")
+    export_model.add_argument("-o", "--output", default="model.onnx")
+    export_model.add_argument("--images", nargs="*", default=[], help="pictures (or folders) to check the export on "
+                              "(default: the model's own dataset)")  # fmt: skip
+    export_model.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     predict = sub.add_parser("predict", help="masks and overlays for images, at their own size")
-    predict.add_argument("checkpoint", help="model.pt from retrain (or a trial's checkpoint folder)")
+    predict.add_argument("checkpoint", help="model.pt from retrain, a trial's folder, or an exported model.onnx")
     predict.add_argument("images", nargs="+")
     predict.add_argument("-o", "--output", default="predictions")
+    predict.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
+    predict.add_argument("--device", help=DEVICE_HELP)
     return p
 
 
@@ -107,10 +145,9 @@ def _run(args: argparse.Namespace) -> int:
         from segtune.check import check_models
 
         check_models(spec)
-    if not _plan(args, spec, storage, name):
-        return 0
     try:
-        study = search.run_study(spec, storage, name, address=args.address)
+        study = search.run_study(spec, storage, name, address=args.address, resume=args.resume,
+                                 allow_spec_change=args.allow_spec_change)  # fmt: skip
     except SearchInterrupted as e:
         print(f"\ntrials of study {name!r} so far ({len(e.study.trials)} in the store):")
         print(tables.trials_table(e.study, limit=args.top))
@@ -122,29 +159,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace, spec: StudySpec, storage: str, name: str) -> bool:
-    """--resume: trim the spec to the trials still to run (False: none). Without it: warn about orphans."""
-    from segtune.search import resume, store
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    path = store.sqlite_path(storage)
-    if path is not None and not path.is_file():
-        return True  # a new store: nothing to resume
-    try:
-        study = store.load_study(store.open_storage(storage), name)
-    except SegtuneError:  # no such study yet
-        return True
-    if not args.resume:
-        lost = resume.orphans(study)
-        if lost:
-            print(f"note: {len(lost)} trials of {name!r} are RUNNING under a driver that is gone; "
-                  "`segtune run --resume` marks them FAIL and re-runs them", file=sys.stderr)  # fmt: skip
-        return True
-    remaining = resume.prepare_resume(study, spec.search.trials, sys.stdout)
-    if remaining == 0:
-        print(f"study {name!r} already holds {spec.search.trials} finished trials (search.trials): nothing to run")
-        return False
-    spec.search.trials = remaining
-    return True
+    from segtune.init import init
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise SegtuneError(f"{out}: exists; pass --force to overwrite it, or -o another file")
+    init(Path(args.data_dir), out, study=args.study)
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -169,8 +193,11 @@ def _status(args: argparse.Namespace) -> int:
 
     if args.study:
         study = _open(args, args.study)
-        print(f"study {args.study!r}: {len(study.trials)} trials")
+        print(tables.study_line(study))
         print(tables.trials_table(study))
+        front = tables.front_text(study)
+        if front:
+            print(front)
     else:
         print(tables.studies_table(store.open_storage(args.storage, must_exist=True)))
     return 0
@@ -189,7 +216,8 @@ def _report(args: argparse.Namespace) -> int:
     from segtune.results import report
 
     study = _open(args, args.study)
-    path, figures = report.build(study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images)
+    path, figures = report.build(study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images,
+                                 trust_code=args.trust_code)  # fmt: skip
     print(f"wrote {path} ({figures} figures)")
     return 0
 
@@ -197,12 +225,16 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from segtune.config import METRIC_LABELS
     from segtune.results import export
 
-    doc = export.export(_open(args, args.study), args.storage, rank=args.rank, epochs=args.epochs)
+    budget = {k: v for k, v in (("latency_ms", args.max_latency_ms), ("params_m", args.max_params_m),
+                                ("gflops", args.max_gflops)) if v is not None}  # fmt: skip
+    doc = export.export(_open(args, args.study), args.storage, rank=args.rank, epochs=args.epochs, budget=budget)
     path = export.write(doc, Path(args.output))
     p = doc["provenance"]
-    print(f"wrote {path}: trial {p['trial']} of {p['study']!r} (val mIoU {p['val_miou']:.4f}), {doc['epochs']} epochs")
+    label = METRIC_LABELS.get(p["metric"], p["metric"])
+    print(f"wrote {path}: trial {p['trial']} of {p['study']!r} ({label} {p[p['metric']]:.4f}), {doc['epochs']} epochs")
     return 0
 
 
@@ -213,29 +245,49 @@ def _retrain(args: argparse.Namespace) -> int:
     from segtune.results.retrain import retrain
 
     spec = spec_mod.load_retrain(args.spec, args.overrides)
-    retrain(spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on)
+    retrain(spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on, device=args.device)
+    return 0
+
+
+def _finish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segtune.results.finish import finish
+
+    finish(_open(args, args.study), Path(args.output or f"runs/{args.study}-finish"), top=args.top, folds=args.folds,
+           device=args.device)  # fmt: skip
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segtune.results.deploy import export
+
+    export(args.model, Path(args.output), args.images, trust_code=args.trust_code)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from segtune.results.predict import predict_files
 
-    written = predict_files(args.checkpoint, args.images, args.output)
+    written = predict_files(args.checkpoint, args.images, args.output, trust_code=args.trust_code, device=args.device)
     print(f"wrote {len(written)} masks and overlays to {args.output}/")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = {"run": _run, "check": _check, "status": _status, "dashboard": _dashboard, "report": _report,
-                "export": _export, "retrain": _retrain, "predict": _predict}  # fmt: skip
+    handlers = {"run": _run, "init": _init, "check": _check, "status": _status, "dashboard": _dashboard,
+                "report": _report, "export": _export, "retrain": _retrain, "predict": _predict, "finish": _finish,
+                "export-model": _export_model}  # fmt: skip
     try:
         return handlers[args.command](args)
     except SegtuneError as e:
         for line in e.details:
             print(line, file=sys.stderr)
         print(f"segtune: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     except KeyboardInterrupt:
         print("segtune: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ class SegtuneError(Exception):
     """
 
     details: list[str] = []
+    exit_code: int = 2
 
 
 class SpecError(SegtuneError):

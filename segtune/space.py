@@ -1,6 +1,6 @@
 """The search space: the spec's ``space`` section -> an Optuna define-by-run sampler -> a trial config.
 
-A trial config is a plain dict with every key of :data:`DEFAULTS`; it is all `train.fit` needs.
+Sampling gives a typed :class:`~segtune.config.TrialConfig`: the drawn values, defaults for the rest.
 Each space entry is a fixed value or one of ``choice`` / ``int`` / ``uniform`` / ``loguniform``,
 optionally with ``when: {other_param: value-or-list}`` to sample it only under a condition.
 """
@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from segtune.config import DEFAULTS, MEDIAN_FREQUENCY
+import numpy as np
+
+from segtune.config import DEFAULTS, MEDIAN_FREQUENCY, PARAMETERS, TrialConfig
 from segtune.errors import SpecError
 
 WHOLE_NUMBERS = ("batch_size", "accum_steps")  # the parameters `int:` may sample
@@ -80,8 +82,8 @@ def pairs(params: dict[str, Param]) -> list[tuple[str, str]]:
 
 
 def parse_param(name: str, raw: Any) -> Param:
-    if name not in DEFAULTS and name != MODEL:
-        raise SpecError(f"space.{name}: unknown parameter (known: {MODEL}, {', '.join(DEFAULTS)})")
+    if name not in PARAMETERS and name != MODEL:
+        raise SpecError(f"space.{name}: unknown parameter (known: {MODEL}, {', '.join(PARAMETERS)})")
     if not isinstance(raw, dict) or not (set(raw) & set(KINDS)):
         return Param(name, "fixed", value=raw)
     kinds = [k for k in KINDS if k in raw]
@@ -120,7 +122,7 @@ def parse_space(raw: dict[str, Any]) -> dict[str, Param]:
     for name, entry in raw.items():
         p = parse_param(str(name), entry)
         for dep in p.when:
-            if dep not in params:
+            if dep not in params and not (dep in ("arch", "encoder") and MODEL in params):  # model sets both
                 raise SpecError(f"space.{name}.when: {dep!r} must be a parameter listed before {name!r}")
         params[p.name] = p
     if MODEL in params and ({"arch", "encoder"} & set(params)):
@@ -128,7 +130,7 @@ def parse_space(raw: dict[str, Any]) -> dict[str, Param]:
     return params
 
 
-def sample(trial: Any, params: dict[str, Param]) -> dict[str, Any]:
+def sample(trial: Any, params: dict[str, Param]) -> TrialConfig:
     """Draw one configuration through an Optuna trial (define-by-run); defaults fill the rest."""
     config = dict(DEFAULTS)
     for p in params.values():
@@ -145,7 +147,7 @@ def sample(trial: Any, params: dict[str, Param]) -> dict[str, Any]:
             config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=p.step, log=p.log)
         else:
             config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
-    return config
+    return TrialConfig(**config)
 
 
 def _check_value(name: str, value: Any, num_classes: int) -> str | None:
@@ -160,7 +162,10 @@ def _check_value(name: str, value: Any, num_classes: int) -> str | None:
             arch, encoder = split_model(value)
         except SpecError as e:
             return str(e).removeprefix("space.model: ")
-        return models.check_arch(arch) or models.check_encoder(encoder)
+        if problem := models.check_arch(arch):
+            return problem
+        # segtune's own networks and a user's class take no encoder: "SmallUNet/-" names one
+        return models.check_encoder(encoder) if arch in models.ARCHITECTURES else None
     if name == "arch":
         return models.check_arch(value)
     if name == "encoder":
@@ -207,17 +212,17 @@ def validate_space(params: dict[str, Param], num_classes: int) -> None:
                 raise SpecError(f"space.{p.name}: {why}")
 
 
-def validate_config(config: dict[str, Any], num_classes: int) -> None:
-    """A fixed configuration (a retrain spec's ``config``): known keys, acceptable values."""
+def validate_config(config: dict[str, Any], num_classes: int) -> TrialConfig:
+    """A fixed configuration (a retrain spec's ``config``): known keys, acceptable values, defaults for the rest."""
+    typed = TrialConfig.from_dict(config, where="config")
     for name, value in config.items():
-        if name not in DEFAULTS:
-            raise SpecError(f"config.{name}: unknown parameter (known: {', '.join(DEFAULTS)})")
         why = _check_value(name, value, num_classes)
         if why:
             raise SpecError(f"config.{name}: {why}")
+    return typed
 
 
-def sample_configs(params: dict[str, Param], n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def sample_configs(params: dict[str, Param], n: int, seed: int = 0) -> list[tuple[TrialConfig, dict[str, Any]]]:
     """A few (config, sampled params) pairs drawn without a store, for ``segtune check``."""
     import optuna
 
@@ -229,3 +234,81 @@ def sample_configs(params: dict[str, Param], n: int, seed: int = 0) -> list[tupl
         configs.append((sample(trial, params), dict(trial.params)))
         study.tell(trial, 0.0)
     return configs
+
+
+def active_params(params: dict[str, Param], config: TrialConfig) -> dict[str, Any]:
+    """A configuration in the space's own terms: the values of the parameters it samples, those whose
+    ``when`` holds (what Optuna records as a trial's params)."""
+    values = config.to_dict()
+    out: dict[str, Any] = {}
+    for p in params.values():
+        if p.kind in ("fixed", "value") or any(values.get(d) not in allowed for d, allowed in p.when.items()):
+            continue
+        out[p.name] = f"{config.arch}/{config.encoder}" if p.name == MODEL else values[p.name]
+    return out
+
+
+def stratified_design(params: dict[str, Param], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` start-up configurations that cover every choice of every categorical parameter as evenly as
+    ``n`` allows (each choice ``n / len(choices)`` times, shuffled independently per parameter), and
+    numeric ranges by Latin hypercube (one draw per ``1/n`` stratum, on a log scale where the range is).
+    A random start-up of ten draws leaves some choices unseen; this one does not."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, list[Any]] = {}
+    for p in params.values():
+        if p.kind == "choice":
+            repeated = [p.choices[i % len(p.choices)] for i in range(n)]
+            columns[p.name] = [repeated[i] for i in rng.permutation(n)]
+        elif p.kind in ("uniform", "loguniform", "int"):
+            u = (rng.permutation(n) + rng.uniform(size=n)) / n
+            low, high = (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)
+            draws = [low + x * (high - low) for x in u]
+            draws = [math.exp(d) for d in draws] if p.log else draws
+            if p.kind == "int":
+                draws = [int(p.low + round((d - p.low) / p.step) * p.step) for d in draws]
+            columns[p.name] = draws
+    return [{name: column[i] for name, column in columns.items()} for i in range(n)]
+
+
+def starting_point_params(params: dict[str, Param], point: dict[str, Any], num_classes: int, where: str) -> dict:
+    """A starting point (a known-good configuration run first) as the params Optuna enqueues.
+
+    Every value must lie inside the space: a choice it does not offer, a number outside the range, a
+    value the space fixes to something else, or a parameter whose ``when`` the point does not meet is
+    a SpecError naming it; nothing is dropped silently. Parameters the space fixes may be given (they
+    must agree) and are left out of what is enqueued; searched ones the point leaves out are sampled.
+    """
+    point = dict(point)
+    if MODEL in params and ({"arch", "encoder"} & set(point)):  # Unet + resnet34 written as a pair
+        point[MODEL] = f"{point.pop('arch', DEFAULTS['arch'])}/{point.pop('encoder', DEFAULTS['encoder'])}"
+    values = {**DEFAULTS, **{k: v for k, v in point.items() if k != MODEL}}
+    if MODEL in point:
+        values["arch"], values["encoder"] = split_model(point[MODEL])
+    for name, p in params.items():
+        if p.kind in ("fixed", "value") and name != MODEL:
+            values[name] = p.value
+    enqueue: dict[str, Any] = {}
+    for name, value in point.items():
+        if name not in PARAMETERS and name != MODEL:
+            raise SpecError(f"{where}.{name}: unknown parameter (known: {MODEL}, {', '.join(PARAMETERS)})")
+        why = _check_value(name, value, num_classes)
+        if why:
+            raise SpecError(f"{where}.{name}: {why}")
+        p = params.get(name)
+        if p is None or p.kind in ("fixed", "value"):
+            fixed = DEFAULTS[name] if p is None else p.value
+            if value != fixed:
+                raise SpecError(f"{where}.{name}: {value!r}, but the space fixes {name} to {fixed!r}; "
+                                f"search it (space.{name}), leave it out of the starting point, or run without "
+                                "starting points (--set search.starting_points=[])")  # fmt: skip
+            continue
+        if p.kind == "choice" and value not in p.choices:
+            raise SpecError(f"{where}.{name}: {value!r} is not among space.{name}'s choices {p.choices}")
+        if p.kind in ("uniform", "loguniform", "int") and not (p.low <= value <= p.high):
+            raise SpecError(f"{where}.{name}: {value!r} lies outside space.{name}'s range [{p.low:g}, {p.high:g}]")
+        for dep, allowed in p.when.items():
+            if values.get(dep) not in allowed:
+                raise SpecError(f"{where}.{name}: the space samples {name} only when {dep} is one of {allowed}, "
+                                f"and this point's {dep} is {values.get(dep)!r}")  # fmt: skip
+        enqueue[name] = value
+    return enqueue

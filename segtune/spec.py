@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from segtune.config import TrialConfig
 from segtune.errors import SpecError
+
+if TYPE_CHECKING:
+    from segtune.data.resize import ResizePolicy
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_STORAGE = "sqlite:///segtune.db"
@@ -46,9 +50,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _check_image_size(v: int) -> int:
-    if v < 32 or v % 32:
-        raise ValueError(f"must be a multiple of 32 and at least 32 (got {v}): the encoders downsample 5 times")
+def _check_image_size(v: int | list[int]) -> int | list[int]:
+    sides = [v] if isinstance(v, int) else v
+    if len(sides) not in (1, 2) or any(s < 32 for s in sides):
+        raise ValueError(f"must be one side (the long side) or [height, width], each at least 32 (got {v})")
     return v
 
 
@@ -64,15 +69,36 @@ class SplitSpec(_Strict):
         return self
 
 
+class ListSplitSpec(_Strict):
+    """Fixed splits from list files (one name per line, as the pairing key or the file stem), relative to root."""
+
+    train: str
+    val: str
+    test: str | None = None
+
+
+SPLIT_PLACEHOLDER = "{split}"  # in folder globs: images/{split}/*.jpg reads train/, val/, test/ subfolders
+
+
 class _DatasetBase(_Strict):
-    image_size: int = 224
+    image_size: int | list[int] = 224  # the long side, or [height, width]: pictures fit inside, aspect kept
+    resize: Literal["pad", "squash"] = "pad"  # pad: keep the aspect ratio, pad with ignore; squash: stretch
     limit: int | None = Field(None, ge=1, description="use at most this many images per split (quick runs)")
     skip_bad_files: bool = Field(False, description="leave out unreadable or inconsistent files instead of stopping")
+    allow_missing_classes: bool = Field(
+        False, description="a class with no pixel in the train split is an error unless this is on (quick limit: runs)"
+    )
 
     @field_validator("image_size")
     @classmethod
-    def _size(cls, v: int) -> int:
+    def _size(cls, v: int | list[int]) -> int | list[int]:
         return _check_image_size(v)
+
+    def policy(self) -> ResizePolicy:
+        """How every picture of this dataset becomes the model's input (training, retrain, predict, ONNX)."""
+        from segtune.data.resize import ResizePolicy  # the data package imports this module
+
+        return ResizePolicy.from_spec(self.image_size, self.resize)
 
 
 class OxfordPetsSpec(_DatasetBase):
@@ -91,10 +117,11 @@ class FolderSpec(_DatasetBase):
     masks: str = "masks/*"
     key: str | None = None
     classes: list[str] = Field(min_length=2)
-    values: dict[int, int] | None = None
-    ignore_index: int | None = 255
-    split: SplitSpec = SplitSpec()
-    image_size: int = 256
+    values: dict[int, int] | None = None  # raw mask value -> class index; unset: decided from all masks
+    colors: dict[str, int] | None = None  # colour-coded masks: "r,g,b" -> class index (or ignore_index)
+    ignore_index: int | None = None  # a raw value (or a class index in `values`) that marks pixels to ignore
+    split: SplitSpec | ListSplitSpec | Literal["folders"] = SplitSpec()  # folders: {split} in the globs
+    image_size: int | list[int] = 256
 
     @field_validator("key")
     @classmethod
@@ -108,6 +135,19 @@ class FolderSpec(_DatasetBase):
 
     @model_validator(mode="after")
     def _values_are_classes(self) -> FolderSpec:
+        if self.values and self.colors:
+            raise ValueError("give values (single-channel masks) or colors (colour-coded masks), not both")
+        for colour, cls_index in (self.colors or {}).items():
+            parts = colour.split(",")
+            if len(parts) != 3 or not all(x.strip().isdigit() and int(x) <= 255 for x in parts):
+                raise ValueError(f"colors: {colour!r} is not r,g,b with each in 0..255")
+            if not (0 <= cls_index < len(self.classes)) and cls_index != self.ignore_index:
+                raise ValueError(f"colors: {colour} maps to {cls_index}, neither a class index nor ignore_index")
+        has = [SPLIT_PLACEHOLDER in g for g in (self.images, self.masks)]
+        if self.split == "folders" and not all(has):
+            raise ValueError(f"split: folders needs {SPLIT_PLACEHOLDER} in both globs, e.g. images/{{split}}/*.jpg")
+        if self.split != "folders" and any(has):
+            raise ValueError(f"images/masks: {SPLIT_PLACEHOLDER} in a glob needs split: folders")
         for pixel, cls_index in (self.values or {}).items():
             if not (0 <= pixel <= 255):
                 raise ValueError(f"values: mask pixel value {pixel} is outside 0..255")
@@ -127,7 +167,7 @@ class VocSpec(_DatasetBase):
     year: Literal["2012", "2011", "2010", "2009", "2008", "2007"] = "2012"
     val_fraction: float = Field(0.1, gt=0, lt=1, description="carved from the train list; the val list is the test")
     seed: int = 42
-    image_size: int = 320
+    image_size: int | list[int] = 320
 
 
 class CamVidSpec(_DatasetBase):
@@ -137,7 +177,7 @@ class CamVidSpec(_DatasetBase):
     root: str = "data/CamVid"
     keep: list[str] | None = Field(None, min_length=1, description="classes to learn; the others become background")
     background: str = "background"
-    image_size: int = 256
+    image_size: int | list[int] = 256
 
     @field_validator("keep")
     @classmethod
@@ -151,13 +191,28 @@ class SyntheticSpec(_DatasetBase):
     name: Literal["synthetic"]
     num_images: int = Field(64, ge=4)
     num_classes: int = Field(3, ge=2, le=20)
-    image_size: int = 64
+    image_size: int | list[int] = 64
     split: SplitSpec = SplitSpec()
     seed: int = 0
 
 
 DatasetSpec = Annotated[OxfordPetsSpec | FolderSpec | VocSpec | CamVidSpec | SyntheticSpec, Field(discriminator="name")]
 DATASET_NAMES = ("oxford_pets", "folder", "voc", "camvid", "synthetic")
+DATASET_MODELS: dict[str, type[BaseModel]] = {"oxford_pets": OxfordPetsSpec, "folder": FolderSpec, "voc": VocSpec,
+                                              "camvid": CamVidSpec, "synthetic": SyntheticSpec}  # fmt: skip
+
+
+def dataset_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """The defaults of a dataset section's fields, as JSON: what a stored spec of an older version left out."""
+    model = DATASET_MODELS.get(raw.get("name", ""))
+    if model is None:
+        return {}
+    defaults = {
+        k: f.get_default(call_default_factory=True) for k, f in model.model_fields.items() if not f.is_required()
+    }
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in defaults.items()}
+
+
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor"]  # fmt: skip
@@ -170,22 +225,97 @@ class SearchSpec(_Strict):
     scheduler: Literal["asha", "none"] = "asha"
     trials: int = Field(20, ge=1)
     max_epochs: int = Field(10, ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3, gt=1)
+    grace_period: int | Literal["auto"] = Field("auto", description="first rung (epochs); auto: search/defaults.py")
+    reduction_factor: float | Literal["auto"] = Field("auto", description="ASHA's eta; auto: search/defaults.py")
     metric: Literal["val_miou", "val_dice", "val_pixel_acc"] = "val_miou"
     seed: int | None = 0
     max_concurrent: int | None = Field(None, ge=1)
+    n_startup_trials: int | Literal["auto"] = Field("auto", description="TPE's start-up trials")
+    startup: Literal["random", "stratified"] = Field(
+        "stratified", description="the start-up: a design covering every choice evenly, or i.i.d. draws"
+    )
+    min_first_rung: int | Literal["auto"] = Field("auto", description="results rung 1 needs to pass a trial")
+    brackets: int | Literal["auto"] = Field("auto", description="ASHA brackets (Hyperband-style); auto: 1")
+    budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
+    starting_points: list[dict[str, Any]] = Field(default_factory=list, description="configurations run first")
+    objectives: list[str] | None = Field(None, description="e.g. [val_miou, latency_ms]: accuracy against costs")
+    constraints: dict[str, float] = Field(default_factory=dict, description="e.g. {latency_ms: 20}: cost limits")
+
+    @model_validator(mode="after")
+    def _objectives_known(self) -> SearchSpec:
+        from segtune.objectives import COSTS, NAMES, accuracy_of
+
+        if self.objectives is not None:
+            unknown = [o for o in self.objectives if o not in NAMES]
+            if unknown:
+                raise ValueError(f"objectives: unknown {unknown[0]!r} (known: {', '.join(NAMES)})")
+            if len(set(self.objectives)) != len(self.objectives):
+                raise ValueError("objectives: names one objective twice")
+            accuracy = [o for o in self.objectives if o not in COSTS]
+            if len(accuracy) != 1:
+                raise ValueError("objectives: exactly one accuracy metric (val_miou, val_dice or val_pixel_acc)")
+            if "metric" in self.model_fields_set and self.metric != accuracy_of(self.objectives):
+                raise ValueError(f"metric: {self.metric} but the objectives' accuracy metric is {accuracy[0]}")
+            self.metric = accuracy[0]
+        for name, limit in self.constraints.items():
+            if name not in COSTS:
+                raise ValueError(f"constraints: {name!r} is not a cost (known: {', '.join(COSTS)})")
+            if limit <= 0:
+                raise ValueError(f"constraints: {name} must be a limit > 0, got {limit}")
+        return self
+
+    @property
+    def objective_names(self) -> list[str]:
+        """What the study optimises, accuracy first: [metric] for a single-objective study."""
+        return list(self.objectives) if self.objectives else [self.metric]
+
+    @property
+    def cost_names(self) -> list[str]:
+        """The costs each trial measures: those among the objectives, and those the constraints limit."""
+        from segtune.objectives import COSTS
+
+        named = [*self.objective_names, *self.constraints]
+        return [c for c in COSTS if c in named]
+
+    @field_validator("n_startup_trials")
+    @classmethod
+    def _startup_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'auto' or a whole number >= 0")
+        return v
+
+    @field_validator("grace_period", "min_first_rung", "brackets")
+    @classmethod
+    def _at_least_one(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be 'auto' or a whole number >= 1")
+        return v
+
+    @field_validator("reduction_factor")
+    @classmethod
+    def _above_one(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v <= 1:
+            raise ValueError("must be 'auto' or a number > 1")
+        return v
 
     @model_validator(mode="after")
     def _grace_within_epochs(self) -> SearchSpec:
-        if self.grace_period > self.max_epochs:
+        if isinstance(self.grace_period, int) and self.grace_period > self.max_epochs:
             raise ValueError(f"grace_period ({self.grace_period}) must be <= max_epochs ({self.max_epochs})")
         return self
 
 
 class ResourcesSpec(_Strict):
-    cpus_per_trial: float = Field(1, gt=0)
+    cpus_per_trial: float | Literal["auto"] = "auto"  # auto: a GPU node's CPUs over the trials it holds; CPU-only: 1
     gpus_per_trial: float | Literal["auto"] = "auto"
+    reuse_workers: bool = Field(True, description="a worker process runs trial after trial; false: a fresh one each")
+
+    @field_validator("cpus_per_trial")
+    @classmethod
+    def _positive(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and v <= 0:
+            raise ValueError("must be 'auto' or a number of CPUs > 0")
+        return v
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -196,9 +326,10 @@ class ResourcesSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the GPU has it, else fp16
     channels_last: bool = False
     loader_workers: int | Literal["auto"] = "auto"
+    cap_gpu_memory: bool = Field(True, description="cap each trial's GPU memory at its share of the GPU")
 
 
 class StudySpec(_Strict):
@@ -263,7 +394,10 @@ def validate(raw: Any, source: str = "spec", check_root: bool = True) -> StudySp
     from segtune import space  # the space knows the trial parameters and their registries
 
     try:
-        space.validate_space(space.parse_space(spec.space), num_classes=num_classes(spec.dataset))
+        params = space.parse_space(spec.space)
+        space.validate_space(params, num_classes=num_classes(spec.dataset))
+        for i, point in enumerate(spec.search.starting_points):
+            space.starting_point_params(params, point, num_classes(spec.dataset), f"search.starting_points[{i}]")
     except SpecError as e:
         raise SpecError(f"{source}: {e}") from None
 
@@ -350,8 +484,13 @@ class RetrainSpec(_Strict):
     dataset: DatasetSpec
     config: dict[str, Any]
     epochs: int = Field(ge=1)
+    metric: Literal["val_miou", "val_dice", "val_pixel_acc"] = "val_miou"  # picks the best epoch, as in the search
     train: TrainSpec = TrainSpec()
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    def trial_config(self) -> TrialConfig:
+        """The typed configuration: the written keys, documented defaults for the rest."""
+        return TrialConfig.from_dict(self.config)
 
 
 def load_retrain(path: str | Path, overrides: list[str] | None = None) -> RetrainSpec:

@@ -7,6 +7,10 @@ from typing import Any
 
 import optuna
 
+from segtune.config import METRICS
+from segtune.objectives import COSTS, direction, pareto_front, study_objectives, trial_points, within
+from segtune.search import store
+
 
 def fmt(value: Any) -> str:
     if value is None:
@@ -35,11 +39,19 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def best_first(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Trials by the val mIoU a user sees (a pruned trial's best epoch), trials without one last."""
+HEADERS = {"val_miou": "val_mIoU", "val_dice": "val_Dice", "val_pixel_acc": "pix_acc"}
+
+
+def metric_columns(metric: str) -> list[str]:
+    """The three validation metrics, the study's own (what it ranks by) first."""
+    return [metric] + [m for m in METRICS if m != metric]
+
+
+def best_first(trials: list[optuna.trial.FrozenTrial], metric: str = "val_miou") -> list[optuna.trial.FrozenTrial]:
+    """Trials by the value of ``metric`` a user sees (a pruned trial's best epoch), trials without one last."""
 
     def key(t: optuna.trial.FrozenTrial) -> tuple[int, float]:
-        shown = t.user_attrs.get("val_miou", t.value)
+        shown = store.shown_value(t, metric)
         return (0 if shown is not None else 1, -(shown if shown is not None else 0.0))
 
     return sorted(trials, key=key)
@@ -47,22 +59,39 @@ def best_first(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Froz
 
 def trials_table(study: optuna.Study, limit: int | None = None) -> str:
     """Trials sorted best first (finished before unfinished): what a user reads after a search."""
+    metric = store.study_metric(study)
+    columns = metric_columns(metric)
+    names, limits = study_objectives(study.user_attrs, metric)
+    costs = [c for c in COSTS if c in names or c in limits]
+    trials = study.get_trials(deepcopy=False)
+    front = {p.number for p in pareto_front(trial_points(trials, names, limits), [direction(n) for n in names])}
     rows = []
-    for t in best_first(study.get_trials(deepcopy=False))[:limit]:
+    for t in best_first(trials, metric)[:limit]:
         a = t.user_attrs
-        rows.append(
-            [
-                t.number,
-                t.state.name,
-                a.get("val_miou", t.value),
-                a.get("val_dice"),
-                a.get("val_pixel_acc"),
-                a.get("epochs_run"),
-                _seconds(a.get("wall_time_s")),
-                params_text(t.params),
-            ]
-        )
-    return format_table(["trial", "state", "val_mIoU", "Dice", "pix_acc", "epochs", "seconds", "params"], rows)
+        values = [store.shown_value(t, m) if m == metric else a.get(m) for m in columns]
+        extra = [a.get(c) for c in costs]
+        if len(names) > 1:
+            extra.append("*" if t.number in front else "")
+        if limits:
+            extra.append("-" if not costs or a.get(costs[0]) is None else "yes" if within(a, limits) else "no")
+        rows.append([t.number, t.state.name, *values, *extra, a.get("epochs_run"), _seconds(a.get("wall_time_s")),
+                     params_text(t.params)])  # fmt: skip
+    headers = ["trial", "state", *[HEADERS[m] for m in columns], *costs, *(["front"] if len(names) > 1 else []),
+               *(["feasible"] if limits else []), "epochs", "seconds", "params"]  # fmt: skip
+    return format_table(headers, rows)
+
+
+def front_text(study: optuna.Study) -> str | None:
+    """A multi-objective study's Pareto front, one line: what `status` prints under its table."""
+    metric = store.study_metric(study)
+    names, limits = study_objectives(study.user_attrs, metric)
+    if len(names) < 2:
+        return None
+    front = pareto_front(trial_points(study.get_trials(deepcopy=False), names, limits), [direction(n) for n in names])
+    shown = "; ".join(f"trial {p.number}: " + ", ".join(f"{n} {fmt(v)}" for n, v in zip(names, p.values, strict=True))
+                      for p in front)  # fmt: skip
+    where = f" (feasible trials: {', '.join(f'{k} <= {v:g}' for k, v in limits.items())})" if limits else ""
+    return f"Pareto front of {' vs '.join(names)}{where}: {shown or 'no complete trial yet'}"
 
 
 def studies_table(storage: optuna.storages.BaseStorage) -> str:
@@ -71,7 +100,7 @@ def studies_table(storage: optuna.storages.BaseStorage) -> str:
     for frozen in storage.get_all_studies():
         trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
         count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
-        values = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
         stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
         rows.append([
             frozen.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
@@ -82,3 +111,15 @@ def studies_table(storage: optuna.storages.BaseStorage) -> str:
     if not rows:
         return "no studies in this store"
     return format_table(["study", "trials", "complete", "pruned", "failed", "running", "best", "last update"], rows)
+
+
+def study_line(study: optuna.Study) -> str:
+    """The line above a study's table: its trials, the trial-epochs they trained, and the budget if it has one."""
+    trials = study.get_trials(deepcopy=False)
+    trained = sum(int(t.user_attrs.get("epochs_run") or 0) for t in trials)
+    budget = ((study.user_attrs.get("spec") or {}).get("search") or {}).get("budget_epochs")
+    spent = f" of a budget of {budget}" if budget else ""
+    # starting points and the start-up design wait in the study until a run asks for them
+    queued = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    waiting = f" ({queued} queued, not started)" if queued else ""
+    return f"study {study.study_name!r}: {len(trials) - queued} trials{waiting}, {trained} trial-epochs trained{spent}"
