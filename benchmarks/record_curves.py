@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from segtune import space
-from segtune.config import DEFAULTS
+from segtune.config import DEFAULTS, TrialConfig
 from segtune.data import build_dataset
 from segtune.spec import OxfordPetsSpec
 from segtune.training.loop import fit
@@ -71,7 +71,7 @@ def draw(n: int, seed: int) -> list[dict[str, Any]]:
     """The hand picks, then ``n`` seeded random draws: (sampled params, full config) per entry."""
     entries = [{"source": "hand", "params": dict(p), "config": {**DEFAULTS, **p}} for p in HAND_PICKS]
     for config, params in space.sample_configs(space.parse_space(SPACE), n, seed=seed):
-        entries.append({"source": "random", "params": params, "config": config})
+        entries.append({"source": "random", "params": params, "config": config.to_dict()})
     for i, e in enumerate(entries):
         e["id"] = i
     return entries
@@ -110,7 +110,7 @@ def record_one(entry: dict[str, Any], data: Any, max_epochs: int) -> dict[str, A
 
     failed = None
     try:
-        fit(entry["config"], data, max_epochs, on_epoch, device="cpu", seed=entry["id"])
+        fit(TrialConfig.from_dict(entry["config"]), data, max_epochs, on_epoch, device="cpu", seed=entry["id"])
     except Exception as e:  # noqa: BLE001 - a configuration that diverges is a result too: it fails there
         failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return {
@@ -134,6 +134,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pause-file", type=Path, help="while this file exists, wait before the next configuration "
+                   "(so timing benchmarks can have the machine to themselves)")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -172,6 +174,8 @@ def main() -> None:
                                         val_fraction=ds["val_fraction"], seed=ds["seed"]))  # fmt: skip
     data.splits["test"] = data.splits["test"][:0]  # the replay needs train and val only
     for entry in todo:
+        while args.pause_file is not None and args.pause_file.exists():
+            time.sleep(5)
         started = time.monotonic()
         curve = record_one(entry, data, header["max_epochs"])
         curves.append(curve)

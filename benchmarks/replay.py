@@ -1,0 +1,280 @@
+"""Search strategies replayed over recorded learning curves: many seeds each, no training.
+
+    python benchmarks/replay.py                      # the strategy table (30 seeds each)
+    python benchmarks/replay.py --seeds 3            # quick (CI-sized)
+    python benchmarks/replay.py --starting-points    # the same, each search running the hand picks first
+    python benchmarks/replay.py --tune               # the grid the `auto` defaults were chosen from
+    python benchmarks/replay.py --cost --storage sqlite:///cost.db --storage postgresql://...
+                                                     # the driver's own cost per suggestion as studies grow
+
+Each replay drives segtune's real searcher, rung policy and end-of-trial function (segtune/search/replay.py)
+over benchmarks/curves/pets_sample_64px.jsonl.gz with 2 slots (this machine) until the trial-epoch
+budget is spent. "Best" and "time to target" count complete trials only (what `export` can return).
+Targets: the 90th percentile of the table's final values, and the best hand-picked configuration's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from segtune.search.replay import CurveTable, ReplayResult, Strategy, replay
+from segtune.tables import format_table
+
+HERE = Path(__file__).resolve().parent
+TABLE = HERE / "curves" / "pets_sample_64px.jsonl.gz"
+
+OLD_DEFAULT = dict(grace_period=1, reduction_factor=3, min_first_rung=1, brackets=1, n_startup_trials=10,
+                   startup="random")  # fmt: skip
+STRATEGIES = [
+    Strategy("random, no stopping", sampler="random", scheduler="none"),
+    Strategy("random + ASHA (auto rungs)", sampler="random"),
+    Strategy("TPE, no stopping", scheduler="none"),
+    Strategy("TPE + ASHA, grace 1, rf 3 (the old default)", **OLD_DEFAULT),
+    Strategy("TPE + ASHA, 3 brackets", brackets=3),
+    Strategy("TPE + ASHA, random start-up", startup="random"),
+    Strategy("TPE + ASHA, auto (the default)"),
+]
+
+GRID = {  # --tune: every combination, --seeds each (15 by default)
+    "grace_period": [1, 2, 3],
+    "reduction_factor": [2, 3, 4],
+    "min_first_rung": [1, 3],
+    "n_startup_trials": [5, 10],  # the second look: --grid n_startup_trials=3,5,8 (README)
+    "brackets": [1, 3],
+    "startup": ["random", "stratified"],
+}
+
+
+def quantiles(values: list[float | None]) -> tuple[float, float, float]:
+    """Median and interquartile range; a search that never reached the target counts as infinitely slow."""
+    finite = [math.inf if v is None else v for v in values]
+    q = np.percentile(finite, [25, 50, 75], method="lower")
+    return float(q[1]), float(q[0]), float(q[2])
+
+
+def seconds(v: float) -> str:
+    return "not reached" if math.isinf(v) else f"{v:.0f}"
+
+
+_TABLE: CurveTable | None = None
+
+
+def _init(path: Path) -> None:
+    global _TABLE
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    _TABLE = CurveTable.load(path)
+
+
+def _one(job: tuple[Strategy, int, int, int]) -> ReplayResult:
+    strategy, seed, slots, budget = job
+    assert _TABLE is not None
+    result = replay(_TABLE, strategy, seed=seed, slots=slots, budget_epochs=budget)
+    result.events = []  # not needed here; keeps what crosses the process boundary small
+    return result
+
+
+def run_strategies(path: Path, strategies: list[Strategy], seeds: int, slots: int, budget: int,
+                   jobs: int) -> dict[str, list[ReplayResult]]:  # fmt: skip
+    """Every strategy x seed, ``jobs`` processes at once (each replay is independent)."""
+    out: dict[str, list[ReplayResult]] = {s.name: [] for s in strategies}
+    work = [(s, seed, slots, budget) for s in strategies for seed in range(seeds)]
+    started, done = time.monotonic(), 0
+    with multiprocessing.get_context("spawn").Pool(jobs, initializer=_init, initargs=(path,)) as pool:
+        for result in pool.imap(_one, work, chunksize=4):
+            out[result.strategy].append(result)
+            done += 1
+            if done % max(1, len(work) // 20) == 0 or done == len(work):
+                print(f"  {done}/{len(work)} replays, {time.monotonic() - started:.0f} s", flush=True)
+    return out
+
+
+def summary(table: CurveTable, rs: list[ReplayResult], budget: int) -> tuple[float, float, list[float]]:
+    """Median s to the 90th-percentile target, median s to the best hand pick, median best at budget/4, /2, 1."""
+    target = float(np.percentile(table.finals(), 90))
+    hand = max(c.final(table.max_epochs) or 0 for c in table.hand_picks())
+    bests = [statistics.median([r.best_at(e) or 0.0 for r in rs]) for e in (budget // 4, budget // 2, budget)]
+    return quantiles([r.time_to(target) for r in rs])[0], quantiles([r.time_to(hand) for r in rs])[0], bests
+
+
+def parse_grid(overrides: list[str]) -> dict[str, list[int | str]]:
+    """GRID with ``key=v1,v2`` overrides (a second, finer look around the first grid's winner)."""
+    grid: dict[str, list[int | str]] = dict(GRID)  # type: ignore[arg-type]
+    for item in overrides:
+        key, _, values = item.partition("=")
+        if key not in GRID or not values:
+            raise SystemExit(f"--grid {item!r}: expected KEY=V1,V2 with KEY one of {', '.join(GRID)}")
+        grid[key] = [int(v) if v.isdigit() else v for v in values.split(",")]
+    return grid
+
+
+def tune(path: Path, table: CurveTable, seeds: int, slots: int, budget: int, jobs: int,
+         grid: dict[str, list[int | str]]) -> None:  # fmt: skip
+    """The grid the `auto` defaults were chosen from: ranked by median time to the target, then best at budget."""
+    keys = list(grid)
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    strategies = [Strategy(" ".join(f"{k}={v}" for k, v in c.items()), **c) for c in combos]  # type: ignore[arg-type]
+    baseline = Strategy("random, no stopping", sampler="random", scheduler="none")
+    results = run_strategies(path, [baseline, *strategies], seeds, slots, budget, jobs)
+    base = summary(table, results[baseline.name], budget)
+    rows = []
+    for s in strategies:
+        med, hand, bests = summary(table, results[s.name], budget)
+        rows.append((med, -bests[2], -bests[0], s.name, hand, bests))
+    rows.sort()
+    print(f"\nrandom, no stopping: {seconds(base[0])} s to target, best at budget {base[2][2]:.3f}")
+    print(format_table(["settings", "s to target (median)", "vs random", "s to hand pick", "best at 1/4", "at 1/2",
+                        "at budget"],
+                       [[name, seconds(med), f"{base[0] / med:.2f}x" if math.isfinite(med) else "-", seconds(hand),
+                         *(f"{b:.3f}" for b in bests)] for med, _, _, name, hand, bests in rows[:25]]))  # fmt: skip
+    print("\nmedian s to target by setting (over the rest of the grid):")
+    for k in keys:
+        for v in grid[k]:
+            meds = [r[0] for r in rows if f"{k}={v} " in r[3] + " "]
+            finite = [m for m in meds if math.isfinite(m)]
+            print(
+                f"  {k}={v}: median of medians {statistics.median(finite) if finite else math.inf:.0f} s, "
+                f"{len(meds) - len(finite)} of {len(meds)} combinations never reach it on the median"
+            )
+
+
+def report(table: CurveTable, results: dict[str, list[ReplayResult]], budget: int, baseline: str) -> None:
+    finals = table.finals()
+    target = float(np.percentile(finals, 90))
+    hand = max(c.final(table.max_epochs) or 0 for c in table.hand_picks())
+    checkpoints = [budget // 4, budget // 2, budget]
+    rows = []
+    base = quantiles([r.time_to(target) for r in results[baseline]])[0]
+    for name, rs in results.items():
+        med, q1, q3 = quantiles([r.time_to(target) for r in rs])
+        hmed, _, _ = quantiles([r.time_to(hand) for r in rs])
+        bests = [[r.best_at(e) for r in rs] for e in checkpoints]
+        best_text = [f"{statistics.median([b if b is not None else 0 for b in bs]):.3f}" for bs in bests]
+        speedup = base / med if math.isfinite(med) and math.isfinite(base) else math.nan
+        rows.append([name, f"{seconds(med)} [{seconds(q1)}, {seconds(q3)}]", f"{speedup:.2f}x", seconds(hmed),
+                     *best_text])  # fmt: skip
+    print(f"\n{len(table.curves)} recorded curves ({table.max_epochs} epochs, {len(finals)} complete); "
+          f"target {target:.3f} (90th percentile of final values); best hand pick {hand:.3f}; "
+          f"budget {budget} trial-epochs, {len(next(iter(results.values())))} seeds")  # fmt: skip
+    headers = ["strategy", "s to target: median [IQR]", f"vs {baseline.split(',')[0]}", "s to reach hand pick",
+               *[f"best at {e} ep" for e in checkpoints]]  # fmt: skip
+    print(format_table(headers, rows))
+
+
+def prefill(study: optuna.Study, table: CurveTable, n: int, seed: int) -> None:
+    """``n`` finished trials as a search leaves them: params drawn from the space, the nearest recorded
+    curve's values as intermediate values, the attributes the recorder writes."""
+    from segtune import space
+    from segtune.config import TrialConfig
+
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    frozen = []
+    for _ in range(n):
+        t = draw.ask()
+        config = space.sample(t, table.params)
+        curve = table.nearest(space.active_params(table.params, TrialConfig.from_dict(config.to_dict())))
+        values = {i + 1: v for i, v in enumerate(curve.values) if v is not None}
+        complete = len(curve.values) == table.max_epochs and values
+        frozen.append(optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions,
+            value=max(values.values()) if complete else None, intermediate_values=values,
+            state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
+            user_attrs={"config": config.to_dict(), "epochs_run": len(curve.values),
+                        "epoch_seconds": list(curve.seconds)},
+        ))  # fmt: skip
+        draw.tell(t, state=optuna.trial.TrialState.FAIL)
+    study.add_trials(frozen)
+
+
+def cost(table: CurveTable, sizes: list[int], urls: list[str], measured: int) -> None:
+    """The driver's own time with N trials already in the study, on real stores: per suggestion (TPE's ask
+    with the search's sampler settings), per recorded epoch (report + the attributes the recorder writes),
+    per end of trial (tell)."""
+    from segtune.search import defaults, outcome, store
+    from segtune.search.budget import Budget
+    from segtune.search.recorder import TRIAL_KEY
+    from segtune.search.replay import replay_spec
+    from segtune.search.searcher import OptunaStoreSearcher, make_sampler
+
+    spec = replay_spec(table, Strategy("cost"), trials=10_000, seed=0, budget_epochs=10**6)
+    chosen = defaults.resolve(spec.search, slots=2)
+    rows = []
+    for url in urls:
+        for n in sizes:
+            storage = store.open_storage(url)
+            name = f"cost-{n}-{time.time_ns()}"
+            started = time.monotonic()
+            study = optuna.create_study(storage=storage, study_name=name, sampler=make_sampler(spec, chosen),
+                                        direction="maximize")  # fmt: skip
+            prefill(study, table, n, seed=n)
+            filled = time.monotonic() - started
+            searcher = OptunaStoreSearcher(url, name, "cost", spec, budget=Budget(), study=study, settings=chosen)
+            ask, epoch, tell = [], [], []
+            for k in range(measured):
+                t0 = time.perf_counter()
+                number = searcher.suggest(f"cost-{k}")[TRIAL_KEY]
+                ask.append(time.perf_counter() - t0)
+                handle = store.trial_handle(study, number)
+                for e in range(1, table.max_epochs + 1):
+                    t0 = time.perf_counter()
+                    handle.report(0.3 + 0.01 * e, step=e)
+                    handle.set_user_attr("epochs_run", e)
+                    handle.set_user_attr("epoch_seconds", [1.0] * e)
+                    epoch.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                outcome.tell(study, number, table.max_epochs, table.max_epochs, 0.3 + 0.01 * table.max_epochs)
+                tell.append(time.perf_counter() - t0)
+            rows.append([store.redact(url).split(":")[0], n, f"{filled:.0f}", f"{1000 * statistics.median(ask):.0f}",
+                         f"{1000 * max(ask):.0f}", f"{1000 * statistics.median(epoch):.1f}",
+                         f"{1000 * statistics.median(tell):.1f}"])  # fmt: skip
+            print(f"  {rows[-1][0]}, {n} trials: done", flush=True)
+    print(format_table(["store", "trials in study", "prefill s", "ms per suggestion (median)", "(max)",
+                        "ms per recorded epoch", "ms per tell"], rows))  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", type=Path, default=TABLE)
+    p.add_argument("--seeds", type=int, default=None, help="per strategy (default 30; --tune: 15)")
+    p.add_argument("--slots", type=int, default=2)
+    p.add_argument("--budget", type=int, default=192, help="trial-epochs per search (16 full trials of 12 epochs)")
+    p.add_argument("--starting-points", action="store_true", help="every strategy also runs the hand picks first")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replays run side by side")
+    p.add_argument("--tune", action="store_true", help="the grid behind the auto defaults (15 seeds unless --seeds)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="--tune: replace one axis of the grid (repeatable)")  # fmt: skip
+    p.add_argument("--cost", action="store_true", help="the driver's own cost as the study grows (real stores)")
+    p.add_argument("--storage", action="append", default=[],
+                   help="--cost: a store URL (repeatable; default: a SQLite file in a temporary folder)")  # fmt: skip
+    p.add_argument("--sizes", default="100,500,2000", help="--cost: trials already in the study")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table = CurveTable.load(args.table)
+    if args.cost:
+        with tempfile.TemporaryDirectory() as tmp:
+            urls = args.storage or [f"sqlite:///{tmp}/cost.db"]
+            cost(table, [int(n) for n in args.sizes.split(",")], urls, measured=10)
+        return
+    if args.tune:
+        tune(args.table, table, args.seeds or 15, args.slots, args.budget, args.jobs, parse_grid(args.grid))
+        return
+    strategies = [Strategy(**{**s.__dict__, "starting_points": args.starting_points}) for s in STRATEGIES]
+    results = run_strategies(args.table, strategies, args.seeds or 30, args.slots, args.budget, args.jobs)
+    report(table, results, args.budget, baseline=STRATEGIES[0].name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""How much of every trial slot trains: slot utilisation, start-up, tail, gaps, worker memory, loop speed.
+
+    python benchmarks/trial_overhead.py                 # both studies, workers reused (the default)
+    python benchmarks/trial_overhead.py --fresh-workers # the same with a new process per trial (before)
+
+Definitions (issue "Every trial-second trains"), all read from the study store:
+- training seconds of a trial: the sum of its ``epoch_seconds`` user attr (train + validation per epoch);
+- wall seconds of a search: from the first trial's ask (its ``datetime_start``) to the last trial's tell
+  (the latest ``datetime_complete``); Ray's start-up before the first ask and the tail (where fewer
+  trials run than there are slots) are reported separately;
+- slots: as ``run`` computes them (the study attr ``slots``);
+- slot utilisation = sum of training seconds / (slots x wall seconds);
+- gap: on one worker process, from a trial's last epoch ending to the next trial's first training step.
+
+Then the speed of training inside a trial against a bare PyTorch loop written here for the comparison
+(same model, batch size, image size, augmentation, validation every epoch, data and threads): the
+trial's time per epoch includes its Tune reporting and checkpoint writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import optuna
+import torch
+import torch.nn.functional as F
+
+from segtune import spec as spec_mod
+from segtune.data import build_dataset
+from segtune.search import run as search
+from segtune.tables import format_table
+from segtune.training.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT_TRIALS = {  # 24 short trials: synthetic scenes, 1 epoch when ASHA stops them, 3 when not
+    "study": "short-trials",
+    "dataset": {"name": "synthetic", "num_images": 96, "num_classes": 3, "image_size": 64},
+    "space": {"arch": {"choice": ["SmallUNet", "Unet"]}, "encoder": "resnet18", "augment": "light",
+              "lr": {"loguniform": [1.0e-3, 1.0e-2]}, "batch_size": 8},
+    "search": {"trials": 24, "max_epochs": 3, "grace_period": 1, "reduction_factor": 3, "seed": 0},
+    "resources": {"cpus_per_trial": 1},
+}  # fmt: skip
+
+
+def ran(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if "ray_trial_id" in t.user_attrs and t.datetime_complete]
+
+
+def tail_seconds(trials: list[optuna.trial.FrozenTrial], slots: int, end: float) -> float:
+    """From the last moment every slot was busy to the end of the search."""
+    events = sorted([(t.datetime_start.timestamp(), 1) for t in trials] +
+                    [(t.datetime_complete.timestamp(), -1) for t in trials])  # fmt: skip
+    running, full_until = 0, events[0][0]
+    for when, step in events:
+        if running >= slots:
+            full_until = when
+        running += step
+    return end - full_until
+
+
+def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
+    trials = ran(study)
+    slots = int(study.user_attrs["slots"])
+    first = min(t.datetime_start.timestamp() for t in trials)
+    last = max(t.datetime_complete.timestamp() for t in trials)
+    training = sum(sum(t.user_attrs.get("epoch_seconds", [])) for t in trials)
+    wall = last - first
+    tail = tail_seconds(trials, slots, last)
+    by_worker: dict[int, list[optuna.trial.FrozenTrial]] = defaultdict(list)
+    for t in trials:
+        if t.user_attrs.get("train_started_at") and t.user_attrs.get("train_ended_at"):
+            by_worker[t.user_attrs["worker_pid"]].append(t)
+    gaps, growth = [], []
+    for ts in by_worker.values():
+        ts.sort(key=lambda t: t.user_attrs["train_started_at"])
+        gaps += [b.user_attrs["train_started_at"] - a.user_attrs["train_ended_at"] for a, b in itertools.pairwise(ts)]
+        if len(ts) > 1:
+            growth.append((ts[0].user_attrs["worker_rss_mb"], ts[-1].user_attrs["worker_rss_mb"], len(ts)))
+    return {
+        "trials": len(trials), "slots": slots, "workers": len(by_worker), "wall_s": wall,
+        "training_s": training, "utilisation": training / (slots * wall),
+        "utilisation_before_tail": training / (slots * (wall - tail)) if wall > tail else float("nan"),
+        "startup_s": first - started, "tail_s": tail,
+        "gap_median_s": statistics.median(gaps) if gaps else float("nan"), "gap_max_s": max(gaps, default=math.nan),
+        "rss_mb": growth,
+    }  # fmt: skip
+
+
+def search_once(raw: dict[str, Any], store: str, fresh: bool, tmp: Path) -> dict[str, Any]:
+    raw = {**raw, "resources": {**raw.get("resources", {}), "reuse_workers": not fresh},
+           "results_dir": str(tmp / "runs")}  # fmt: skip
+    spec = spec_mod.validate(raw, check_root=False)
+    started = time.time()
+    study = search.run_study(spec, f"sqlite:///{store}", raw["study"])
+    return utilisation(study, started)
+
+
+# ---- the bare loop: written for the comparison, shares nothing with segtune's fit but the decoded arrays ----
+
+
+def bare_epochs(data: Any, arch: str, encoder: str, batch: int, epochs: int, threads: int) -> list[float]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    from segtune.config import TrialConfig
+
+    model = build_model(TrialConfig(arch=arch, encoder=encoder), data.num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    size = data.image_size
+    s = 0.5
+    augment = A.Compose([A.RandomResizedCrop(size=(size, size), scale=(1 - 0.6 * s, 1.0), ratio=(0.8, 1.25)),
+                         A.HorizontalFlip(p=0.5)])  # segtune's "light" at strength 0.5, written out  # fmt: skip
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+    train, val = data.splits["train"], data.splits["val"]
+    steps = len(train) // batch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = np.random.permutation(train)
+        for b in range(steps):
+            pairs = [augment(image=data.images[i], mask=data.masks[i]) for i in order[b * batch : (b + 1) * batch]]
+            x = torch.from_numpy(np.stack([p["image"] for p in pairs]).transpose(0, 3, 1, 2).copy())
+            y = torch.from_numpy(np.stack([p["mask"] for p in pairs]).astype(np.int64))
+            loss = F.cross_entropy(model((x.float() - mean) / std), y, ignore_index=255)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
+        with torch.no_grad():
+            for b in range(0, len(val), batch * 2):
+                idx = val[b : b + batch * 2]
+                x = torch.from_numpy(data.images[idx].transpose(0, 3, 1, 2).copy())
+                y = torch.from_numpy(data.masks[idx].astype(np.int64))
+                pred = model((x.float() - mean) / std).argmax(1)
+                keep = y != 255
+                confusion += torch.bincount(y[keep] * data.num_classes + pred[keep],
+                                            minlength=data.num_classes**2).view(data.num_classes, -1)  # fmt: skip
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def loop_speed(tmp: Path, epochs: int) -> dict[str, float]:
+    """One trial through the whole search path (Ray, Tune reporting, checkpoints) against the bare loop."""
+    raw = {
+        "study": "loop-speed",
+        "dataset": {"name": "oxford_pets", "root": "builtin:oxford-pets-sample", "image_size": 128,
+                    "val_fraction": 0.25},
+        "space": {"arch": "Unet", "encoder": "resnet18", "loss": "ce", "augment": "light", "aug_strength": 0.5,
+                  "optimizer": "adamw", "lr": 1.0e-3, "weight_decay": 1.0e-4, "schedule": "cosine", "batch_size": 8},
+        "search": {"trials": 1, "max_epochs": epochs, "scheduler": "none"},
+        "resources": {"cpus_per_trial": 2}, "results_dir": str(tmp / "runs"),
+    }  # fmt: skip
+    spec = spec_mod.validate(raw)
+    study = search.run_study(spec, f"sqlite:///{tmp / 'speed.db'}", "loop-speed")
+    t = ran(study)[0]
+    per_epoch = (t.user_attrs["train_ended_at"] - t.user_attrs["train_started_at"]) / t.user_attrs["epochs_run"]
+    bare = bare_epochs(build_dataset(spec.dataset), "Unet", "resnet18", 8, epochs, threads=2)
+    bare_epoch = statistics.median(bare[1:] or bare)
+    return {"trial_s_per_epoch": per_epoch, "bare_s_per_epoch": bare_epoch, "ratio": bare_epoch / per_epoch}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fresh-workers", action="store_true", help="a new worker process per trial (segtune before)")
+    p.add_argument("--demo-trials", type=int, default=16)
+    p.add_argument("--speed-epochs", type=int, default=4)
+    p.add_argument("--skip", nargs="*", default=[], choices=["demo", "short", "speed"])
+    args = p.parse_args()
+    rows, memory = [], []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        studies = []
+        if "demo" not in args.skip:
+            demo = spec_mod.parse_yaml((REPO / "search_spaces" / "demo.yaml").read_text())
+            demo["search"]["trials"] = args.demo_trials
+            studies.append((f"demo, {args.demo_trials} trials", demo))
+        if "short" not in args.skip:
+            studies.append(("synthetic, 24 short trials", SHORT_TRIALS))
+        for name, raw in studies:
+            r = search_once(raw, str(tmp / f"{raw['study']}.db"), args.fresh_workers, tmp)
+            rows.append([name, r["trials"], r["slots"], round(r["wall_s"], 1), round(r["training_s"], 1),
+                         f"{r['utilisation']:.2f}", f"{r['utilisation_before_tail']:.2f}", round(r["startup_s"], 1),
+                         round(r["tail_s"], 1), f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}"])  # fmt: skip
+            memory += [[name, f"{a:.0f} -> {b:.0f} MB over {n} trials"] for a, b, n in r["rss_mb"]]
+        speed = loop_speed(tmp, args.speed_epochs) if "speed" not in args.skip else None
+    mode = "fresh worker per trial" if args.fresh_workers else "workers reused"
+    print(f"\nslot utilisation ({mode}):")
+    print(format_table(["study", "trials", "slots", "wall s", "training s", "utilisation", "before tail",
+                        "start-up s", "tail s", "gap median s", "gap max s"], rows))  # fmt: skip
+    if memory:
+        print("\nworker resident memory, first trial -> last trial:")
+        print(format_table(["study", "per worker"], memory))
+    if speed:
+        print(f"\ntraining inside a trial vs a bare PyTorch loop (Unet/resnet18, pets sample 128 px, batch 8, "
+              f"2 threads): {speed['trial_s_per_epoch']:.2f} s vs {speed['bare_s_per_epoch']:.2f} s per epoch, "
+              f"ratio {speed['ratio']:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
