@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# docker/ built and run for real, as a user runs it, on a host with no container registry and no GPU:
+#   1. a Debian base made with debootstrap and `docker import` (once; kept as segtune-base:bookworm);
+#   2. the segtune image from docker/Dockerfile on that base, torch from PyPI; PostgreSQL from Debian's package;
+#   3. the compose stack: PostgreSQL, a Ray head (no trials), two CPU Ray workers, the driver (not a Ray node)
+#      running a small demo search with --resume, and the dashboard;
+#   4. checks from outside: every trial finished with its per-epoch values, trials on >= 2 worker containers,
+#      the dashboard answering on loopback; the driver stopped mid-search leaves nothing RUNNING and, started
+#      again, resumes to the full trial count;
+#   5. everything torn down (images stay: a second run reuses their layers).
+# Needs root (dockerd, debootstrap), docker-compose (v1 or v2) and the Debian and PyPI registries.
+#   bash docker/smoke.sh            # SMOKE_KEEP=1 leaves the stack up for a look
+set -euo pipefail
+cd "$(dirname "$0")"
+export DOCKER_BUILDKIT=0  # the legacy builder: Debian's docker.io has no buildx
+DOCKER=${DOCKER:-/usr/bin/docker}
+if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose); else COMPOSE=("$DOCKER" compose); fi
+PROJECT=segtune-smoke
+TRIALS=${SMOKE_TRIALS:-6}
+say() { printf '[smoke %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+elapsed() { echo $(( $(date +%s) - $1 )); }
+started=$(date +%s)
+
+"$DOCKER" info >/dev/null 2>&1 || { say "dockerd is not running"; exit 3; }
+
+# 1. the base image
+if ! "$DOCKER" image inspect segtune-base:bookworm >/dev/null 2>&1; then
+  t=$(date +%s)
+  root=$(mktemp -d)
+  debootstrap --variant=minbase --include=ca-certificates,python3,python3-venv,tini bookworm "$root" \
+    http://deb.debian.org/debian >/dev/null
+  tar -C "$root" -c . | "$DOCKER" import - segtune-base:bookworm >/dev/null
+  rm -rf "$root"
+  say "base image segtune-base:bookworm made with debootstrap in $(elapsed "$t") s"
+fi
+
+# 2. the images; pip in the build trusts this host's CA bundle (PIP_CERT), the one way to the registry here
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then cp "$PIP_CERT" build-extra/ca.crt; fi
+t=$(date +%s)
+"$DOCKER" build -q -f Dockerfile -t segtune:local --build-arg BASE=segtune-base:bookworm \
+  --build-arg TORCH="${SMOKE_TORCH:-2.14.1}" --build-arg TORCHVISION="${SMOKE_TORCHVISION:-0.29.1}" \
+  --build-arg TORCH_INDEX= .. >/dev/null
+say "image segtune:local built in $(elapsed "$t") s"
+t=$(date +%s)
+"$DOCKER" build -q -t segtune-postgres:local --build-arg BASE=segtune-base:bookworm postgres >/dev/null
+say "image segtune-postgres:local built in $(elapsed "$t") s"
+
+# 3. the stack
+work=$(mktemp -d)
+mkdir -p "$work/runs" "$work/data" "$work/weights"
+chmod 777 "$work/runs"  # the containers run as uid 1000
+cp -r ../segtune/samples/oxford-pets-sample/oxford-iiit-pet "$work/data/"
+cat > "$work/data/smoke.yaml" <<SPEC
+study: smoke
+dataset: {name: oxford_pets, root: /data, download: false, target: trimap, image_size: 64, val_fraction: 0.25}
+space:
+  arch: {choice: [Unet, FPN]}
+  encoder: resnet18
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+  augment: light
+  batch_size: 8
+search: {trials: $TRIALS, max_epochs: 4, scheduler: none, seed: 0}
+resources: {cpus_per_trial: 1, gpus_per_trial: auto}
+SPEC
+cat > "$work/env" <<ENV
+COMPOSE_PROJECT_NAME=$PROJECT
+POSTGRES_PASSWORD=smoke-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+RAY_AUTH_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SEGTUNE_IMAGE=segtune:local
+SEGTUNE_SPEC=/data/smoke.yaml
+SEGTUNE_DATA=$work/data
+SEGTUNE_RUNS=$work/runs
+SEGTUNE_WEIGHTS=$work/weights
+ENV
+compose() { "${COMPOSE[@]}" -p "$PROJECT" --env-file "$work/env" -f compose.yaml -f compose.cpu.yaml -f compose.local.yaml "$@"; }
+teardown() {
+  if [ "${SMOKE_KEEP:-}" != 1 ]; then
+    compose down -v --remove-orphans >/dev/null 2>&1 || true
+    rm -rf "$work" build-extra/ca.crt
+  fi
+}
+trap teardown EXIT
+sql() {  # one value from the store (0 while the tables do not exist yet)
+  local out
+  out=$(compose exec -T postgres psql -U segtune -d segtune -tAc "$1" 2>/dev/null) || true
+  echo "${out:-0}"
+}
+
+t=$(date +%s)
+compose up -d --scale ray-worker=0 --scale ray-worker-cpu=2 > "$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
+say "stack up in $(elapsed "$t") s: $(compose ps --services | sort | tr '\n' ' ')"
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until the command succeeds
+  local limit=$1 what=$2 deadline=$(( $(date +%s) + $1 ))
+  shift 2
+  until "$@"; do
+    if [ "$(date +%s)" -gt "$deadline" ]; then
+      say "FAILED: no $what within $limit s"; compose logs --tail 40 driver; exit 1
+    fi
+    sleep 3
+  done
+}
+finished() { [ "$(sql "select count(*) from trials where state in ('COMPLETE','PRUNED')")" -ge "$1" ]; }
+wait_for 600 "finished trial" finished 1
+say "first trial finished after $(elapsed "$started") s in all"
+
+# the dashboard answers on loopback (published as 127.0.0.1:8080 only)
+dashboard() { curl -fsS --max-time 5 http://127.0.0.1:8080/api/studies | grep -q '"smoke"'; }
+wait_for 120 "dashboard answer" dashboard
+say "dashboard answers on 127.0.0.1:8080 with study smoke"
+
+# stop the driver mid-search (SIGTERM, as docker stop sends): nothing may be left RUNNING
+running() { [ "$(sql "select count(*) from trials where state = 'RUNNING'")" -ge 1 ]; }
+wait_for 300 "running trial" running
+compose stop driver >/dev/null 2>&1
+left=$(sql "select count(*) from trials where state = 'RUNNING'")
+failed=$(sql "select count(*) from trials t join trial_user_attributes a using (trial_id) where t.state = 'FAIL' and a.key = 'fail_reason' and a.value_json like '%interrupted: SIGTERM%'")
+say "driver stopped: $left trials RUNNING, $failed ended FAIL (interrupted: SIGTERM)"
+[ "$left" = 0 ] || { say "FAILED: trials left RUNNING after docker stop"; exit 1; }
+
+# start it again: --resume runs the interrupted trials again and reaches the full count
+compose start driver >/dev/null 2>&1
+done_all() { finished "$TRIALS" && [ "$(compose ps -q driver | xargs "$DOCKER" inspect -f '{{.State.Running}}')" = false ]; }
+wait_for 1200 "full trial count" done_all
+code=$(compose ps -q driver | xargs "$DOCKER" inspect -f '{{.State.ExitCode}}')
+
+echo
+say "trials by state:"
+sql "select state, count(*) from trials group by state order by state" | sed 's/^/    /'
+epochs=$(sql "select count(*) from trials t where t.state in ('COMPLETE','PRUNED') and (select count(*) from trial_intermediate_values v where v.trial_id = t.trial_id) = (select cast(value_json as int) from trial_user_attributes a where a.trial_id = t.trial_id and a.key = 'epochs_run')")
+nodes=$(sql "select count(distinct value_json) from trial_user_attributes a join trials t using (trial_id) where a.key = 'node_id' and t.state in ('COMPLETE','PRUNED')")
+hosts=$(sql "select string_agg(distinct value_json, ' ') from trial_user_attributes where key = 'node_hostname'")
+retries=$(sql "select count(*) from trial_user_attributes where key = 'retry_of'")
+say "finished trials with one value per epoch run: $epochs; ran on $nodes Ray nodes (hosts $hosts); $retries re-runs of interrupted trials; driver exit code $code"
+compose logs --no-color driver 2>/dev/null | grep -E "resume:|joined|trials on|done:" | tail -4 | sed 's/^/    /'
+[ "$(finished "$TRIALS"; echo $?)" = 0 ] && [ "$epochs" -ge "$TRIALS" ] && [ "$nodes" -ge 2 ] && [ "$code" = 0 ] \
+  || { say "FAILED"; compose logs --tail 60 driver; exit 1; }
+say "PASSED in $(elapsed "$started") s"
