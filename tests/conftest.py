@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -132,3 +134,47 @@ def pg_url() -> Iterator[str]:
     yield url.set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as con:
         con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def ray_node(args: list[str], log: Path, env: dict[str, str] | None = None, cpus: int = 1, gpus: int = 0,
+             ip: str = "127.0.0.1", netns: str | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    """A real Ray node (`ray start ... --block`) with logical CPUs and GPUs, started and waited for."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    with log.open("wb") as f:
+        command = [*prefix, RAY, "start", *args, "--num-cpus", str(cpus), "--num-gpus", str(gpus),
+                   "--node-ip-address", ip, "--disable-usage-stats", "--block"]  # fmt: skip
+        proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env or dict(os.environ),
+                                start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_nodes([proc])
+            raise AssertionError(log.read_text(errors="replace")[-3000:])
+        time.sleep(0.5)
+    return proc
+
+
+def stop_nodes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """--block: SIGTERM stops a node and every process it started; a node slow to go is killed."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # the test is over: no need to wait for a graceful stop
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def pictures(data) -> list:  # noqa: ANN001
+    """Each mask without its padding (resize pad): the part that is the picture."""
+    return [m[:h, :w] for m, (h, w) in zip(data.masks, data.content, strict=True)]
+
+
+def picture_values(data) -> set[int]:  # noqa: ANN001
+    """The labels inside the pictures, the padding's ignore label left out."""
+    return {int(v) for m in pictures(data) for v in np.unique(m)}

@@ -4,12 +4,14 @@ and the store's password shows up nowhere."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
+import shlex
+import socket
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,28 +19,13 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from segtune.search.store import redact
-from tests.conftest import SPACES, segtune
+from tests.conftest import SPACES, ray_node, segtune, stop_nodes
 from tests.test_inspect_export_retrain import free_port
 
 pytestmark = pytest.mark.e2e
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("wb") as f:
-        return subprocess.Popen([RAY, "start", *args, "--num-cpus", "1", "--num-gpus", "0", "--node-ip-address",
-                                 "127.0.0.1", "--disable-usage-stats", "--block"],
-                                stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
-
-
-def _wait_started(proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while "Ray runtime started" not in log.read_text(errors="replace"):
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-        time.sleep(0.5)
 
 
 @pytest.fixture()
@@ -47,22 +34,15 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     port = free_port()
     address = f"127.0.0.1:{port}"
-    procs = [_start(["--head", "--port", str(port), "--include-dashboard", "false"], tmp_path / "head.log", env)]
+    procs = []
     try:
-        _wait_started(procs[0], tmp_path / "head.log")
-        procs.append(_start(["--address", address], tmp_path / "worker.log", env))
-        _wait_started(procs[1], tmp_path / "worker.log")
+        procs.append(
+            ray_node(["--head", "--port", str(port), "--include-dashboard", "false"], tmp_path / "head.log", env)
+        )
+        procs.append(ray_node(["--address", address], tmp_path / "worker.log", env))
         yield address, {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     finally:
-        for proc in reversed(procs):  # --block: SIGTERM stops the node and every process it started
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # the test is over: no need to wait for a graceful stop
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_nodes(procs)
 
 
 def test_a_search_on_two_ray_nodes_with_a_postgres_store(two_nodes, pg_url: str, tmp_path: Path) -> None:
@@ -95,3 +75,88 @@ def test_a_search_on_two_ray_nodes_with_a_postgres_store(two_nodes, pg_url: str,
     assert password not in attrs
     leaked = [p for p in (tmp_path / "runs").rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
     assert not leaked, leaked
+
+
+def _relay(listen: tuple[str, int], to: tuple[str, int], stop: threading.Event) -> None:
+    """A TCP relay: the driver's namespace reaches the loopback-only PostgreSQL through the veth."""
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    server = socket.create_server(listen)
+    server.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            client, _ = server.accept()
+        except TimeoutError:
+            continue
+        upstream = socket.create_connection(to)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+    server.close()
+
+
+@pytest.fixture()
+def driver_netns() -> Iterator[tuple[str, str, str]]:
+    """A network namespace joined to this host by a veth pair: (namespace, host side IP, namespace side IP).
+    From inside, no Ray node of this host is reachable except over the veth, as from another machine."""
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if, ns_if = f"segtune-{tag}", f"vh{tag}", f"vn{tag}"
+    octet = int(tag[:2], 16) % 200 + 20
+    host_ip, ns_ip = f"10.{octet}.77.1", f"10.{octet}.77.2"
+    inside = ["ip", "netns", "exec", ns]
+    for command in (
+        ["ip", "netns", "add", ns], ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+        ["ip", "link", "set", ns_if, "netns", ns], ["ip", "addr", "add", f"{host_ip}/24", "dev", host_if],
+        ["ip", "link", "set", host_if, "up"], [*inside, "ip", "addr", "add", f"{ns_ip}/24", "dev", ns_if],
+        [*inside, "ip", "link", "set", ns_if, "up"], [*inside, "ip", "link", "set", "lo", "up"],
+        [*inside, "ip", "route", "add", "default", "via", host_ip],  # as another machine has one
+    ):  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+    try:
+        yield ns, host_ip, ns_ip
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+
+
+def test_a_driver_that_is_not_a_ray_node_joins_and_runs_a_search(driver_netns, pg_url: str, tmp_path: Path) -> None:
+    """The documented cluster command from a machine that is not a Ray node (the compose driver's case):
+    a head and a worker on this host, the driver in its own network namespace with its own /tmp/ray, so it
+    sees no node of theirs but over the network; the store in PostgreSQL."""
+    ns, host_ip, ns_ip = driver_netns
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    port, pg_port = free_port(), free_port()
+    stop = threading.Event()
+    relay = threading.Thread(target=_relay, args=((host_ip, pg_port), ("127.0.0.1", 5432), stop), daemon=True)
+    relay.start()
+    url = make_url(pg_url).set(host=host_ip, port=pg_port).render_as_string(hide_password=False)
+    procs = []
+    try:
+        procs.append(ray_node(["--head", "--port", str(port), "--include-dashboard", "false"], tmp_path / "head.log",
+                              env, ip=host_ip))  # fmt: skip
+        procs.append(ray_node(["--address", f"{host_ip}:{port}"], tmp_path / "worker.log", env, ip=host_ip))
+        run = [sys.executable, "-m", "segtune", "run", str(SPACES / "demo.yaml"), "--address", f"{host_ip}:{port}",
+               "--study", "netns", "--set", "search.trials=3", "--set", "search.max_epochs=1",
+               "--set", "search.grace_period=1",
+               "--set", "dataset={name: synthetic, num_images: 32, image_size: 32}",
+               "--set", "space={arch: SmallUNet, batch_size: 4}", "--set", "search.starting_points=[]",
+               "--set", f"results_dir={tmp_path / 'runs'}"]  # fmt: skip
+        script = "mount -t tmpfs tmpfs /tmp/ray && exec " + " ".join(shlex.quote(a) for a in run)
+        proc = subprocess.run(["ip", "netns", "exec", ns, "unshare", "--mount", "sh", "-c", script],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                              env={**env, "SEGTUNE_STORAGE": url, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    finally:
+        stop_nodes(procs)
+        stop.set()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"3 trials on {host_ip}:{port}" in proc.stdout and "3/3 done" in proc.stdout
+    trials = optuna.load_study(study_name="netns", storage=pg_url).trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["node_ip"] for t in trials} == {host_ip}  # trials ran on the cluster, none on the driver
+    assert ns_ip not in proc.stdout

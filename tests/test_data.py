@@ -11,8 +11,10 @@ from PIL import Image
 from segtune.data import build_dataset, index_summary
 from segtune.data.base import read_image
 from segtune.data.labels import IGNORE_INDEX
+from segtune.data.resize import ResizePolicy
 from segtune.errors import DataError
 from segtune.spec import FolderSpec, OxfordPetsSpec, SyntheticSpec
+from tests.conftest import picture_values, pictures
 
 
 def pets(root: Path | str, **kw) -> OxfordPetsSpec:
@@ -25,7 +27,8 @@ def test_oxford_pets_trimap_splits_and_labels(pets_sample: Path) -> None:
     # the official lists: 300 trainval ids (a seeded 20% become val) and 298 test ids
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 240, "val": 60, "test": 298}
     assert data.images.shape == (598, 64, 64, 3) and data.images.dtype == np.uint8
-    assert set(np.unique(data.masks)) == {0, 1, 2}
+    assert picture_values(data) == {0, 1, 2}  # the padding around non-square pictures is ignored
+    assert (data.content.max(1) == 64).all() and (data.content.min(1) < 64).any()  # long side 64, aspect kept
     share = index_summary(data)["pixel_share"]
     assert share["background"] > share["pet"] > share["border"] > 0.05
     again = build_dataset(pets(pets_sample))
@@ -37,7 +40,8 @@ def test_oxford_pets_binary_ignores_the_border(pets_sample: Path) -> None:
     binary = build_dataset(pets(pets_sample, target="binary", limit=20))
     assert binary.classes == ["background", "pet"]
     assert set(np.unique(binary.masks)) == {0, 1, IGNORE_INDEX}
-    assert np.array_equal(binary.masks == IGNORE_INDEX, tri.masks == 2)
+    # the border is ignored: where the trimap says border, and (as in both) the padding
+    assert np.array_equal(binary.masks == IGNORE_INDEX, (tri.masks == 2) | (tri.masks == IGNORE_INDEX))
 
 
 def test_quirky_pictures_are_read_as_rgb(pets_sample: Path) -> None:
@@ -45,8 +49,8 @@ def test_quirky_pictures_are_read_as_rgb(pets_sample: Path) -> None:
     assert Image.open(images / "Abyssinian_34.jpg").mode == "P"
     assert Image.open(images / "Abyssinian_5.jpg").mode == "RGBA"
     for name in ("Abyssinian_34.jpg", "Abyssinian_5.jpg"):
-        arr = read_image(images / name, 64)
-        assert arr.shape == (64, 64, 3) and arr.std() > 10
+        arr, (h, w), _ = read_image(images / name, ResizePolicy.from_spec(64))
+        assert arr.shape == (64, 64, 3) and max(h, w) == 64 and arr[:h, :w].std() > 10
 
 
 def test_folder_over_the_pets_sample_includes_the_odd_files(pets_sample: Path) -> None:
@@ -57,6 +61,7 @@ def test_folder_over_the_pets_sample_includes_the_odd_files(pets_sample: Path) -
         masks="annotations/trimaps/Abyssinian_*.png",
         classes=["background", "pet"],
         values={2: 0, 1: 1, 3: 255},
+        ignore_index=255,  # the border: the spec says what 255 means
         image_size=64,
     )
     data = build_dataset(spec)
@@ -117,7 +122,7 @@ def test_folder_pairs_by_key_and_reads_every_mask_encoding(tmp_path: Path) -> No
     data = build_dataset(lesion_spec(tmp_path))
     assert data.names == [f"IMD{i:03d}" for i in range(8)]
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 4, "val": 2, "test": 2}
-    for m in data.masks:  # every encoding reads as the same square lesion
+    for m in pictures(data):  # every encoding reads as the same square lesion
         assert set(np.unique(m)) == {0, 1}
         assert 0.2 < m.mean() < 0.3
 

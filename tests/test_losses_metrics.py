@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from segtune.config import DEFAULTS
+from segtune.config import TrialConfig
 from segtune.data.labels import IGNORE_INDEX
 from segtune.training.losses import build_loss
 from segtune.training.metrics import SegMetrics
@@ -29,7 +29,7 @@ def logits(margin: float = 20.0, classes: int = 2) -> torch.Tensor:
 
 
 def loss(name: str, x: torch.Tensor, **cfg) -> float:
-    return float(build_loss({**DEFAULTS, "loss": name, **cfg})(x, TARGET))
+    return float(build_loss(TrialConfig(loss=name, **cfg))(x, TARGET))
 
 
 def test_cross_entropy_skips_ignored_pixels_and_uses_class_weights() -> None:

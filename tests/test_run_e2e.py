@@ -50,7 +50,7 @@ def test_store_tells_the_truth(searched) -> None:
 def test_progress_and_final_table_are_printed(searched) -> None:
     _, proc = searched
     out = proc.stdout
-    assert "decoded 60 images at 64 px once for all trials" in out
+    assert "decoded 48 images at 64 px once for all trials (train 36, val 12, test 0)" in out  # test: retrain
     assert "8/8 done: 0 running" in out and "best val_miou" in out
     table = out.split("best trials of study 'e2e'")[1]
     for column in ("trial", "state", "val_mIoU", "Dice", "pix_acc", "epochs", "params"):
@@ -77,6 +77,7 @@ def test_a_trial_that_raises_ends_fail_with_its_reason_and_the_search_goes_on(tm
         "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{db}", "--study", "nan",
         "--set", "dataset={name: synthetic, num_images: 64, image_size: 32}", "--set", "search.trials=2",
         "--set", "search.max_epochs=2", "--set", "space={arch: Unet, encoder: resnet18, lr: 1.0e+6, optimizer: sgd}",
+        "--set", "search.starting_points=[]",
         "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path,
     )  # fmt: skip
     assert "2/2 done: 0 running, 0 complete, 0 pruned, 2 failed" in proc.stdout
@@ -109,6 +110,7 @@ def test_a_trial_out_of_memory_fails_with_the_reason_and_the_others_run(tmp_path
         "--set", "search.max_epochs=1", "--set", "search.grace_period=1", "--set", "search.sampler=random",
         "--set", "search.seed=0",  # draws 16, 8, 16, 16
         "--set", "space={arch: 'tests.test_run_e2e:OOMAbove8', batch_size: {choice: [8, 16]}}",
+        "--set", "search.starting_points=[]",
         "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path, env={"PYTHONPATH": str(REPO)},
     )  # fmt: skip
     trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{db}").trials
@@ -116,6 +118,6 @@ def test_a_trial_out_of_memory_fails_with_the_reason_and_the_others_run(tmp_path
     assert by_batch[8] and by_batch[16], "the seed draws both batch sizes"
     for t in by_batch[16]:
         assert t.state == TrialState.FAIL
-        assert t.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory")
+        assert t.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory at batch size 16 ")
     assert all(t.state == TrialState.COMPLETE for t in by_batch[8])
     assert "FAILED (OutOfMemoryError: CUDA out of memory" in proc.stdout

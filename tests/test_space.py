@@ -28,16 +28,15 @@ def test_sampling_respects_ranges_conditions_and_fixed_values(tmp_path) -> None:
         trial = study.ask()
         cfg = space.sample(trial, params)
         study.tell(trial, 0.5)
-        seen_losses.add(cfg["loss"])
-        assert set(DEFAULTS) <= set(cfg)
-        assert cfg["encoder"] == "resnet18" and "encoder" not in trial.params  # fixed: in the config, not a param
-        assert ("tversky_alpha" in trial.params) == (cfg["loss"] == "tversky")
-        if cfg["loss"] != "tversky":
-            assert cfg["tversky_alpha"] == DEFAULTS["tversky_alpha"]
+        seen_losses.add(cfg.loss)
+        assert cfg.encoder == "resnet18" and "encoder" not in trial.params  # fixed: in the config, not a param
+        assert ("tversky_alpha" in trial.params) == (cfg.loss == "tversky")
+        if cfg.loss != "tversky":
+            assert cfg.tversky_alpha == DEFAULTS["tversky_alpha"]
         else:
-            assert 0.3 <= cfg["tversky_alpha"] <= 0.7
-        assert cfg["schedule"] == ("onecycle" if cfg["arch"] == "FPN" else DEFAULTS["schedule"])
-        assert 1e-5 <= cfg["lr"] <= 1e-2 and cfg["batch_size"] in (4, 8, 12, 16)
+            assert 0.3 <= cfg.tversky_alpha <= 0.7
+        assert cfg.schedule == ("onecycle" if cfg.arch == "FPN" else DEFAULTS["schedule"])
+        assert 1e-5 <= cfg.lr <= 1e-2 and cfg.batch_size in (4, 8, 12, 16)
     assert seen_losses == {"ce", "tversky", "dice+focal"}
     stored = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 's.db'}")
     assert len(stored.trials) == 40

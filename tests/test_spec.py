@@ -34,10 +34,12 @@ def test_scientific_notation_reads_as_a_number() -> None:
 
 
 def test_overrides_change_any_field_and_are_validated() -> None:
-    spec = spec_mod.load(DEMO, ["search.trials=4", "dataset.image_size=64", "space.lr=0.01"])
-    assert spec.search.trials == 4 and spec.dataset.image_size == 64 and spec.space["lr"] == 0.01
-    with pytest.raises(SpecError, match=r"dataset\.image_size: must be a multiple of 32"):
-        spec_mod.load(DEMO, ["dataset.image_size=100"])
+    spec = spec_mod.load(
+        DEMO, ["search.trials=4", "dataset.image_size=64", "space.lr=0.002", "search.starting_points=[]"]
+    )
+    assert spec.search.trials == 4 and spec.dataset.image_size == 64 and spec.space["lr"] == 0.002
+    with pytest.raises(SpecError, match=r"dataset\.image_size: must be one side .* at least 32 \(got 16\)"):
+        spec_mod.load(DEMO, ["dataset.image_size=16"])
     with pytest.raises(SpecError, match="expected dotted.key=value"):
         spec_mod.load(DEMO, ["search.trials"])
 
@@ -60,8 +62,10 @@ BAD = [
         "grace_period_zero",
         ["search.grace_period=0"],
         None,
-        "search.grace_period: Input should be greater than or equal to 1",
+        "search.grace_period: must be 'auto' or a whole number >= 1",
     ),
+    ("rf_one", ["search.reduction_factor=1"], None, "search.reduction_factor: must be 'auto' or a number > 1"),
+    ("rungs_word", ["search.min_first_rung=many"], None, "search.min_first_rung"),
     ("grace_beyond_epochs", ["search.grace_period=9"], None, "search: grace_period (9) must be <= max_epochs (6)"),
     ("typo_field", ["search.trails=3"], None, "search.trails: unknown field"),
     ("unknown_param", ["space.learning_rate=0.1"], None, "space.learning_rate: unknown parameter"),

@@ -114,3 +114,57 @@ def test_a_wrong_postgres_password_fails_at_once_without_showing_it(pg_url: str,
     assert proc.returncode == 2 and time.monotonic() - started < 30
     assert "password authentication failed" in proc.stderr and "***" in proc.stderr
     assert "not-the-password" not in proc.stdout + proc.stderr
+
+
+def test_every_call_optunas_cached_storage_makes_is_retried() -> None:
+    """Optuna wraps the storage in _CachedStorage, which calls private methods of it: each must retry."""
+    import inspect
+    import re
+
+    from optuna.storages import _cached_storage
+
+    called = set(re.findall(r"self\._backend\.(\w+)\(", inspect.getsource(_cached_storage)))
+    assert called, "Optuna's cached storage no longer calls its backend the way store.py expects"
+    plain = optuna.storages.RDBStorage
+    not_retried = sorted(n for n in called if getattr(store.RetryingRDBStorage, n) is getattr(plain, n))
+    assert not not_retried, f"calls that would not be retried: {not_retried}"
+
+
+def test_a_search_survives_connections_killed_while_trials_are_asked_and_told(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL kills segtune's connections every 0.3 s through a whole real search: ask, suggest,
+    report and tell all meet dropped connections. The search ends normally with every trial recorded
+    exactly once, with its values."""
+    from tests.conftest import SPACES, segtune
+
+    db = make_url(pg_url).database
+    stop, kills = threading.Event(), []
+
+    def killer() -> None:
+        with _admin(pg_url) as admin:
+            while not stop.is_set():
+                kills.append(_kill_segtune_connections(admin, db))
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        proc = segtune(
+            "run", str(SPACES / "demo.yaml"), "--storage", pg_url, "--study", "killed",
+            "--set", "dataset={name: synthetic, num_images: 32, image_size: 32}", "--set", "search.trials=8",
+            "--set", "search.max_epochs=2", "--set", "search.grace_period=1",
+            "--set", "space={arch: SmallUNet, lr: {loguniform: [1.0e-3, 1.0e-2]}, batch_size: 4}",
+            "--set", "search.starting_points=[]",
+            "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path, check=False,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert sum(kills) >= 20, f"only {sum(kills)} connections were killed: the test did not test"
+    assert "Traceback" not in proc.stderr
+    trials = optuna.load_study(study_name="killed", storage=pg_url).trials
+    assert [t.number for t in trials] == list(range(8)), "no ghost trial, none missing"
+    for t in trials:
+        assert t.state.name in ("COMPLETE", "PRUNED"), (t.number, t.state, t.user_attrs, proc.stdout[-3000:])
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs_run"] + 1))
+        assert t.value is not None and t.user_attrs["ray_trial_id"]
