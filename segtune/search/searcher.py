@@ -42,9 +42,11 @@ def queue_first_trials(study: optuna.Study, spec: StudySpec, settings: SearchSet
     new = not study.trials
     for fixed in points:
         study.enqueue_trial(fixed, user_attrs={STARTING_POINT: True}, skip_if_exists=True)
-    if new and settings.startup == "stratified" and spec.search.sampler == "tpe":
+    # no more than the first run will run: a queued trial nobody asks for would wait in the store forever
+    size = min(settings.n_startup_trials, spec.search.trials - len(points))
+    if new and settings.startup == "stratified" and spec.search.sampler == "tpe" and size > 0:
         params = space.parse_space(spec.space)
-        for fixed in space.stratified_design(params, settings.n_startup_trials, seed=spec.search.seed or 0):
+        for fixed in space.stratified_design(params, size, seed=spec.search.seed or 0):
             study.enqueue_trial(fixed)
 
 
