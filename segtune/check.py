@@ -101,5 +101,9 @@ def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str
         share = ", ".join(f"{k} {v:.1%}" for k, v in summary["pixel_share"].items())
         print(f"  mask values: {data.labels_note}", file=out)
         print(f"  label values seen (share of pixels): {share}", file=out)
+        if summary["padding_share"]:
+            h, w = data.resize.canvas
+            print(f"  padding to the {h}x{w} canvas: {summary['padding_share']:.1%} of it, ignored in training "
+                  "and not counted above", file=out)  # fmt: skip
         report["dataset"] = summary
     return report

@@ -357,9 +357,15 @@ def limit_records(records: list[Record], limit: int | None) -> list[Record]:
 def index_summary(data: SegData) -> dict[str, object]:
     """Counts per split and the label values seen: what `segtune check` prints."""
     counts = {s: int(len(idx)) for s, idx in data.splits.items()}
-    values, pixels = np.unique(data.masks, return_counts=True)
+    assert data.content is not None
+    pixels = np.zeros(256, dtype=np.int64)  # over each picture's own part of the canvas: padding is not data
+    for mask, (h, w) in zip(data.masks, data.content, strict=True):
+        pixels += np.bincount(mask[:h, :w].ravel(), minlength=256)
+    labelled = max(1, int(pixels.sum()))
     seen = {}
-    for v, n in zip(values.tolist(), pixels.tolist(), strict=True):
+    for v in np.flatnonzero(pixels).tolist():
         label = "ignore" if v == IGNORE_INDEX else data.classes[v] if v < data.num_classes else f"?{v}"
-        seen[label] = round(n / data.masks.size, 4)
-    return {"images": len(data.names), "splits": counts, "classes": data.classes, "pixel_share": seen}
+        seen[label] = round(int(pixels[v]) / labelled, 4)
+    padding = round(1 - labelled / max(1, data.masks.size), 4)
+    return {"images": len(data.names), "splits": counts, "classes": data.classes, "pixel_share": seen,
+            "padding_share": padding}  # fmt: skip
