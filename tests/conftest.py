@@ -16,6 +16,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# The Ctrl-C tests send SIGINT to `segtune` processes they start. A shell starts a background job (`pytest &`)
+# with SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt in them: give them
+# the default, as in a foreground run.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"

@@ -29,15 +29,15 @@ pytestmark = pytest.mark.e2e
 def searched_lesions(tmp: Path) -> str:
     """A real little search whose 3 complete trials differ (so the top 2 are distinct configurations)."""
     root = tmp / "lesions"
-    lesion_folder(root, n=16)
+    lesion_folder(root, n=48)  # enough pictures that a fold takes seconds: an interruption lands mid-finish
     url = f"sqlite:///{tmp / 'store.db'}"
     segtune(
         "run", str(Path(__file__).parents[1] / "search_spaces" / "demo.yaml"), "--storage", url, "--study", "les",
-        "--set", f"dataset={{name: folder, root: {root}, classes: [skin, lesion], image_size: 32, "
+        "--set", f"dataset={{name: folder, root: {root}, classes: [skin, lesion], image_size: 64, "
                  "split: {val: 0.25, test: 0.25, seed: 1}}",
         "--set", "space={arch: SmallUNet, augment: none, batch_size: 4, lr: {choice: [0.003, 0.01, 0.001]}}",
         "--set", "search.starting_points=[]",
-        "--set", "search.trials=3", "--set", "search.max_epochs=2", "--set", "search.scheduler=none",
+        "--set", "search.trials=3", "--set", "search.max_epochs=5", "--set", "search.scheduler=none",
         "--set", "search.sampler=random", "--set", f"results_dir={tmp / 'runs'}", cwd=tmp,
     )  # fmt: skip
     return url
@@ -50,7 +50,8 @@ def finish_args(url: str, out: Path) -> list[str]:
 def test_finish_on_folds_resumes_and_chooses_without_test_data(tmp_path: Path) -> None:
     url = searched_lesions(tmp_path)
     out = tmp_path / "finish"
-    run = Background(*finish_args(url, out), cwd=tmp_path)  # interrupted after its first fold model
+    # interrupted after its first fold model (5 epochs a fold give the signal time to land before the rest is done)
+    run = Background(*finish_args(url, out), cwd=tmp_path)
     try:
         run.wait_for("fold 1/2:")
         run.proc.send_signal(signal.SIGINT)
@@ -61,7 +62,7 @@ def test_finish_on_folds_resumes_and_chooses_without_test_data(tmp_path: Path) -
     assert 1 <= len(partial["results"]) < 4 and "summary" not in partial
 
     proc = segtune(*finish_args(url, out), cwd=tmp_path)
-    assert "2 configurations x 2 folds = 4 trainings of 2 epochs" in proc.stdout
+    assert "2 configurations x 2 folds = 4 trainings of 5 epochs" in proc.stdout
     assert "configuration 1 (trial" in proc.stdout and "fold 1/2: done earlier" in proc.stdout  # resumed
     record = json.loads((out / "finish.json").read_text())
     assert len(record["results"]) == 4 and len(record["summary"]["means"]) == 2
@@ -92,7 +93,7 @@ def test_finish_on_folds_resumes_and_chooses_without_test_data(tmp_path: Path) -
 def record_test_names(tmp: Path) -> set[str]:
     from segtune.spec import FolderSpec
 
-    spec = FolderSpec(name="folder", root=str(tmp / "lesions"), classes=["skin", "lesion"], image_size=32,
+    spec = FolderSpec(name="folder", root=str(tmp / "lesions"), classes=["skin", "lesion"], image_size=64,
                       split={"val": 0.25, "test": 0.25, "seed": 1})  # fmt: skip
     data = build_dataset(spec)
     return {data.names[i] for i in data.splits["test"]}
@@ -123,7 +124,7 @@ def test_onnx_round_trips_with_its_pytorch_outputs(arch: str, encoder: str, pets
 
 def test_export_model_and_predict_on_onnx_write_the_masks_the_checkpoint_writes(tmp_path: Path) -> None:
     root = tmp_path / "lesions"
-    lesion_folder(root, n=16)
+    lesion_folder(root, n=48)  # enough pictures that a fold takes seconds: an interruption lands mid-finish
     spec = tmp_path / "retrain.yaml"
     spec.write_text(json.dumps({"name": "les", "dataset": {"name": "folder", "root": str(root),
                                 "classes": ["skin", "lesion"], "image_size": [48, 64], "split": {"val": 0.25,

@@ -47,10 +47,25 @@ def test_store_tells_the_truth(searched) -> None:
     assert study.user_attrs["classes"] == ["background", "pet", "border"]
 
 
+def test_trials_reuse_their_worker_processes_and_store_their_training_seconds(searched) -> None:
+    """Every trial-second trains: a slot's worker process serves trial after trial (no start-up per trial),
+    and each trial stores its train + validation seconds per epoch (what slot utilisation is computed from)."""
+    tmp, _ = searched
+    study = load(tmp)
+    first_run = study.trials[0].user_attrs["run_id"]
+    ran = [t for t in study.trials if "ray_trial_id" in t.user_attrs and t.user_attrs["run_id"] == first_run]
+    slots = study.user_attrs["slots"]
+    assert len({t.user_attrs["worker_pid"] for t in ran}) <= slots < len(ran)
+    for t in ran:
+        seconds = t.user_attrs["epoch_seconds"]
+        assert len(seconds) == t.user_attrs["epochs_run"] and all(s > 0 for s in seconds)
+        assert sum(seconds) <= t.user_attrs["wall_time_s"]
+
+
 def test_progress_and_final_table_are_printed(searched) -> None:
     _, proc = searched
     out = proc.stdout
-    assert "decoded 48 images at 64 px once for all trials (train 36, val 12, test 0)" in out  # test: retrain
+    assert "decoded 48 images at 64x64 px (pad) once for all trials (train 36, val 12, test 0)" in out  # test: retrain
     assert "8/8 done: 0 running" in out and "best val_miou" in out
     table = out.split("best trials of study 'e2e'")[1]
     for column in ("trial", "state", "val_mIoU", "Dice", "pix_acc", "epochs", "params"):

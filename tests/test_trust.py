@@ -23,6 +23,7 @@ from PIL import Image
 
 from segtune.config import TrialConfig
 from segtune.data.base import carve
+from segtune.data.resize import ResizePolicy
 from segtune.training import checkpoint
 from segtune.training.models import build_model
 from tests.conftest import REPO, segtune
@@ -175,7 +176,8 @@ def code_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         sys.path.remove(str(code))
         sys.modules.pop("evil_mod", None)
     (code / "IMPORTED").unlink()
-    ckpt = checkpoint.save(tmp_path / "ckpt" / "model.pt", model, TrialConfig(arch="evil_mod:Net"), ["bg", "fg"], 32)
+    ckpt = checkpoint.save(tmp_path / "ckpt" / "model.pt", model, TrialConfig(arch="evil_mod:Net"), ["bg", "fg"],
+                           ResizePolicy.from_spec(32))  # fmt: skip
     return ckpt, {"PYTHONPATH": f"{code}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
