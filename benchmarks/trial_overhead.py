@@ -115,9 +115,9 @@ def bare_epochs(data: Any, arch: str, encoder: str, batch: int, epochs: int, thr
 
     model = build_model(TrialConfig(arch=arch, encoder=encoder), data.num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    size = data.image_size
+    h, w = data.resize.canvas
     s = 0.5
-    augment = A.Compose([A.RandomResizedCrop(size=(size, size), scale=(1 - 0.6 * s, 1.0), ratio=(0.8, 1.25)),
+    augment = A.Compose([A.RandomResizedCrop(size=(h, w), scale=(1 - 0.6 * s, 1.0), ratio=(0.8 * w / h, 1.25 * w / h)),
                          A.HorizontalFlip(p=0.5)])  # segtune's "light" at strength 0.5, written out  # fmt: skip
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
