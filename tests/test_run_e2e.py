@@ -62,6 +62,28 @@ def test_trials_reuse_their_worker_processes_and_store_their_training_seconds(se
         assert sum(seconds) <= t.user_attrs["wall_time_s"]
 
 
+GROWTH_MB = 150  # before each worker gave its memory back: +230 to +340 MB from its 2nd to its 4th trial here
+
+
+def test_a_reused_worker_does_not_grow_trial_after_trial(searched) -> None:
+    """What a worker holds when a trial begins (after the previous trial freed its own) stays level: from its
+    second trial on (the first begins before torch has allocated anything) it may move with the allocator,
+    not climb by a model's worth per trial."""
+    tmp, _ = searched
+    study = load(tmp)
+    first_run = study.trials[0].user_attrs["run_id"]
+    ran = [t for t in study.trials if "ray_trial_id" in t.user_attrs and t.user_attrs["run_id"] == first_run]
+    by_worker: dict[int, list[tuple[float, float]]] = {}
+    for t in ran:
+        a = t.user_attrs
+        by_worker.setdefault(a["worker_pid"], []).append((a["train_started_at"], a["worker_rss_start_mb"]))
+    served = [sorted(starts) for starts in by_worker.values() if len(starts) >= 3]
+    assert served, f"no worker served 3 trials: {by_worker}"
+    for starts in served:
+        second, last = starts[1][1], starts[-1][1]
+        assert last <= second + GROWTH_MB, [round(mb) for _, mb in starts]
+
+
 def test_progress_and_final_table_are_printed(searched) -> None:
     _, proc = searched
     out = proc.stdout

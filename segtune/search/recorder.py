@@ -137,6 +137,7 @@ class StoreRecorder(tune.Callback):
             handle.set_user_attr("node_ip", result.get("node_ip"))
             handle.set_user_attr("node_hostname", result.get("hostname"))
             handle.set_user_attr("worker_pid", result.get("pid"))
+            handle.set_user_attr("worker_rss_start_mb", json_safe(result.get("rss_start_mb")))
             handle.set_user_attr("train_started_at", result.get("started_at"))
             handle.set_user_attr("gpu_ids", result.get("gpu_ids", []))  # the GPUs Ray gave it
             handle.set_user_attr("device", result.get("device"))

@@ -8,6 +8,8 @@ they improve (atomically), instead of being copied through Tune's checkpoint sto
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import math
 import socket
@@ -43,9 +45,36 @@ def resident_mb() -> float:
         return float("nan")
 
 
+_settled = False
+
+
+def settle_worker() -> None:
+    """Once per worker process, before its first trial: move everything imported so far (torch, smp, Ray:
+    about half a million objects) out of the garbage collector's sight. A full collection then costs
+    milliseconds instead of 0.3 s, and the collection after each trial only looks at that trial's objects."""
+    global _settled
+    if not _settled:
+        gc.collect()
+        gc.freeze()
+        _settled = True
+
+
+def release_memory() -> None:
+    """After a trial: free its objects (tracebacks of a stopped trial hold its frames in cycles), the GPU
+    cache, and the heap pages glibc keeps for reuse (without the trim a reused worker's resident
+    memory grows trial after trial)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str) -> None:
     """One trial: `fit` the configuration, report every epoch to Tune, keep the best weights on disk."""
     number = int(config[TRIAL_KEY])
+    settle_worker()
+    rss_start = resident_mb()  # what the worker holds before this trial builds anything: flat if nothing leaks
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k != TRIAL_KEY})
     metric = settings.metric
     folder = Path(run_dir) / trial_dirname(number)
@@ -69,13 +98,12 @@ def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, 
                             metrics=json_safe(row), trial=number)  # fmt: skip
         report = {k: json_safe(v) for k, v in row.items()}
         report.update({f"best_{k}": json_safe(v) for k, v in best.items()})
-        report.update(hostname=host, node_id=node_id, checkpoint=str(folder), rss_mb=resident_mb(), gpu_ids=gpu_ids,
-                      device=str(device), **{f"cost_{k}": v for k, v in measured.items()})  # fmt: skip
+        report.update(hostname=host, node_id=node_id, checkpoint=str(folder), rss_mb=resident_mb(),
+                      rss_start_mb=rss_start, gpu_ids=gpu_ids, device=str(device),
+                      **{f"cost_{k}": v for k, v in measured.items()})  # fmt: skip
         tune.report(report)
 
     try:
         fit(cfg, data, max_epochs, on_epoch, device=device, settings=settings, seed=number)
     finally:  # the worker serves the next trial: free this one's memory
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
