@@ -10,11 +10,13 @@ Definitions (issue "Every trial-second trains"), all read from the study store:
   trials run than there are slots) are reported separately;
 - slots: as ``run`` computes them (the study attr ``slots``);
 - slot utilisation = sum of training seconds / (slots x wall seconds);
-- gap: on one worker process, from a trial's last epoch ending to the next trial's first training step.
+- gap: on one worker process, from a trial's last epoch ending to the next trial's first training step;
+- workers up: from the first ask to the first training step (the slots' worker processes start after the
+  first ask and import torch, smp, albumentations and Ray Tune, once per run), and the utilisation from then on.
 
 Then the speed of training inside a trial against a bare PyTorch loop written here for the comparison
-(same model, batch size, image size, augmentation, validation every epoch, data and threads): the
-trial's time per epoch includes its Tune reporting and checkpoint writes.
+(same model, batch size, image size, augmentation, validation every epoch, data and threads), both
+without their first epoch: the trial's time per epoch includes its Tune reporting and checkpoint writes.
 """
 
 from __future__ import annotations
@@ -85,9 +87,16 @@ def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
         ts.sort(key=lambda t: t.user_attrs["train_started_at"])
         gaps += [b.user_attrs["train_started_at"] - a.user_attrs["train_ended_at"] for a, b in itertools.pairwise(ts)]
         if len(ts) > 1:
-            growth.append((ts[0].user_attrs["worker_rss_mb"], ts[-1].user_attrs["worker_rss_mb"], len(ts)))
+            start = [t.user_attrs.get("worker_rss_start_mb", math.nan) for t in ts]  # before each trial builds
+            peak = max(t.user_attrs["worker_rss_mb"] for t in ts)  # during a trial, model and optimizer included
+            growth.append((start[0], start[1], start[-1], peak, len(ts)))
+    # the slots' worker processes start after the first ask (Tune creates a trial's actor once it has one):
+    # importing torch, smp, albumentations and Ray Tune, once per slot and run, inside the wall seconds
+    first_step = min((t.user_attrs["train_started_at"] for t in trials if t.user_attrs.get("train_started_at")),
+                     default=first)  # fmt: skip
     return {
         "trials": len(trials), "slots": slots, "workers": len(by_worker), "wall_s": wall,
+        "workers_up_s": first_step - first, "utilisation_workers_up": training / (slots * (last - first_step)),
         "training_s": training, "utilisation": training / (slots * wall),
         "utilisation_before_tail": training / (slots * (wall - tail)) if wall > tail else float("nan"),
         "startup_s": first - started, "tail_s": tail,
@@ -166,10 +175,13 @@ def loop_speed(tmp: Path, epochs: int) -> dict[str, float]:
     }  # fmt: skip
     spec = spec_mod.validate(raw)
     study = search.run_study(spec, f"sqlite:///{tmp / 'speed.db'}", "loop-speed")
-    t = ran(study)[0]
-    per_epoch = (t.user_attrs["train_ended_at"] - t.user_attrs["train_started_at"]) / t.user_attrs["epochs_run"]
+    a = ran(study)[0].user_attrs
+    # both sides leave their first epoch out (allocator and kernel warm-up); the trial's span from the end of
+    # its first epoch to the end of its last holds everything between its epochs: reports, checkpoint writes
+    first_end = a["train_started_at"] + a["epoch_seconds"][0]
+    per_epoch = (a["train_ended_at"] - first_end) / (a["epochs_run"] - 1)
     bare = bare_epochs(build_dataset(spec.dataset), "Unet", "resnet18", 8, epochs, threads=2)
-    bare_epoch = statistics.median(bare[1:] or bare)
+    bare_epoch = statistics.mean(bare[1:])
     return {"trial_s_per_epoch": per_epoch, "bare_s_per_epoch": bare_epoch, "ratio": bare_epoch / per_epoch}
 
 
@@ -177,7 +189,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fresh-workers", action="store_true", help="a new worker process per trial (segtune before)")
     p.add_argument("--demo-trials", type=int, default=16)
-    p.add_argument("--speed-epochs", type=int, default=4)
+    p.add_argument("--speed-epochs", type=int, default=4, help="at least 2: the first epoch is left out")
     p.add_argument("--skip", nargs="*", default=[], choices=["demo", "short", "speed"])
     args = p.parse_args()
     rows, memory = [], []
@@ -192,18 +204,20 @@ def main() -> None:
             studies.append(("synthetic, 24 short trials", SHORT_TRIALS))
         for name, raw in studies:
             r = search_once(raw, str(tmp / f"{raw['study']}.db"), args.fresh_workers, tmp)
-            rows.append([name, r["trials"], r["slots"], round(r["wall_s"], 1), round(r["training_s"], 1),
-                         f"{r['utilisation']:.2f}", f"{r['utilisation_before_tail']:.2f}", round(r["startup_s"], 1),
-                         round(r["tail_s"], 1), f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}"])  # fmt: skip
-            memory += [[name, f"{a:.0f} -> {b:.0f} MB over {n} trials"] for a, b, n in r["rss_mb"]]
+            rows.append([name, r["trials"], r["slots"], f"{r['wall_s']:.1f}", f"{r['training_s']:.1f}",
+                         f"{r['utilisation']:.2f}", f"{r['utilisation_before_tail']:.2f}",
+                         f"{r['utilisation_workers_up']:.2f}", f"{r['startup_s']:.1f}", f"{r['workers_up_s']:.1f}",
+                         f"{r['tail_s']:.1f}", f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}"])  # fmt: skip
+            memory += [[name, n, f"{a:.0f}", f"{b:.0f}", f"{c:.0f}", f"{peak:.0f}"] for a, b, c, peak, n in r["rss_mb"]]
         speed = loop_speed(tmp, args.speed_epochs) if "speed" not in args.skip else None
     mode = "fresh worker per trial" if args.fresh_workers else "workers reused"
     print(f"\nslot utilisation ({mode}):")
-    print(format_table(["study", "trials", "slots", "wall s", "training s", "utilisation", "before tail",
-                        "start-up s", "tail s", "gap median s", "gap max s"], rows))  # fmt: skip
+    columns = ["study", "trials", "slots", "wall s", "training s", "utilisation", "before tail", "once workers up",
+               "start-up s", "workers up s", "tail s", "gap median s", "gap max s"]  # fmt: skip
+    print(format_table(columns, rows))
     if memory:
-        print("\nworker resident memory, first trial -> last trial:")
-        print(format_table(["study", "per worker"], memory))
+        print("\nworker resident memory (MB) when a trial begins, after the previous one freed its own:")
+        print(format_table(["study", "trials", "1st trial", "2nd trial", "last trial", "peak in a trial"], memory))
     if speed:
         print(f"\ntraining inside a trial vs a bare PyTorch loop (Unet/resnet18, pets sample 128 px, batch 8, "
               f"2 threads): {speed['trial_s_per_epoch']:.2f} s vs {speed['bare_s_per_epoch']:.2f} s per epoch, "
