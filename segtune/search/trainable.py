@@ -53,8 +53,7 @@ def settle_worker() -> None:
     about half a million objects) out of the garbage collector's sight. A full collection then costs
     milliseconds instead of 0.3 s, and the collection after each trial only looks at that trial's objects."""
     global _settled
-    if not _settled:
-        gc.collect()
+    if not _settled:  # no collection first: it would cost the 0.3 s once more, for little import-time garbage
         gc.freeze()
         _settled = True
 
