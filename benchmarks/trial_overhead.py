@@ -222,8 +222,11 @@ def main() -> None:
     p.add_argument("--fresh-workers", action="store_true", help="a new worker process per trial (segtune before)")
     p.add_argument("--demo-trials", type=int, default=16)
     p.add_argument("--speed-epochs", type=int, default=5, help="at least 2: the first epoch is left out")
-    p.add_argument("--speed-root", help="Oxford-IIIT Pet folder for the loop comparison (default: the sample beside "
-                   "the repository, else segtune's 60 built-in images)")
+    p.add_argument(
+        "--speed-root",
+        help="Oxford-IIIT Pet folder for the loop comparison (default: the sample beside "
+        "the repository, else segtune's 60 built-in images)",
+    )
     p.add_argument("--speed-images", type=int, default=100, help="images per split in the loop comparison")
     p.add_argument("--speed-repeats", type=int, default=2, help="trial and bare loop in turns, this many times")
     p.add_argument("--skip", nargs="*", default=[], choices=["demo", "short", "speed"])
@@ -245,7 +248,10 @@ def main() -> None:
                          f"{r['utilisation_workers_up']:.2f}", f"{r['startup_s']:.1f}", f"{r['workers_up_s']:.1f}",
                          f"{r['tail_s']:.1f}", f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}"])  # fmt: skip
             memory += [[name, n, f"{a:.0f}", f"{b:.0f}", f"{c:.0f}", f"{peak:.0f}"] for a, b, c, peak, n in r["rss_mb"]]
-        speed = loop_speed(tmp, args.speed_epochs, args.speed_repeats, speed_dataset(args.speed_root, args.speed_images)) if "speed" not in args.skip else None
+        speed = None
+        if "speed" not in args.skip:
+            dataset = speed_dataset(args.speed_root, args.speed_images)
+            speed = loop_speed(tmp, args.speed_epochs, args.speed_repeats, dataset)
     mode = "fresh worker per trial" if args.fresh_workers else "workers reused"
     print(f"\na worker's imports before its first trial, alone: {worker_import_seconds():.2f} s (median of 3)")
     print(f"\nslot utilisation ({mode}):")
