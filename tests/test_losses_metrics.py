@@ -73,7 +73,7 @@ def test_metrics_accumulate_over_batches_like_torchmetrics() -> None:
     ours, ref = SegMetrics(4), MulticlassJaccardIndex(4, average="macro", ignore_index=IGNORE_INDEX)
     ref_cm = MulticlassConfusionMatrix(4, ignore_index=IGNORE_INDEX)
     for batch in range(3):
-        target = torch.randint(0, 4, (2, 8, 8), generator=g, dtype=torch.uint8).long()
+        target = torch.randint(0, 4, (2, 8, 8), generator=g)
         target[:, 0] = IGNORE_INDEX
         pred = torch.randint(0, 4, (2, 8, 8), generator=g)
         scores = torch.nn.functional.one_hot(pred, 4).permute(0, 3, 1, 2).float()
