@@ -8,8 +8,8 @@ they improve (atomically), instead of being copied through Tune's checkpoint sto
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import functools
 import gc
 import math
 import socket
@@ -46,44 +46,15 @@ def resident_mb() -> float:
 
 
 _settled = False
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-@functools.cache
-def glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc, for its allocator's controls; None elsewhere (musl, macOS), whose
-    allocators are left to decide alone."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018  (both exist in glibc only)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def keep_freed_blocks() -> None:
-    """Let glibc keep the blocks a training step frees for the next step, instead of handing them back to the OS.
-
-    Tune runs each trial in a thread, which gets a malloc arena of its own; with glibc's default (dynamic)
-    thresholds every large tensor of a step -- activations, gradients -- is mapped and unmapped again, and each
-    new page faults. Measured on the loop benchmark's epochs (Unet/resnet18, 128 px, CPU): 1.4 million page
-    faults per 2 epochs in a thread against 0.6 million in the main thread, and 14% slower; with these fixed
-    thresholds 0.2-0.6 million. ``release_memory`` still trims after each trial, so a worker does not grow."""
-    libc = glibc()
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: blocks below it come from the arena
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # free memory at the heap's top stays until malloc_trim
 
 
 def settle_worker() -> None:
     """Once per worker process, before its first trial: move everything imported so far (torch, smp, Ray:
-    about half a million objects) out of the garbage collector's sight, and set the allocator up for training
-    (``keep_freed_blocks``). A full collection then costs milliseconds instead of 0.3 s, and the collection
-    after each trial only looks at that trial's objects."""
+    about half a million objects) out of the garbage collector's sight. A full collection then costs
+    milliseconds instead of 0.3 s, and the collection after each trial only looks at that trial's objects."""
     global _settled
     if not _settled:  # no collection first: it would cost the 0.3 s once more, for little import-time garbage
         gc.freeze()
-        keep_freed_blocks()
         _settled = True
 
 
@@ -94,9 +65,8 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    libc = glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str) -> None:
