@@ -1,9 +1,9 @@
 """Validation metrics from one confusion matrix: mIoU, Dice, pixel accuracy, per-class IoU.
 
-The matrix is one ``torch.bincount`` per batch, the way torchmetrics' MulticlassConfusionMatrix counts
-(tests/test_losses_metrics.py checks the two agree). Not torchmetrics itself: importing it costs a
-trial worker 0.8 s of its start-up (after torch and smp), once per slot and run, and once per trial
-without reused workers.
+The matrix is counted once per batch (``bincount`` on the CPU, ``index_add_`` on a GPU), the way torchmetrics'
+MulticlassConfusionMatrix counts (tests/test_losses_metrics.py checks the two agree). Not torchmetrics itself:
+importing it costs a trial worker 0.8 s of its start-up (after torch and smp), once per slot and run, and once
+per trial without reused workers.
 
 mIoU and Dice are macro averages over the classes that occur in the target or the prediction
 (a class absent from both has no defined IoU and is left out, as in the usual benchmarks);
