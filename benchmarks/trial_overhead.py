@@ -11,8 +11,10 @@ Definitions (issue "Every trial-second trains"), all read from the study store:
 - slots: as ``run`` computes them (the study attr ``slots``);
 - slot utilisation = sum of training seconds / (slots x wall seconds);
 - gap: on one worker process, from a trial's last epoch ending to the next trial's first training step;
-- workers up: from the first ask to the first training step (the slots' worker processes start after the
-  first ask and import torch, smp, albumentations and Ray Tune, once per run), and the utilisation from then on.
+- workers up: from the first ask to the first training step, and the utilisation from then on. The slots'
+  worker processes (torch, smp, albumentations and Ray Tune imported, the data fetched) start before the first
+  ask (search/warmup.py), so their start-up is in the start-up column, with Ray's;
+- run: from calling ``run_study`` to the last tell (start-up, wall and all), to compare whole runs.
 
 Then the speed of training inside a trial against a bare PyTorch loop written here for the comparison
 (same model, batch size, image size, augmentation, validation every epoch, data and threads), both
@@ -92,8 +94,7 @@ def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
             start = [t.user_attrs.get("worker_rss_start_mb", math.nan) for t in ts]  # before each trial builds
             peak = max(t.user_attrs["worker_rss_mb"] for t in ts)  # during a trial, model and optimizer included
             growth.append((start[0], start[1], start[-1], peak, len(ts)))
-    # the slots' worker processes start after the first ask (Tune creates a trial's actor once it has one):
-    # importing torch, smp, albumentations and Ray Tune, once per slot and run, inside the wall seconds
+    # from the first ask to the first step: a gap like any other since the workers start before the first ask
     first_step = min((t.user_attrs["train_started_at"] for t in trials if t.user_attrs.get("train_started_at")),
                      default=first)  # fmt: skip
     return {
@@ -101,7 +102,7 @@ def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
         "workers_up_s": first_step - first, "utilisation_workers_up": training / (slots * (last - first_step)),
         "training_s": training, "utilisation": training / (slots * wall),
         "utilisation_before_tail": training / (slots * (wall - tail)) if wall > tail else float("nan"),
-        "startup_s": first - started, "tail_s": tail,
+        "startup_s": first - started, "run_s": last - started, "tail_s": tail,
         "gap_median_s": statistics.median(gaps) if gaps else float("nan"), "gap_max_s": max(gaps, default=math.nan),
         "rss_mb": growth,
     }  # fmt: skip
@@ -246,7 +247,8 @@ def main() -> None:
             rows.append([name, r["trials"], r["slots"], f"{r['wall_s']:.1f}", f"{r['training_s']:.1f}",
                          f"{r['utilisation']:.2f}", f"{r['utilisation_before_tail']:.2f}",
                          f"{r['utilisation_workers_up']:.2f}", f"{r['startup_s']:.1f}", f"{r['workers_up_s']:.1f}",
-                         f"{r['tail_s']:.1f}", f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}"])  # fmt: skip
+                         f"{r['tail_s']:.1f}", f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}",
+                         f"{r['run_s']:.1f}"])  # fmt: skip
             memory += [[name, n, f"{a:.0f}", f"{b:.0f}", f"{c:.0f}", f"{peak:.0f}"] for a, b, c, peak, n in r["rss_mb"]]
         speed = None
         if "speed" not in args.skip:
@@ -256,7 +258,7 @@ def main() -> None:
     print(f"\na worker's imports before its first trial, alone: {worker_import_seconds():.2f} s (median of 3)")
     print(f"\nslot utilisation ({mode}):")
     columns = ["study", "trials", "slots", "wall s", "training s", "utilisation", "before tail", "once workers up",
-               "start-up s", "workers up s", "tail s", "gap median s", "gap max s"]  # fmt: skip
+               "start-up s", "workers up s", "tail s", "gap median s", "gap max s", "run s"]  # fmt: skip
     print(format_table(columns, rows))
     if memory:
         print("\nworker resident memory (MB) when a trial begins, after the previous one freed its own:")

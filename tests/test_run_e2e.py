@@ -62,6 +62,23 @@ def test_trials_reuse_their_worker_processes_and_store_their_training_seconds(se
         assert sum(seconds) <= t.user_attrs["wall_time_s"]
 
 
+def test_every_slot_s_worker_is_up_before_the_first_trial_is_asked(searched) -> None:
+    """A slot's worker process (torch, smp and Ray Tune imported, the data fetched) starts before the search asks
+    Optuna for its first trial, so no trial's time in the store holds a worker's start-up; every warm worker
+    then serves trials (none is lost in Tune's hand-over), and the warm-ups leave no folder and no Tune line."""
+    tmp, proc = searched
+    study = load(tmp)
+    first_run = study.trials[0].user_attrs["run_id"]
+    ran = [t for t in study.trials if "ray_trial_id" in t.user_attrs and t.user_attrs["run_id"] == first_run]
+    first_ask = min(t.datetime_start for t in ran).timestamp()
+    loaded = {t.user_attrs["worker_pid"]: t.user_attrs["worker_loaded_at"] for t in ran}
+    late = {pid: round(at - first_ask, 2) for pid, at in loaded.items() if at >= first_ask}
+    assert not late, f"workers that started after the first ask (seconds after it): {late}"
+    assert len(loaded) == min(study.user_attrs["slots"], len(ran)), loaded
+    assert not list((tmp / "runs").glob("*/warmup_*"))
+    assert "trial worker(s) up in" in proc.stdout and "warmup_" not in proc.stdout
+
+
 GROWTH_MB = 150  # before each worker gave its memory back: +230 to +340 MB from its 2nd to its 4th trial here
 
 

@@ -18,6 +18,13 @@ from segtune.search.budget import Budget
 from segtune.training.metrics import json_safe
 
 TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
+
+
+def is_optuna_trial(trial: Any) -> bool:
+    """A Ray trial that is an Optuna trial (not a slot's warm-up, which has no number and is never stored)."""
+    return TRIAL_KEY in trial.config
+
+
 NO_WORKER = "interrupted: Ray could not hand this trial a worker process (its reset failed)"
 
 
@@ -34,7 +41,7 @@ def pickle_state(obj: Any) -> dict[str, Any]:
     return state
 
 
-def _error_reason(trial: Any) -> str:
+def error_reason(trial: Any) -> str:
     """The exception a trial raised, as one line. Read from the trial's local error files: when Tune
     calls back, they are written there but not yet synced to where ``get_pickled_error`` looks."""
     cause = None
@@ -110,12 +117,14 @@ class StoreRecorder(tune.Callback):
         """Tune errors a trial whose reused worker could not be reset without telling any callback: such a trial
         never ran, so it is recorded as interrupted (--resume runs it again), never left RUNNING."""
         for trial in trials:
-            if trial.status == "ERROR" and trial.trial_id not in self._ended and TRIAL_KEY in trial.config:
+            if trial.status == "ERROR" and trial.trial_id not in self._ended and is_optuna_trial(trial):
                 self._ended.add(trial.trial_id)
                 self.budget.end(trial.config[TRIAL_KEY])
                 self._guarded(lambda t=trial: self._record_failure(t, NO_WORKER))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if not is_optuna_trial(trial):
+            return
         self.budget.epoch(trial.config[TRIAL_KEY])  # one trial-epoch (search.budget_epochs)
         self._guarded(lambda: self._record_epoch(trial, result))
 
@@ -138,6 +147,7 @@ class StoreRecorder(tune.Callback):
             handle.set_user_attr("node_hostname", result.get("hostname"))
             handle.set_user_attr("worker_pid", result.get("pid"))
             handle.set_user_attr("worker_rss_start_mb", json_safe(result.get("rss_start_mb")))
+            handle.set_user_attr("worker_loaded_at", result.get("worker_loaded_at"))  # was it up before the ask?
             handle.set_user_attr("train_started_at", result.get("started_at"))
             handle.set_user_attr("gpu_ids", result.get("gpu_ids", []))  # the GPUs Ray gave it
             handle.set_user_attr("device", result.get("device"))
@@ -171,6 +181,8 @@ class StoreRecorder(tune.Callback):
             handle.set_constraint(name, excess)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not is_optuna_trial(trial):
+            return
         self._ended.add(trial.trial_id)
         self.budget.end(trial.config[TRIAL_KEY])
         self._guarded(lambda: self._record_end(trial))
@@ -192,9 +204,11 @@ class StoreRecorder(tune.Callback):
             self.counts.best, self.counts.best_trial = best, number
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not is_optuna_trial(trial):
+            return
         self._ended.add(trial.trial_id)
         self.budget.end(trial.config[TRIAL_KEY])
-        self._guarded(lambda: self._record_failure(trial, _error_reason(trial)))
+        self._guarded(lambda: self._record_failure(trial, error_reason(trial)))
 
     def _record_failure(self, trial: Any, reason: str) -> None:
         number = trial.config[TRIAL_KEY]
@@ -232,13 +246,18 @@ class Progress(tune.Callback):
         self.last_print = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not is_optuna_trial(trial):  # a slot's warm-up (search/warmup.py) prints its own lines
+            return
         self.running[trial.trial_id] = 0
         self.line(f"trial {trial.config[TRIAL_KEY]} started: {_short_params(trial.config)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.running[trial.trial_id] = int(result.get("epoch", 0))
+        if is_optuna_trial(trial):
+            self.running[trial.trial_id] = int(result.get("epoch", 0))
 
     def _ended(self, trial: Any, how: str) -> None:
+        if not is_optuna_trial(trial):
+            return
         epochs = self.running.pop(trial.trial_id, 0)
         self.line(f"trial {trial.config[TRIAL_KEY]} {how} after {epochs} epoch(s)")
 
@@ -246,7 +265,7 @@ class Progress(tune.Callback):
         self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= self.recorder.max_epochs else "pruned")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial, f"FAILED ({_error_reason(trial)[:120]})")
+        self._ended(trial, f"FAILED ({error_reason(trial)[:120]})")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.running and time.monotonic() - self.last_print > self.heartbeat_s:

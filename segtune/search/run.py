@@ -10,8 +10,10 @@ neither holds state that a restart or a remote driver could lose.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,8 @@ from segtune.search.interrupt import Interrupt, SearchInterrupted
 from segtune.search.recorder import TRIAL_KEY, Progress, StoreRecorder
 from segtune.search.rungs import Rungs, RungScheduler
 from segtune.search.searcher import OptunaStoreSearcher, queue_first_trials
-from segtune.search.trainable import train_trial, trial_dirname
+from segtune.search.trainable import train_trial, tune_trial_name
+from segtune.search.warmup import WARMUP_PREFIX, Gate, TuneLines, WarmFirst, WarmSlots
 from segtune.spec import BUILTIN_PREFIX, StudySpec, num_classes, resolve_root, to_dict
 from segtune.training.weights import weights_dir
 
@@ -235,6 +238,10 @@ def run_study(
     searcher: Searcher = asker
     if search.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
+    warm = None  # a worker process per slot, up before the first ask (search/warmup.py); pointless without reuse
+    if spec.resources.reuse_workers:
+        warm = WarmSlots(min(slots, trials, search.max_concurrent or slots), Gate.remote(), out)
+        searcher = WarmFirst(searcher, warm)
     scheduler = FIFOScheduler()
     if search.scheduler == "asha":  # segtune's rung policy, the one the replay benchmark measures
         rungs = Rungs(search.max_epochs, chosen.grace_period, chosen.reduction_factor,
@@ -246,9 +253,15 @@ def run_study(
     progress = Progress(recorder, trials, search.metric, out)
     results_dir = Path(spec.results_dir).expanduser().resolve()
     run_name = f"{study_name}_{run_id}"
+    run_dir = str(results_dir / run_name)
     trainable = tune.with_resources(
         tune.with_parameters(
-            train_trial, data=data, settings=settings, max_epochs=search.max_epochs, run_dir=str(results_dir / run_name)
+            train_trial,
+            data=data,
+            settings=settings,
+            max_epochs=search.max_epochs,
+            run_dir=run_dir,
+            gate=warm.gate if warm is not None else None,
         ),  # fmt: skip
         resources,
     )
@@ -259,15 +272,15 @@ def run_study(
             mode="max",
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=trials,
+            num_samples=trials + (warm.count if warm is not None else 0),
             reuse_actors=spec.resources.reuse_workers,  # a worker process serves trial after trial
-            trial_name_creator=lambda t: trial_dirname(t.config[TRIAL_KEY]),
-            trial_dirname_creator=lambda t: trial_dirname(t.config[TRIAL_KEY]),
+            trial_name_creator=lambda t: tune_trial_name(t.config),
+            trial_dirname_creator=lambda t: tune_trial_name(t.config),
         ),
         run_config=tune.RunConfig(
             name=run_name,
             storage_path=str(results_dir),
-            callbacks=[recorder, progress],
+            callbacks=[recorder, progress] + ([warm, TuneLines(search.metric)] if warm is not None else []),
             verbose=0,
             stop=stopper,
             failure_config=tune.FailureConfig(max_failures=0),
@@ -293,6 +306,11 @@ def run_study(
             interrupt.store_outage(e)
             failed = 0
         interrupt.restore()
+        if warm is not None:
+            with contextlib.suppress(Exception):  # cleanup: never hide why the search ended
+                ray.kill(warm.gate)
+            for folder in (results_dir / run_name).glob(f"{WARMUP_PREFIX}*"):  # Tune's files of the warm-ups
+                shutil.rmtree(folder, ignore_errors=True)
     if interrupt.outage is not None:
         raise store.StoreUnavailable(
             f"{interrupt.outage}; the search stopped. Run the same command with --resume once the store answers: "

@@ -13,6 +13,7 @@ import ctypes
 import gc
 import math
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,25 @@ from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
 from segtune.search.costs import measure
 from segtune.search.recorder import TRIAL_KEY
+from segtune.search.warmup import WARMUP_KEY, WARMUP_PREFIX, is_warmup, wait_at
 from segtune.training import checkpoint
 from segtune.training.device import trial_device
 from segtune.training.loop import fit
 from segtune.training.metrics import json_safe
 
+LOADED_AT = time.time()  # when this worker process had imported torch, smp and Ray Tune (this module's imports)
+
 
 def trial_dirname(number: int) -> str:
     """The folder of Optuna trial ``number`` inside the run's folder (Tune's trial folder too)."""
     return f"trial_{number:04d}"
+
+
+def tune_trial_name(config: dict[str, Any]) -> str:
+    """Tune's name and folder for a Ray trial: the Optuna trial's, or ``warmup_N`` for slot N's warm-up."""
+    if is_warmup(config):
+        return f"{WARMUP_PREFIX}{config[WARMUP_KEY]}"
+    return trial_dirname(int(config[TRIAL_KEY]))
 
 
 def resident_mb() -> float:
@@ -69,8 +80,25 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str) -> None:
-    """One trial: `fit` the configuration, report every epoch to Tune, keep the best weights on disk."""
+def warm_up() -> None:
+    """A slot's warm-up (search/warmup.py): the imports are done by now (loading this module) and the data is
+    fetched (Tune's ``with_parameters`` did, to call the trainable); settle the worker, and on a GPU create the
+    CUDA context its trials share."""
+    settle_worker()
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    device = trial_device(gpu_ids, torch.cuda.is_available())
+    if device.type == "cuda":
+        torch.zeros(1, device=device)
+
+
+def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str,
+                gate: Any = None) -> None:  # fmt: skip
+    """One trial: `fit` the configuration, report every epoch to Tune, keep the best weights on disk. A slot's
+    warm-up instead readies the worker and waits at ``gate`` until real trials wait for it."""
+    if is_warmup(config):
+        warm_up()
+        wait_at(gate)
+        return
     number = int(config[TRIAL_KEY])
     settle_worker()
     rss_start = resident_mb()  # what the worker holds before this trial builds anything: flat if nothing leaks
@@ -98,7 +126,7 @@ def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, 
         report = {k: json_safe(v) for k, v in row.items()}
         report.update({f"best_{k}": json_safe(v) for k, v in best.items()})
         report.update(hostname=host, node_id=node_id, checkpoint=str(folder), rss_mb=resident_mb(),
-                      rss_start_mb=rss_start, gpu_ids=gpu_ids, device=str(device),
+                      rss_start_mb=rss_start, worker_loaded_at=LOADED_AT, gpu_ids=gpu_ids, device=str(device),
                       **{f"cost_{k}": v for k, v in measured.items()})  # fmt: skip
         tune.report(report)
 
