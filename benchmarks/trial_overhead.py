@@ -62,16 +62,35 @@ def ran(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if "ray_trial_id" in t.user_attrs and t.datetime_complete]
 
 
+def span(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    """When a trial trained on its slot: its first step to its last epoch's end (ask and tell without them)."""
+    a = t.user_attrs
+    start = a.get("train_started_at") or t.datetime_start.timestamp()
+    return start, a.get("train_ended_at") or t.datetime_complete.timestamp()
+
+
 def tail_seconds(trials: list[optuna.trial.FrozenTrial], slots: int, end: float) -> float:
-    """From the last moment every slot was busy to the end of the search."""
-    events = sorted([(t.datetime_start.timestamp(), 1) for t in trials] +
-                    [(t.datetime_complete.timestamp(), -1) for t in trials])  # fmt: skip
+    """From the last moment every slot was training to the end of the search."""
+    events = sorted([(span(t)[0], 1) for t in trials] + [(span(t)[1], -1) for t in trials])
     running, full_until = 0, events[0][0]
     for when, step in events:
         if running >= slots:
             full_until = when
         running += step
     return end - full_until
+
+
+def training_until(trials: list[optuna.trial.FrozenTrial], until: float) -> float:
+    """Training seconds before ``until``: a trial's share in proportion to its span before then."""
+    total = 0.0
+    for t in trials:
+        start, stop = span(t)
+        seconds = sum(t.user_attrs.get("epoch_seconds", []))
+        if stop <= until:
+            total += seconds
+        elif start < until:
+            total += seconds * (until - start) / (stop - start)
+    return total
 
 
 def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
@@ -101,7 +120,9 @@ def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
         "trials": len(trials), "slots": slots, "workers": len(by_worker), "wall_s": wall,
         "workers_up_s": first_step - first, "utilisation_workers_up": training / (slots * (last - first_step)),
         "training_s": training, "utilisation": training / (slots * wall),
-        "utilisation_before_tail": training / (slots * (wall - tail)) if wall > tail else float("nan"),
+        "utilisation_before_tail": training_until(trials, last - tail) / (slots * (wall - tail))
+        if wall > tail
+        else float("nan"),
         "startup_s": first - started, "run_s": last - started, "tail_s": tail,
         "gap_median_s": statistics.median(gaps) if gaps else float("nan"), "gap_max_s": max(gaps, default=math.nan),
         "rss_mb": growth,
