@@ -4,7 +4,7 @@ Tune starts a trial's worker process only for a trial it already holds, and a ne
 about 5 s on a 2-core machine: Ray's worker, then torch, smp, albumentations and Ray Tune imported,
 the decoded data fetched from the object store, and on a GPU a CUDA context. Ray never hands an
 actor a pre-started process. Asked first, each slot's first trial would wait those seconds after its
-ask, idle in the store's timeline, and a node whose workers cannot start would fail real trials.
+ask, and its time in the store would hold its worker's start-up.
 
 So the searcher first hands Tune one warm-up trial per slot (no Optuna trial, nothing stored): its
 worker starts and does the one-off work (:func:`segtune.search.trainable.warm_up`). Once every
