@@ -253,16 +253,12 @@ def run_study(
     progress = Progress(recorder, trials, search.metric, out)
     results_dir = Path(spec.results_dir).expanduser().resolve()
     run_name = f"{study_name}_{run_id}"
-    run_dir = str(results_dir / run_name)
+    run_dir = results_dir / run_name
+    gate = warm.gate if warm is not None else None
     trainable = tune.with_resources(
         tune.with_parameters(
-            train_trial,
-            data=data,
-            settings=settings,
-            max_epochs=search.max_epochs,
-            run_dir=run_dir,
-            gate=warm.gate if warm is not None else None,
-        ),  # fmt: skip
+            train_trial, data=data, settings=settings, max_epochs=search.max_epochs, run_dir=str(run_dir), gate=gate
+        ),
         resources,
     )
     tuner = tune.Tuner(
@@ -309,7 +305,7 @@ def run_study(
         if warm is not None:
             with contextlib.suppress(Exception):  # cleanup: never hide why the search ended
                 ray.kill(warm.gate)
-            for folder in (results_dir / run_name).glob(f"{WARMUP_PREFIX}*"):  # Tune's files of the warm-ups
+            for folder in run_dir.glob(f"{WARMUP_PREFIX}*"):  # Tune's files of the warm-ups
                 shutil.rmtree(folder, ignore_errors=True)
     if interrupt.outage is not None:
         raise store.StoreUnavailable(
