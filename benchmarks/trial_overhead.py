@@ -116,13 +116,12 @@ def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
     # from the first ask to the first step: a gap like any other since the workers start before the first ask
     first_step = min((t.user_attrs["train_started_at"] for t in trials if t.user_attrs.get("train_started_at")),
                      default=first)  # fmt: skip
+    before_tail = training_until(trials, last - tail) / (slots * (wall - tail)) if wall > tail else math.nan
     return {
         "trials": len(trials), "slots": slots, "workers": len(by_worker), "wall_s": wall,
         "workers_up_s": first_step - first, "utilisation_workers_up": training / (slots * (last - first_step)),
         "training_s": training, "utilisation": training / (slots * wall),
-        "utilisation_before_tail": training_until(trials, last - tail) / (slots * (wall - tail))
-        if wall > tail
-        else float("nan"),
+        "utilisation_before_tail": before_tail,
         "startup_s": first - started, "run_s": last - started, "tail_s": tail,
         "gap_median_s": statistics.median(gaps) if gaps else float("nan"), "gap_max_s": max(gaps, default=math.nan),
         "rss_mb": growth,
