@@ -80,13 +80,18 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def assigned_device() -> tuple[list[str], torch.device]:
+    """The GPUs Ray gave this worker, and the device its trials train on: a GPU only when Ray gave one."""
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    return gpu_ids, trial_device(gpu_ids, torch.cuda.is_available())
+
+
 def warm_up() -> None:
     """A slot's warm-up (search/warmup.py): the imports are done by now (loading this module) and the data is
     fetched (Tune's ``with_parameters`` did, to call the trainable); settle the worker, and on a GPU create the
     CUDA context its trials share."""
     settle_worker()
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    device = trial_device(gpu_ids, torch.cuda.is_available())
+    _, device = assigned_device()
     if device.type == "cuda":
         torch.zeros(1, device=device)
 
@@ -108,8 +113,7 @@ def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, 
     best: dict[str, Any] = {}
     host = socket.gethostname()
     node_id = ray.get_runtime_context().get_node_id()
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    device = trial_device(gpu_ids, torch.cuda.is_available())  # a GPU only when Ray gave this trial one
+    gpu_ids, device = assigned_device()
     measured: dict[str, Any] = {}
     if settings.costs:  # before training, with the trial's own threads (search.objectives / constraints)
         if settings.threads:
