@@ -68,5 +68,10 @@ PIPELINES: dict[str, Callable[[Size, float], A.Compose | None]] = {
 }
 
 
-def build_augment(name: str, strength: float, size: Size) -> A.Compose | None:
-    return PIPELINES[name](size, strength)
+def build_augment(name: str, strength: float, size: Size, seed: int | None = None) -> A.Compose | None:
+    """The pipeline ``name``; with ``seed``, it draws the same augmentations every time. Albumentations keeps
+    its own random state, which the global seeds (``random``, NumPy, torch) do not touch."""
+    pipeline = PIPELINES[name](size, strength)
+    if pipeline is not None and seed is not None:
+        pipeline.set_random_seed(seed)
+    return pipeline

@@ -115,10 +115,19 @@ def _scheduler(config: TrialConfig, opt: torch.optim.Optimizer, total_steps: int
     return None
 
 
+def _seed_worker_augment(worker_id: int) -> None:
+    """In a loader worker: its own augmentation draws, from the seed torch gave it (the loader's base seed,
+    drawn from the seeded global generator, plus the worker's id), not a copy of its siblings' state."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and info.dataset.transform is not None:
+        info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
 def loader(
-    data: SegData, split: str, batch_size: int, train: bool, config: TrialConfig, workers: int, device: torch.device
-) -> DataLoader:
-    transform = build_augment(config.augment, config.aug_strength, data.canvas) if train else None
+    data: SegData, split: str, batch_size: int, train: bool, config: TrialConfig, workers: int, device: torch.device,
+    seed: int | None = None,
+) -> DataLoader:  # fmt: skip
+    transform = build_augment(config.augment, config.aug_strength, data.canvas, seed) if train else None
     ds = ArrayDataset(data, split, transform)
     return DataLoader(
         ds,
@@ -128,6 +137,7 @@ def loader(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        worker_init_fn=_seed_worker_augment if workers > 0 else None,
     )
 
 
@@ -189,7 +199,7 @@ def fit(
         config = config.replace(class_weights=median_frequency_weights(data, train_split))
     criterion = build_loss(config).to(dev)
     norm = Normalizer().to(dev)
-    train_batches = loader(data, train_split, config.batch_size, True, config, workers, dev)
+    train_batches = loader(data, train_split, config.batch_size, True, config, workers, dev, seed)
     val_batches = loader(data, val_split, config.batch_size * 2, False, config, workers, dev)
     opt = _optimizer(config, model.parameters())
     scaler = torch.amp.GradScaler(dev.type, enabled=plan.scaler)
