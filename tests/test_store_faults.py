@@ -54,6 +54,52 @@ def test_a_sqlite_write_lock_held_for_seconds_is_waited_out(tmp_path: Path) -> N
     assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state.name == "COMPLETE" for t in trials)
 
 
+def test_a_trial_s_report_does_not_wait_for_a_locked_store(tmp_path: Path) -> None:
+    """Tune runs the recorder in its loop, and a trial's report waits for that loop: an epoch's record
+    must not hold the trial while the store is busy (here: another process holds SQLite's write lock).
+    The record lands, in full, once the lock is released."""
+    from ray.tune.experiment import Trial
+
+    from segtune.search.recorder import TRIAL_KEY, StoreRecorder
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.create_study(study_name="s", storage=store.open_storage(url), direction="maximize")
+    number = study.ask().number
+    recorder = StoreRecorder(url, "s", max_epochs=3, metric="val_miou")
+    trial = Trial("segtune", config={TRIAL_KEY: number}, stub=True)
+    recorder.on_trial_result(0, [], trial, {"epoch": 1, "val_miou": 0.25, "epoch_seconds": 1.5, "pid": 7})
+    recorder.writer.flush()  # the recorder has its store open before the lock is taken
+
+    held, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        con = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        held.set()
+        release.wait(30)
+        con.execute("COMMIT")
+        con.close()
+
+    def report_epoch() -> None:
+        recorder.on_trial_result(0, [], trial, {"epoch": 2, "val_miou": 0.5, "epoch_seconds": 1.25})
+        returned.set()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait()
+    threading.Thread(target=report_epoch, daemon=True).start()
+    try:
+        assert returned.wait(10), "the epoch's record waited for the store's lock, and the trial with it"
+    finally:
+        release.set()
+        holder.join()
+    recorder.writer.close()
+    stored = optuna.load_study(study_name="s", storage=url).trials[number]
+    assert stored.intermediate_values == {1: 0.25, 2: 0.5}
+    assert stored.user_attrs["epoch_seconds"] == [1.5, 1.25] and stored.user_attrs["epochs_run"] == 2
+    assert stored.user_attrs["worker_pid"] == 7
+
+
 def _admin(pg_url: str) -> psycopg.Connection:
     admin_url = make_url(pg_url).set(drivername="postgresql", database="postgres")  # not the one it locks
     return psycopg.connect(admin_url.render_as_string(hide_password=False),
@@ -168,3 +214,54 @@ def test_a_search_survives_connections_killed_while_trials_are_asked_and_told(pg
         assert t.state.name in ("COMPLETE", "PRUNED"), (t.number, t.state, t.user_attrs, proc.stdout[-3000:])
         assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs_run"] + 1))
         assert t.value is not None and t.user_attrs["ray_trial_id"]
+
+
+def _finished(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return [
+        t for t in optuna.load_study(study_name=study, storage=url).trials if t.state.name in ("COMPLETE", "PRUNED")
+    ]
+
+
+def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes_it(pg_url: str,
+                                                                                   tmp_path: Path) -> None:  # fmt: skip
+    """PostgreSQL refuses connections for longer than the retry window while trials train: the search
+    stops with exit code 75 and says how to go on; what was recorded before stays; once the server
+    answers, --resume brings the study to the trials asked for, every one recorded once."""
+    from tests.conftest import SPACES, Background, segtune
+
+    db = make_url(pg_url).database
+    args = [
+        "run", str(SPACES / "demo.yaml"), "--storage", pg_url, "--study", "outage",
+        "--set", "dataset={name: synthetic, num_images: 32, image_size: 32}", "--set", "search.trials=6",
+        "--set", "search.max_epochs=3", "--set", "search.grace_period=1",
+        "--set", "space={arch: SmallUNet, lr: {loguniform: [1.0e-3, 1.0e-2]}, batch_size: 4}",
+        "--set", "search.starting_points=[]", "--set", f"results_dir={tmp_path / 'runs'}",
+    ]  # fmt: skip
+    run = Background(*args, cwd=tmp_path)
+    with _admin(pg_url) as admin:
+        try:
+            run.wait_for(" after ")  # a trial has ended ...
+            deadline = time.monotonic() + 60
+            while not _finished(pg_url, "outage"):  # ... and its end is in the store
+                assert time.monotonic() < deadline, run.output
+                time.sleep(0.1)
+            admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            _kill_segtune_connections(admin, db)
+            rc = run.wait(timeout=300)
+        finally:
+            admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+            run.kill()
+    assert rc == 75, run.output
+    assert "study store unreachable: stopping the search" in run.output
+    assert "Run the same command with --resume once the store answers" in run.output
+    assert "Traceback" not in run.output
+    assert _finished(pg_url, "outage"), "what ended before the outage was kept"
+    assert len(_finished(pg_url, "outage")) < 6, "it stopped"
+
+    proc = segtune(*args, "--resume", cwd=tmp_path)
+    assert "Traceback" not in proc.stderr
+    finished = _finished(pg_url, "outage")
+    assert len(finished) == 6, proc.stdout[-3000:]
+    for t in finished:
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs_run"] + 1)), t.user_attrs
+        assert len(t.user_attrs["epoch_seconds"]) == t.user_attrs["epochs_run"]

@@ -12,6 +12,7 @@ import optuna
 from ray import tune
 
 from segtune.search import store
+from segtune.search.writer import StoreWriter
 
 
 class SearchInterrupted(Exception):
@@ -31,8 +32,9 @@ class Interrupt(tune.Stopper):
     driver happens to be and can leave trials RUNNING in the store.
     """
 
-    def __init__(self, study: optuna.Study, run_id: str, out: Any):
+    def __init__(self, study: optuna.Study, run_id: str, out: Any, writer: StoreWriter | None = None):
         self.study, self.run_id, self.out = study, run_id, out
+        self.writer = writer  # the recorder's queued writes land before the marking
         self.event = threading.Event()
         self.signal_name = ""
         self.outage: store.StoreUnavailable | None = None
@@ -74,6 +76,11 @@ class Interrupt(tune.Stopper):
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def _mark_unfinished(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()  # a trial whose end is queued is told as it ended, not as interrupted
+        store.fail_unfinished(self.study, self.run_id, self.reason())
+
     def _handle(self, signum: int, frame: Any) -> None:
         if not self.event.is_set():
             self.signal_name = signal.Signals(signum).name
@@ -82,9 +89,7 @@ class Interrupt(tune.Stopper):
                   "Press Ctrl-C again to quit at once.", file=self.out, flush=True)  # fmt: skip
             return
         # second signal: record the truth if the store answers within a few seconds, then go
-        marker = threading.Thread(
-            target=store.fail_unfinished, args=(self.study, self.run_id, self.reason()), daemon=True
-        )
+        marker = threading.Thread(target=self._mark_unfinished, daemon=True)
         marker.start()
         marker.join(timeout=5)
         print("segtune: interrupted twice, quitting now", file=sys.stderr, flush=True)

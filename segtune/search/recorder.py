@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from ray import cloudpickle, tune
 from segtune.objectives import COSTS, violations
 from segtune.search import outcome, store
 from segtune.search.budget import Budget
+from segtune.search.writer import StoreWriter
 from segtune.training.metrics import json_safe
 
 TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
@@ -74,35 +74,28 @@ class Counts:
 class StoreRecorder(tune.Callback):
     """Writes each Ray trial's truth into its Optuna trial: per-epoch values, final state, metrics.
 
-    A store that stays unreachable past its retry window does not abort Tune's loop from inside a
-    callback: ``on_outage`` is told (the search then stops cleanly) and the trial is left for --resume.
+    The callbacks run in Tune's loop, which a trial's report waits on: they read what Tune knows and hand
+    the store calls to the ``writer`` (search/writer.py), which makes them in order on its own thread. A
+    store that stays unreachable past its retry window does not abort Tune's loop: the writer tells
+    ``on_outage`` (the search then stops cleanly) and the trial is left for --resume.
     """
 
     def __init__(self, storage_url: str, study_name: str, max_epochs: int, metric: str,
-                 on_outage: Callable[[store.StoreUnavailable], None] | None = None,
-                 budget: Budget | None = None, objectives: list[str] | None = None,
-                 constraints: dict[str, float] | None = None):  # fmt: skip
+                 writer: StoreWriter | None = None, budget: Budget | None = None,
+                 objectives: list[str] | None = None, constraints: dict[str, float] | None = None):  # fmt: skip
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
         self.objectives = objectives or [metric]
         self.costs = [o for o in self.objectives if o in COSTS]
         self.constraints = constraints or {}
         self.multi = len(self.objectives) > 1
-        self.on_outage = on_outage
+        self.writer = writer or StoreWriter()
         self.budget = budget or Budget()
-        self._study: optuna.Study | None = None
+        self._study: optuna.Study | None = None  # used on the writer's thread only
         self._epoch_seconds: dict[str, list[float]] = {}  # Ray trial id -> seconds of each epoch so far
         self._epoch_values: dict[str, list[float | None]] = {}  # the same, the metric (multi-objective)
         self._ended: set[str] = set()  # Ray trial ids whose end is recorded
         self.counts = Counts()
-
-    def _guarded(self, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except store.StoreUnavailable as e:
-            if self.on_outage is None:
-                raise
-            self.on_outage(e)
 
     @property
     def study(self) -> optuna.Study:
@@ -120,38 +113,55 @@ class StoreRecorder(tune.Callback):
             if trial.status == "ERROR" and trial.trial_id not in self._ended and is_optuna_trial(trial):
                 self._ended.add(trial.trial_id)
                 self.budget.end(trial.config[TRIAL_KEY])
-                self._guarded(lambda t=trial: self._record_failure(t, NO_WORKER))
+                self._record_failure(trial, NO_WORKER)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if not is_optuna_trial(trial):
             return
-        self.budget.epoch(trial.config[TRIAL_KEY])  # one trial-epoch (search.budget_epochs)
-        self._guarded(lambda: self._record_epoch(trial, result))
-
-    def _record_epoch(self, trial: Any, result: dict) -> None:
-        handle = store.trial_handle(self.study, trial.config[TRIAL_KEY])
+        number, epoch = trial.config[TRIAL_KEY], int(result["epoch"])
+        self.budget.epoch(number)  # one trial-epoch (search.budget_epochs)
         value = result.get(self.metric)
+        attrs: dict[str, Any] = {}
+        reported = None
         if self.multi:  # Optuna refuses report() in a multi-objective study: one value per epoch goes here
             values = self._epoch_values.setdefault(trial.trial_id, [])
             values.append(json_safe(value))
-            handle.set_user_attr("epoch_values", values)
+            attrs["epoch_values"] = list(values)
         elif value is not None and math.isfinite(value):
-            handle.report(float(value), step=int(result["epoch"]))
-        handle.set_user_attr("epochs_run", int(result["epoch"]))
+            reported = float(value)
+        attrs["epochs_run"] = epoch
         seconds = self._epoch_seconds.setdefault(trial.trial_id, [])
         seconds.append(round(float(result.get("epoch_seconds", 0.0)), 3))
-        handle.set_user_attr("epoch_seconds", seconds)  # train + validation of each epoch: a trial's training time
-        if int(result["epoch"]) == 1:  # where it runs: for `status`, and to find a stuck worker
-            handle.set_user_attr("node_id", result.get("node_id"))
-            handle.set_user_attr("node_ip", result.get("node_ip"))
-            handle.set_user_attr("node_hostname", result.get("hostname"))
-            handle.set_user_attr("worker_pid", result.get("pid"))
-            handle.set_user_attr("worker_rss_start_mb", json_safe(result.get("rss_start_mb")))
-            handle.set_user_attr("worker_loaded_at", result.get("worker_loaded_at"))  # was it up before the ask?
-            handle.set_user_attr("train_started_at", result.get("started_at"))
-            handle.set_user_attr("gpu_ids", result.get("gpu_ids", []))  # the GPUs Ray gave it
-            handle.set_user_attr("device", result.get("device"))
-            self._record_costs(handle, result)
+        attrs["epoch_seconds"] = list(seconds)  # train + validation of each epoch: a trial's training time
+        excess: dict[str, float] = {}
+        if epoch == 1:  # where it runs: for `status`, and to find a stuck worker
+            attrs.update(
+                node_id=result.get("node_id"),
+                node_ip=result.get("node_ip"),
+                node_hostname=result.get("hostname"),
+                worker_pid=result.get("pid"),
+                worker_rss_start_mb=json_safe(result.get("rss_start_mb")),
+                worker_loaded_at=result.get("worker_loaded_at"),  # was it up before the ask?
+                train_started_at=result.get("started_at"),
+                gpu_ids=result.get("gpu_ids", []),  # the GPUs Ray gave it
+                device=result.get("device"),
+            )
+            # the model's costs (search.objectives / constraints), and how far over each limit it is: Optuna's
+            # constraint values, written here because the study that tells has no sampler to write them
+            costs = {k.removeprefix("cost_"): v for k, v in result.items() if k.startswith("cost_")}
+            attrs.update(costs)
+            excess = dict(zip(self.constraints, violations(costs, self.constraints), strict=True))
+        self.writer.submit(lambda: self._write_epoch(number, epoch, reported, attrs, excess))
+
+    def _write_epoch(self, number: int, epoch: int, value: float | None, attrs: dict[str, Any],
+                     excess: dict[str, float]) -> None:  # fmt: skip
+        handle = store.trial_handle(self.study, number)
+        if value is not None:
+            handle.report(value, step=epoch)
+        for k, v in attrs.items():
+            handle.set_user_attr(k, v)
+        for name, over in excess.items():
+            handle.set_constraint(name, over)
 
     def _finish_attrs(self, trial: Any) -> dict[str, Any]:
         last = trial.last_result or {}
@@ -171,30 +181,15 @@ class StoreRecorder(tune.Callback):
         self._epoch_values.pop(trial.trial_id, None)
         return attrs
 
-    def _record_costs(self, handle: optuna.Trial, result: dict) -> None:
-        """The model's costs (search.objectives / constraints), and how far over each limit it is: Optuna's
-        constraint values, written here because the study that tells has no sampler to write them."""
-        costs = {k.removeprefix("cost_"): v for k, v in result.items() if k.startswith("cost_")}
-        for name, value in costs.items():
-            handle.set_user_attr(name, value)
-        for (name, _), excess in zip(self.constraints.items(), violations(costs, self.constraints), strict=True):
-            handle.set_constraint(name, excess)
-
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not is_optuna_trial(trial):
             return
-        self._ended.add(trial.trial_id)
-        self.budget.end(trial.config[TRIAL_KEY])
-        self._guarded(lambda: self._record_end(trial))
-
-    def _record_end(self, trial: Any) -> None:
         number = trial.config[TRIAL_KEY]
+        self._ended.add(trial.trial_id)
+        self.budget.end(number)
         attrs = self._finish_attrs(trial)
-        handle = store.trial_handle(self.study, number)
-        for k, v in attrs.items():
-            handle.set_user_attr(k, v)
         costs = [(trial.last_result or {}).get(f"cost_{c}") for c in self.costs] if self.multi else None
-        state = outcome.tell(self.study, number, attrs["epochs_run"], self.max_epochs, attrs.get(self.metric), costs)
+        state, values = outcome.outcome(attrs["epochs_run"], self.max_epochs, attrs.get(self.metric), costs)
         if state == TrialState.COMPLETE:
             self.counts.complete += 1
         else:  # stopped at a rung (or by a stopper): Optuna's PRUNED, valued at its last epoch
@@ -202,22 +197,26 @@ class StoreRecorder(tune.Callback):
         best = attrs.get(self.metric)
         if best is not None and best > self.counts.best:
             self.counts.best, self.counts.best_trial = best, number
+        self.writer.submit(lambda: self._write_end(number, attrs, state, values))
+
+    def _write_end(self, number: int, attrs: dict[str, Any], state: TrialState, values: list[float] | None) -> None:
+        handle = store.trial_handle(self.study, number)
+        for k, v in attrs.items():
+            handle.set_user_attr(k, v)
+        self.study.tell(number, values, state=state)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not is_optuna_trial(trial):
             return
         self._ended.add(trial.trial_id)
         self.budget.end(trial.config[TRIAL_KEY])
-        self._guarded(lambda: self._record_failure(trial, error_reason(trial)))
+        self._record_failure(trial, error_reason(trial))
 
     def _record_failure(self, trial: Any, reason: str) -> None:
         number = trial.config[TRIAL_KEY]
-        handle = store.trial_handle(self.study, number)
-        for k, v in self._finish_attrs(trial).items():
-            handle.set_user_attr(k, v)
-        handle.set_user_attr("fail_reason", reason)
-        self.study.tell(number, state=TrialState.FAIL)
+        attrs = {**self._finish_attrs(trial), "fail_reason": reason}
         self.counts.failed += 1
+        self.writer.submit(lambda: self._write_end(number, attrs, TrialState.FAIL, None))
 
 
 class Progress(tune.Callback):

@@ -4,8 +4,8 @@ A table of curves (benchmarks/record_curves.py: every epoch's validation value a
 configurations trained once to the end) stands in for training. The replay drives the real pieces of
 `segtune run`: the searcher (`OptunaStoreSearcher`: the sampler `run` would build, the space, the
 starting points, the budget), the rung policy (`Rungs`, the very object `RungScheduler` asks) and the
-end-of-trial function (`outcome.tell`). Only Ray and the training are simulated: a trial's epoch e
-returns the recorded value of e and advances its slot's clock by the recorded seconds.
+end-of-trial rule (`outcome.outcome`, the recorder's too). Only Ray and the training are simulated: a
+trial's epoch e returns the recorded value of e and advances its slot's clock by the recorded seconds.
 
 Which recorded curve a suggestion gets: the nearest recorded configuration (Gower distance over the
 space's parameters: a differing choice counts 1, a numeric gap its share of the range, on a log scale

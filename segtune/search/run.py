@@ -41,6 +41,7 @@ from segtune.search.rungs import Rungs, RungScheduler
 from segtune.search.searcher import OptunaStoreSearcher, queue_first_trials
 from segtune.search.trainable import train_trial, tune_trial_name
 from segtune.search.warmup import WARMUP_PREFIX, Gate, TuneLines, WarmFirst, WarmSlots
+from segtune.search.writer import StoreWriter
 from segtune.spec import BUILTIN_PREFIX, StudySpec, num_classes, resolve_root, to_dict
 from segtune.training.weights import weights_dir
 
@@ -231,10 +232,12 @@ def run_study(
     queue_first_trials(study, spec, chosen, starting_points(spec))
     budget = Budget(search.budget_epochs, used=sum(int(t.user_attrs.get("epochs_run", 0)) for t in study.trials),
                     first_rung=chosen.grace_period if search.scheduler == "asha" else search.max_epochs)  # fmt: skip
-    interrupt = Interrupt(study, run_id, out)
+    writer = StoreWriter()  # the recorder's store writes, off Tune's loop (search/writer.py)
+    interrupt = Interrupt(study, run_id, out, writer)
+    writer.on_outage = interrupt.store_outage
     stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
     asker = OptunaStoreSearcher(storage_url, study_name, run_id, spec, on_outage=interrupt.store_outage, budget=budget,
-                                settings=chosen)  # fmt: skip
+                                settings=chosen, before_ask=writer.landed)  # fmt: skip
     searcher: Searcher = asker
     if search.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
@@ -247,8 +250,8 @@ def run_study(
         rungs = Rungs(search.max_epochs, chosen.grace_period, chosen.reduction_factor,
                       min_first_rung=chosen.min_first_rung, brackets=chosen.brackets)  # fmt: skip
         scheduler = RungScheduler(rungs, search.metric, protected=asker.protected, trial_key=TRIAL_KEY)
-    recorder = StoreRecorder(storage_url, study_name, search.max_epochs, search.metric,
-                             on_outage=interrupt.store_outage, budget=budget, objectives=search.objective_names,
+    recorder = StoreRecorder(storage_url, study_name, search.max_epochs, search.metric, writer=writer,
+                             budget=budget, objectives=search.objective_names,
                              constraints=search.constraints)  # fmt: skip
     progress = Progress(recorder, trials, search.metric, out)
     results_dir = Path(spec.results_dir).expanduser().resolve()
@@ -293,7 +296,10 @@ def run_study(
     interrupt.install()
     try:
         tuner.fit()
+        writer.close()  # every trial's truth is in the store (a write's error is raised here)
     finally:
+        with contextlib.suppress(Exception):  # fit raised: land what is queued, and raise fit's error
+            writer.close()
         # a trial Ray never finished (driver interrupted, experiment stopped) must not stay RUNNING
         reason = interrupt.reason() if interrupt.event.is_set() else "stopped: the search ended before this trial did"
         try:

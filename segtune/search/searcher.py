@@ -60,8 +60,10 @@ class OptunaStoreSearcher(Searcher):
     def __init__(self, storage_url: str, study_name: str, run_id: str, spec: StudySpec,
                  on_outage: Callable[[store.StoreUnavailable], None] | None = None,
                  budget: Budget | None = None, study: optuna.Study | None = None,
-                 settings: SearchSettings | None = None):  # fmt: skip
+                 settings: SearchSettings | None = None,
+                 before_ask: Callable[[], None] | None = None):  # fmt: skip
         super().__init__(metric=spec.search.metric, mode="max")
+        self.before_ask = before_ask  # run: lands the recorder's queued writes (the sampler sees every tell)
         self._storage_url, self._study_name, self._run_id = storage_url, study_name, run_id
         self.on_outage = on_outage
         self.budget = budget or Budget()
@@ -91,6 +93,8 @@ class OptunaStoreSearcher(Searcher):
     def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.budget.spent:  # search.budget_epochs: no new trial; running ones finish or stop at a rung
             return Searcher.FINISHED
+        if self.before_ask is not None:
+            self.before_ask()
         params = space.parse_space(self._space_raw)
         for _ in range(MAX_DRAWS):
             trial = self.study.ask()  # a trial queued by --resume comes first, with its parameters
