@@ -225,7 +225,8 @@ def _finished(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
 def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes_it(pg_url: str,
                                                                                    tmp_path: Path) -> None:  # fmt: skip
     """PostgreSQL refuses connections for longer than the retry window while trials train: the search
-    stops with exit code 75 and says how to go on; what was recorded before stays; once the server
+    stops with exit code 75 and says how to go on, without waiting out a second window to mark its running
+    trials (one try; --resume marks them too); what was recorded before stays; once the server
     answers, --resume brings the study to the trials asked for, every one recorded once."""
     from tests.conftest import SPACES, Background, segtune
 
@@ -254,6 +255,8 @@ def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes
     assert rc == 75, run.output
     assert "study store unreachable: stopping the search" in run.output
     assert "Run the same command with --resume once the store answers" in run.output
+    after = run.output.split("study store unreachable: stopping the search", 1)[1]
+    assert "; try 2 in" not in after, f"it waited out a second retry window before exiting: {after[-2000:]}"
     assert "Traceback" not in run.output
     assert _finished(pg_url, "outage"), "what ended before the outage was kept"
     assert len(_finished(pg_url, "outage")) < 6, "it stopped"

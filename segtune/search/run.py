@@ -302,8 +302,9 @@ def run_study(
             writer.close()
         # a trial Ray never finished (driver interrupted, experiment stopped) must not stay RUNNING
         reason = interrupt.reason() if interrupt.event.is_set() else "stopped: the search ended before this trial did"
-        try:
-            failed = store.fail_unfinished(study, run_id, reason)
+        try:  # after an outage, once: its window has passed already, and --resume marks them as well
+            with store.one_try() if interrupt.outage is not None else contextlib.nullcontext():
+                failed = store.fail_unfinished(study, run_id, reason)
         except store.StoreUnavailable as e:  # still down: --resume marks them when it answers again
             interrupt.store_outage(e)
             failed = 0

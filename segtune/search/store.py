@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -11,7 +12,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,26 @@ class StoreUnavailable(StoreError):
     exit_code = 75  # EX_TEMPFAIL
 
 
+_calls = threading.local()
+
+
+@contextlib.contextmanager
+def one_try() -> Iterator[None]:
+    """Store calls in this block (this thread) get one attempt instead of the retry window. For the end of a
+    search that an outage already stopped: it tries once to mark its trials and, if the store is still down,
+    leaves them to ``--resume`` instead of waiting another window."""
+    _calls.one_try = True
+    try:
+        yield
+    finally:
+        _calls.one_try = False
+
+
 def with_retries(name: str, call: Callable[[int], Any]) -> Any:
     """``call(attempt)`` until it succeeds, a non-transient error, or the retry window ends (then StoreUnavailable)."""
     started = time.monotonic()
-    for attempt, delay in enumerate((*RETRY_DELAYS_S, None), start=1):
+    delays = (None,) if getattr(_calls, "one_try", False) else (*RETRY_DELAYS_S, None)
+    for attempt, delay in enumerate(delays, start=1):
         try:
             return call(attempt)
         except Exception as e:
