@@ -100,6 +100,38 @@ def test_a_trial_s_report_does_not_wait_for_a_locked_store(tmp_path: Path) -> No
     assert stored.user_attrs["worker_pid"] == 7
 
 
+def test_after_an_outage_found_by_the_searcher_the_recorder_starts_no_write(tmp_path: Path) -> None:
+    """The searcher's ask can be what meets the store down past its window. The search then stops, and the
+    results Tune still hands the recorder (a trial's last epoch, its end) must not each wait out a window of
+    their own before the run can exit: they are dropped, their trials left RUNNING for --resume."""
+    import io
+
+    from ray.tune.experiment import Trial
+
+    from segtune.search.interrupt import Interrupt
+    from segtune.search.recorder import TRIAL_KEY, StoreRecorder
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.create_study(study_name="s", storage=store.open_storage(url), direction="maximize")
+    number = study.ask().number
+    recorder = StoreRecorder(url, "s", max_epochs=3, metric="val_miou")
+    interrupt = Interrupt(study, "run", io.StringIO(), recorder.writer)
+    recorder.writer.on_outage = interrupt.store_outage
+    trial = Trial("segtune", config={TRIAL_KEY: number}, stub=True)
+    recorder.on_trial_result(0, [], trial, {"epoch": 1, "val_miou": 0.25, "epoch_seconds": 1.5})
+    recorder.writer.flush()
+
+    interrupt.store_outage(store.StoreUnavailable("the study store did not answer for 31 s (_get_trials: down)"))
+    recorder.on_trial_result(0, [], trial, {"epoch": 2, "val_miou": 0.5, "epoch_seconds": 1.25})
+    with pytest.raises(store.StoreUnavailable):
+        recorder.writer.landed()  # what the searcher's next ask meets: nothing more is asked of the store
+    recorder.writer.close()
+    assert interrupt.stop_all() and "study store unreachable" in interrupt.out.getvalue()
+    stored = optuna.load_study(study_name="s", storage=url).trials[number]
+    assert stored.intermediate_values == {1: 0.25}, "a write started after the outage (with a window of its own)"
+    assert stored.state == optuna.trial.TrialState.RUNNING
+
+
 def _admin(pg_url: str) -> psycopg.Connection:
     admin_url = make_url(pg_url).set(drivername="postgresql", database="postgres")  # not the one it locks
     return psycopg.connect(admin_url.render_as_string(hide_password=False),

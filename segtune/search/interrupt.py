@@ -60,6 +60,8 @@ class Interrupt(tune.Stopper):
 
     def store_outage(self, error: store.StoreUnavailable) -> None:
         """The store stayed unreachable past its retry window: stop the search; --resume continues it."""
+        if self.writer is not None:  # found by the searcher, say: the writer starts no write that would wait too
+            self.writer.store_down(error)
         if self.outage is None:
             self.outage = error
             print(f"\nstudy store unreachable: stopping the search ({error})", file=self.out, flush=True)

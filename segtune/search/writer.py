@@ -8,8 +8,8 @@ not train. The recorder now hands each write here and returns at once.
 The store stays as truthful as before: writes land in the order Tune called back; everything queued is
 written before the searcher asks Optuna for a configuration (so TPE still sees every tell) and before the
 run marks unfinished trials FAIL; a write that meets a store down past its retry window stops the search
-as before (``on_outage``) and the writes queued behind it are dropped, their trials left for --resume.
-"""
+as before (``on_outage``) and the writes queued behind it are dropped, their trials left for --resume; so
+are the writes after an outage found elsewhere (``store_down``)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ class StoreWriter:
         self._thread.join()
         self._thread = None
         self._raise_error()
+
+    def store_down(self, error: store.StoreUnavailable) -> None:
+        """The store was found down elsewhere (the searcher's ask, say) and the search is stopping: start no
+        more writes, each of which would wait out a retry window of its own; their trials are left for --resume."""
+        if self._outage is None:
+            self._outage = error
 
     def _raise_error(self) -> None:
         if self._error is not None:
