@@ -46,8 +46,15 @@ def segtune(*args: str, log: Path) -> None:
 
 
 def dataset(args: argparse.Namespace) -> dict[str, Any]:
-    return {"name": "oxford_pets", "root": str(Path(args.data_root).resolve()), "download": False,
-            "target": args.target, "image_size": args.size, "val_fraction": 0.2, "seed": 42}  # fmt: skip
+    return {
+        "name": "oxford_pets",
+        "root": str(Path(args.data_root).resolve()),
+        "download": False,
+        "target": args.target,
+        "image_size": args.size,
+        "val_fraction": 0.2,
+        "seed": 42,
+    }
 
 
 def run_arm(slug: str, search: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -58,19 +65,25 @@ def run_arm(slug: str, search: dict[str, Any], args: argparse.Namespace, out: Pa
         "study": f"confirm-{slug}",
         "dataset": dataset(args),
         "space": SPACE,
-        "search": {"trials": 1000, "max_epochs": args.max_epochs, "budget_epochs": args.budget, "seed": args.seed,
-                   **search},
+        "search": {
+            "trials": 1000,
+            "max_epochs": args.max_epochs,
+            "budget_epochs": args.budget,
+            "seed": args.seed,
+            **search,
+        },
         "resources": {"cpus_per_trial": 1},
         "results_dir": str(folder / "runs"),
-    }  # fmt: skip
+    }
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     started = time.monotonic()
     segtune("run", str(folder / "spec.yaml"), "--storage", store, log=log)
     searched = time.monotonic() - started
     segtune("export", spec["study"], "--storage", store, "-o", str(folder / "best.yaml"), log=log)
     segtune("retrain", str(folder / "best.yaml"), "--out", str(folder / "retrain"), log=log)
-    status = subprocess.run([sys.executable, "-m", "segtune", "status", spec["study"], "--storage", store],
-                            capture_output=True, text=True).stdout  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "segtune", "status", spec["study"], "--storage", store], capture_output=True, text=True
+    ).stdout
     (folder / "status.txt").write_text(status)
     best = yaml.safe_load((folder / "best.yaml").read_text())
     return {"search_s": round(searched), "best_val": best["provenance"]["val_miou"], "config": best["config"]}
@@ -79,8 +92,13 @@ def run_arm(slug: str, search: dict[str, Any], args: argparse.Namespace, out: Pa
 def hand_pick(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     folder = out / "hand-pick"
     folder.mkdir(parents=True, exist_ok=True)
-    doc = {"name": "hand-pick", "dataset": dataset(args), "config": HAND_PICKS[0], "epochs": args.max_epochs,
-           "metric": "val_miou"}  # fmt: skip
+    doc = {
+        "name": "hand-pick",
+        "dataset": dataset(args),
+        "config": HAND_PICKS[0],
+        "epochs": args.max_epochs,
+        "metric": "val_miou",
+    }
     (folder / "best.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     segtune("retrain", str(folder / "best.yaml"), "--out", str(folder / "retrain"), log=folder / "log.txt")
     return {"search_s": 0, "best_val": None, "config": HAND_PICKS[0]}
@@ -110,11 +128,19 @@ def main() -> None:
         summary = json.loads(done.read_text())
         test = json.loads((args.out / slug / "retrain" / "metrics.json").read_text())
         c = summary["config"]
-        rows.append([name, f"{c['arch']} / {c['encoder']}, {c['loss']}, {c.get('augment', '-')}, lr {c['lr']:.2g}",
-                     "-" if summary["best_val"] is None else f"{summary['best_val']:.3f}", f"{test['test_miou']:.3f}",
-                     summary["search_s"]])  # fmt: skip
-    print(f"\nOxford-IIIT Pet sample, {args.target}, {args.size} px; budget {args.budget} trial-epochs per search, "
-          f"{args.max_epochs} epochs a trial; winners retrained on train, scored on the test split")  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{c['arch']} / {c['encoder']}, {c['loss']}, {c.get('augment', '-')}, lr {c['lr']:.2g}",
+                "-" if summary["best_val"] is None else f"{summary['best_val']:.3f}",
+                f"{test['test_miou']:.3f}",
+                summary["search_s"],
+            ]
+        )
+    print(
+        f"\nOxford-IIIT Pet sample, {args.target}, {args.size} px; budget {args.budget} trial-epochs per search, "
+        f"{args.max_epochs} epochs a trial; winners retrained on train, scored on the test split"
+    )
     print(format_table(["arm", "winner", "its val mIoU in the search", "test mIoU (retrained)", "search s"], rows))
 
 

@@ -58,13 +58,41 @@ SPACE: dict[str, Any] = {
 # What the notebooks behind segtune start from: Unet / ResNet34, CE or CE + Dice, AdamW at 1e-3,
 # one-cycle, flips; and the same Unet on the one ImageNet encoder available offline.
 HAND_PICKS: list[dict[str, Any]] = [
-    {"arch": "Unet", "encoder": "resnet34", "loss": "ce", "augment": "flip", "optimizer": "adamw", "lr": 1e-3,
-     "weight_decay": 1e-4, "schedule": "onecycle", "batch_size": 8},
-    {"arch": "Unet", "encoder": "resnet34", "loss": "ce+dice", "augment": "flip", "optimizer": "adamw", "lr": 1e-3,
-     "weight_decay": 1e-4, "schedule": "onecycle", "batch_size": 8},
-    {"arch": "Unet", "encoder": LITE0, "encoder_weights": "imagenet", "loss": "ce", "augment": "flip",
-     "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "onecycle", "batch_size": 8},
-]  # fmt: skip
+    {
+        "arch": "Unet",
+        "encoder": "resnet34",
+        "loss": "ce",
+        "augment": "flip",
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "schedule": "onecycle",
+        "batch_size": 8,
+    },
+    {
+        "arch": "Unet",
+        "encoder": "resnet34",
+        "loss": "ce+dice",
+        "augment": "flip",
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "schedule": "onecycle",
+        "batch_size": 8,
+    },
+    {
+        "arch": "Unet",
+        "encoder": LITE0,
+        "encoder_weights": "imagenet",
+        "loss": "ce",
+        "augment": "flip",
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "schedule": "onecycle",
+        "batch_size": 8,
+    },
+]
 
 
 def draw(n: int, seed: int) -> list[dict[str, Any]]:
@@ -134,8 +162,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--pause-file", type=Path, help="while this file exists, wait before the next configuration "
-                   "(so timing benchmarks can have the machine to themselves)")  # fmt: skip
+    p.add_argument(
+        "--pause-file",
+        type=Path,
+        help="while this file exists, wait before the next configuration "
+        "(so timing benchmarks can have the machine to themselves)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -148,7 +180,7 @@ def main() -> None:
             "versions": {
                 name: metadata.version(name)
                 for name in ("segtune", "torch", "segmentation-models-pytorch", "albumentations", "optuna")
-            },  # fmt: skip
+            },
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)",
             "dataset": {
                 "name": "oxford_pets",
@@ -156,7 +188,7 @@ def main() -> None:
                 "image_size": args.size,
                 "val_fraction": 0.2,
                 "seed": 42,
-            },  # fmt: skip
+            },
             "max_epochs": args.max_epochs,
             "space": SPACE,
             "entries": draw(args.configs, args.seed),
@@ -169,9 +201,17 @@ def main() -> None:
     todo = [e for e in header["entries"] if e["id"] not in done]
     print(f"{len(done)} configurations recorded, {len(todo)} to go -> {args.table}", flush=True)
     ds = header["dataset"]
-    data = build_dataset(OxfordPetsSpec(name="oxford_pets", root=args.data_root, download=False,
-                                        target=ds["target"], image_size=ds["image_size"],
-                                        val_fraction=ds["val_fraction"], seed=ds["seed"]))  # fmt: skip
+    data = build_dataset(
+        OxfordPetsSpec(
+            name="oxford_pets",
+            root=args.data_root,
+            download=False,
+            target=ds["target"],
+            image_size=ds["image_size"],
+            val_fraction=ds["val_fraction"],
+            seed=ds["seed"],
+        )
+    )
     data.splits["test"] = data.splits["test"][:0]  # the replay needs train and val only
     for entry in todo:
         while args.pause_file is not None and args.pause_file.exists():
@@ -181,9 +221,12 @@ def main() -> None:
         curves.append(curve)
         write_table(args.table, header, curves)
         best = max((v for v in curve["val_miou"] if v is not None), default=float("nan"))
-        print(f"[{len(curves)}/{len(header['entries'])}] #{entry['id']} {space_text(entry['params'])}: "
-              f"best val mIoU {best:.3f}, {time.monotonic() - started:.0f} s"
-              + (f", FAILED {curve['failed']}" if curve["failed"] else ""), flush=True)  # fmt: skip
+        print(
+            f"[{len(curves)}/{len(header['entries'])}] #{entry['id']} {space_text(entry['params'])}: "
+            f"best val mIoU {best:.3f}, {time.monotonic() - started:.0f} s"
+            + (f", FAILED {curve['failed']}" if curve["failed"] else ""),
+            flush=True,
+        )
 
 
 def space_text(params: dict[str, Any]) -> str:

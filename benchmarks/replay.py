@@ -35,8 +35,9 @@ from segtune.tables import format_table
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "curves" / "pets_sample_64px.jsonl.gz"
 
-OLD_DEFAULT = dict(grace_period=1, reduction_factor=3, min_first_rung=1, brackets=1, n_startup_trials=10,
-                   startup="random")  # fmt: skip
+OLD_DEFAULT = dict(
+    grace_period=1, reduction_factor=3, min_first_rung=1, brackets=1, n_startup_trials=10, startup="random"
+)
 STRATEGIES = [
     Strategy("random, no stopping", sampler="random", scheduler="none"),
     Strategy("random + ASHA (auto rungs)", sampler="random"),
@@ -86,8 +87,9 @@ def _one(job: tuple[Strategy, int, int, int]) -> ReplayResult:
     return result
 
 
-def run_strategies(path: Path, strategies: list[Strategy], seeds: int, slots: int, budget: int,
-                   jobs: int) -> dict[str, list[ReplayResult]]:  # fmt: skip
+def run_strategies(
+    path: Path, strategies: list[Strategy], seeds: int, slots: int, budget: int, jobs: int
+) -> dict[str, list[ReplayResult]]:
     """Every strategy x seed, ``jobs`` processes at once (each replay is independent)."""
     out: dict[str, list[ReplayResult]] = {s.name: [] for s in strategies}
     work = [(s, seed, slots, budget) for s in strategies for seed in range(seeds)]
@@ -120,8 +122,9 @@ def parse_grid(overrides: list[str]) -> dict[str, list[int | str]]:
     return grid
 
 
-def tune(path: Path, table: CurveTable, seeds: int, slots: int, budget: int, jobs: int,
-         grid: dict[str, list[int | str]]) -> None:  # fmt: skip
+def tune(
+    path: Path, table: CurveTable, seeds: int, slots: int, budget: int, jobs: int, grid: dict[str, list[int | str]]
+) -> None:
     """The grid the `auto` defaults were chosen from: ranked by median time to the target, then best at budget."""
     keys = list(grid)
     combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
@@ -135,10 +138,21 @@ def tune(path: Path, table: CurveTable, seeds: int, slots: int, budget: int, job
         rows.append((med, -bests[2], -bests[0], s.name, hand, bests))
     rows.sort()
     print(f"\nrandom, no stopping: {seconds(base[0])} s to target, best at budget {base[2][2]:.3f}")
-    print(format_table(["settings", "s to target (median)", "vs random", "s to hand pick", "best at 1/4", "at 1/2",
-                        "at budget"],
-                       [[name, seconds(med), f"{base[0] / med:.2f}x" if math.isfinite(med) else "-", seconds(hand),
-                         *(f"{b:.3f}" for b in bests)] for med, _, _, name, hand, bests in rows[:25]]))  # fmt: skip
+    print(
+        format_table(
+            ["settings", "s to target (median)", "vs random", "s to hand pick", "best at 1/4", "at 1/2", "at budget"],
+            [
+                [
+                    name,
+                    seconds(med),
+                    f"{base[0] / med:.2f}x" if math.isfinite(med) else "-",
+                    seconds(hand),
+                    *(f"{b:.3f}" for b in bests),
+                ]
+                for med, _, _, name, hand, bests in rows[:25]
+            ],
+        )
+    )
     print("\nmedian s to target by setting (over the rest of the grid):")
     for k in keys:
         for v in grid[k]:
@@ -163,13 +177,21 @@ def report(table: CurveTable, results: dict[str, list[ReplayResult]], budget: in
         bests = [[r.best_at(e) for r in rs] for e in checkpoints]
         best_text = [f"{statistics.median([b if b is not None else 0 for b in bs]):.3f}" for bs in bests]
         speedup = base / med if math.isfinite(med) and math.isfinite(base) else math.nan
-        rows.append([name, f"{seconds(med)} [{seconds(q1)}, {seconds(q3)}]", f"{speedup:.2f}x", seconds(hmed),
-                     *best_text])  # fmt: skip
-    print(f"\n{len(table.curves)} recorded curves ({table.max_epochs} epochs, {len(finals)} complete); "
-          f"target {target:.3f} (90th percentile of final values); best hand pick {hand:.3f}; "
-          f"budget {budget} trial-epochs, {len(next(iter(results.values())))} seeds")  # fmt: skip
-    headers = ["strategy", "s to target: median [IQR]", f"vs {baseline.split(',')[0]}", "s to reach hand pick",
-               *[f"best at {e} ep" for e in checkpoints]]  # fmt: skip
+        rows.append(
+            [name, f"{seconds(med)} [{seconds(q1)}, {seconds(q3)}]", f"{speedup:.2f}x", seconds(hmed), *best_text]
+        )
+    print(
+        f"\n{len(table.curves)} recorded curves ({table.max_epochs} epochs, {len(finals)} complete); "
+        f"target {target:.3f} (90th percentile of final values); best hand pick {hand:.3f}; "
+        f"budget {budget} trial-epochs, {len(next(iter(results.values())))} seeds"
+    )
+    headers = [
+        "strategy",
+        "s to target: median [IQR]",
+        f"vs {baseline.split(',')[0]}",
+        "s to reach hand pick",
+        *[f"best at {e} ep" for e in checkpoints],
+    ]
     print(format_table(headers, rows))
 
 
@@ -187,13 +209,20 @@ def prefill(study: optuna.Study, table: CurveTable, n: int, seed: int) -> None:
         curve = table.nearest(space.active_params(table.params, TrialConfig.from_dict(config.to_dict())))
         values = {i + 1: v for i, v in enumerate(curve.values) if v is not None}
         complete = len(curve.values) == table.max_epochs and values
-        frozen.append(optuna.trial.create_trial(
-            params=t.params, distributions=t.distributions,
-            value=max(values.values()) if complete else None, intermediate_values=values,
-            state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
-            user_attrs={"config": config.to_dict(), "epochs_run": len(curve.values),
-                        "epoch_seconds": list(curve.seconds)},
-        ))  # fmt: skip
+        frozen.append(
+            optuna.trial.create_trial(
+                params=t.params,
+                distributions=t.distributions,
+                value=max(values.values()) if complete else None,
+                intermediate_values=values,
+                state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
+                user_attrs={
+                    "config": config.to_dict(),
+                    "epochs_run": len(curve.values),
+                    "epoch_seconds": list(curve.seconds),
+                },
+            )
+        )
         draw.tell(t, state=optuna.trial.TrialState.FAIL)
     study.add_trials(frozen)
 
@@ -216,8 +245,9 @@ def cost(table: CurveTable, sizes: list[int], urls: list[str], measured: int) ->
             storage = store.open_storage(url)
             name = f"cost-{n}-{time.time_ns()}"
             started = time.monotonic()
-            study = optuna.create_study(storage=storage, study_name=name, sampler=make_sampler(spec, chosen),
-                                        direction="maximize")  # fmt: skip
+            study = optuna.create_study(
+                storage=storage, study_name=name, sampler=make_sampler(spec, chosen), direction="maximize"
+            )
             prefill(study, table, n, seed=n)
             filled = time.monotonic() - started
             searcher = OptunaStoreSearcher(url, name, "cost", spec, budget=Budget(), study=study, settings=chosen)
@@ -236,12 +266,32 @@ def cost(table: CurveTable, sizes: list[int], urls: list[str], measured: int) ->
                 t0 = time.perf_counter()
                 outcome.tell(study, number, table.max_epochs, table.max_epochs, 0.3 + 0.01 * table.max_epochs)
                 tell.append(time.perf_counter() - t0)
-            rows.append([store.redact(url).split(":")[0], n, f"{filled:.0f}", f"{1000 * statistics.median(ask):.0f}",
-                         f"{1000 * max(ask):.0f}", f"{1000 * statistics.median(epoch):.1f}",
-                         f"{1000 * statistics.median(tell):.1f}"])  # fmt: skip
+            rows.append(
+                [
+                    store.redact(url).split(":")[0],
+                    n,
+                    f"{filled:.0f}",
+                    f"{1000 * statistics.median(ask):.0f}",
+                    f"{1000 * max(ask):.0f}",
+                    f"{1000 * statistics.median(epoch):.1f}",
+                    f"{1000 * statistics.median(tell):.1f}",
+                ]
+            )
             print(f"  {rows[-1][0]}, {n} trials: done", flush=True)
-    print(format_table(["store", "trials in study", "prefill s", "ms per suggestion (median)", "(max)",
-                        "ms per recorded epoch", "ms per tell"], rows))  # fmt: skip
+    print(
+        format_table(
+            [
+                "store",
+                "trials in study",
+                "prefill s",
+                "ms per suggestion (median)",
+                "(max)",
+                "ms per recorded epoch",
+                "ms per tell",
+            ],
+            rows,
+        )
+    )
 
 
 def main() -> None:
@@ -253,11 +303,20 @@ def main() -> None:
     p.add_argument("--starting-points", action="store_true", help="every strategy also runs the hand picks first")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replays run side by side")
     p.add_argument("--tune", action="store_true", help="the grid behind the auto defaults (15 seeds unless --seeds)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="--tune: replace one axis of the grid (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="--tune: replace one axis of the grid (repeatable)",
+    )
     p.add_argument("--cost", action="store_true", help="the driver's own cost as the study grows (real stores)")
-    p.add_argument("--storage", action="append", default=[],
-                   help="--cost: a store URL (repeatable; default: a SQLite file in a temporary folder)")  # fmt: skip
+    p.add_argument(
+        "--storage",
+        action="append",
+        default=[],
+        help="--cost: a store URL (repeatable; default: a SQLite file in a temporary folder)",
+    )
     p.add_argument("--sizes", default="100,500,2000", help="--cost: trials already in the study")
     args = p.parse_args()
     warnings.filterwarnings("ignore")

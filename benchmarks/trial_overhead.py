@@ -52,11 +52,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHORT_TRIALS = {  # 24 short trials: synthetic scenes, 1 epoch when ASHA stops them, 3 when not
     "study": "short-trials",
     "dataset": {"name": "synthetic", "num_images": 96, "num_classes": 3, "image_size": 64},
-    "space": {"arch": {"choice": ["SmallUNet", "Unet"]}, "encoder": "resnet18", "augment": "light",
-              "lr": {"loguniform": [1.0e-3, 1.0e-2]}, "batch_size": 8},
+    "space": {
+        "arch": {"choice": ["SmallUNet", "Unet"]},
+        "encoder": "resnet18",
+        "augment": "light",
+        "lr": {"loguniform": [1.0e-3, 1.0e-2]},
+        "batch_size": 8,
+    },
     "search": {"trials": 24, "max_epochs": 3, "grace_period": 1, "reduction_factor": 3, "seed": 0},
     "resources": {"cpus_per_trial": 1},
-}  # fmt: skip
+}
 
 
 def ran(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -115,23 +120,35 @@ def utilisation(study: optuna.Study, started: float) -> dict[str, Any]:
             peak = max(t.user_attrs["worker_rss_mb"] for t in ts)  # during a trial, model and optimizer included
             growth.append((start[0], start[1], start[-1], peak, len(ts)))
     # from the first ask to the first step: a gap like any other since the workers start before the first ask
-    first_step = min((t.user_attrs["train_started_at"] for t in trials if t.user_attrs.get("train_started_at")),
-                     default=first)  # fmt: skip
+    first_step = min(
+        (t.user_attrs["train_started_at"] for t in trials if t.user_attrs.get("train_started_at")), default=first
+    )
     before_tail = training_until(trials, last - tail) / (slots * (wall - tail)) if wall > tail else math.nan
     return {
-        "trials": len(trials), "slots": slots, "workers": len(by_worker), "wall_s": wall,
-        "workers_up_s": first_step - first, "utilisation_workers_up": training / (slots * (last - first_step)),
-        "training_s": training, "utilisation": training / (slots * wall),
+        "trials": len(trials),
+        "slots": slots,
+        "workers": len(by_worker),
+        "wall_s": wall,
+        "workers_up_s": first_step - first,
+        "utilisation_workers_up": training / (slots * (last - first_step)),
+        "training_s": training,
+        "utilisation": training / (slots * wall),
         "utilisation_before_tail": before_tail,
-        "startup_s": first - started, "run_s": last - started, "tail_s": tail,
-        "gap_median_s": statistics.median(gaps) if gaps else float("nan"), "gap_max_s": max(gaps, default=math.nan),
+        "startup_s": first - started,
+        "run_s": last - started,
+        "tail_s": tail,
+        "gap_median_s": statistics.median(gaps) if gaps else float("nan"),
+        "gap_max_s": max(gaps, default=math.nan),
         "rss_mb": growth,
-    }  # fmt: skip
+    }
 
 
 def search_once(raw: dict[str, Any], store: str, fresh: bool, tmp: Path) -> dict[str, Any]:
-    raw = {**raw, "resources": {**raw.get("resources", {}), "reuse_workers": not fresh},
-           "results_dir": str(tmp / "runs")}  # fmt: skip
+    raw = {
+        **raw,
+        "resources": {**raw.get("resources", {}), "reuse_workers": not fresh},
+        "results_dir": str(tmp / "runs"),
+    }
     spec = spec_mod.validate(raw, check_root=False)
     started = time.time()
     study = search.run_study(spec, f"sqlite:///{store}", raw["study"])
@@ -143,8 +160,10 @@ def worker_import_seconds(repeats: int = 3) -> float:
     timed in a fresh interpreter; the median of ``repeats``. Alone here: in a search, the slots' workers
     import side by side, with the driver beside them."""
     code = "import time; t = time.perf_counter(); import segtune.search.trainable; print(time.perf_counter() - t)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
-            for _ in range(repeats)]  # fmt: skip
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+        for _ in range(repeats)
+    ]
     return statistics.median(runs)
 
 
@@ -160,8 +179,12 @@ def bare_epochs(data: Any, arch: str, encoder: str, batch: int, epochs: int, thr
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     h, w = data.resize.canvas
     s = 0.5
-    augment = A.Compose([A.RandomResizedCrop(size=(h, w), scale=(1 - 0.6 * s, 1.0), ratio=(0.8 * w / h, 1.25 * w / h)),
-                         A.HorizontalFlip(p=0.5)])  # segtune's "light" at strength 0.5, written out  # fmt: skip
+    augment = A.Compose(
+        [
+            A.RandomResizedCrop(size=(h, w), scale=(1 - 0.6 * s, 1.0), ratio=(0.8 * w / h, 1.25 * w / h)),
+            A.HorizontalFlip(p=0.5),
+        ]
+    )  # segtune's "light" at strength 0.5, written out
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
     train, val = data.splits["train"], data.splits["val"]
@@ -190,8 +213,9 @@ def bare_epochs(data: Any, arch: str, encoder: str, batch: int, epochs: int, thr
                 y = torch.from_numpy(data.masks[idx].astype(np.int64))
                 pred = model((x.float() - mean) / std).argmax(1)
                 keep = y != 255
-                confusion += torch.bincount(y[keep] * data.num_classes + pred[keep],
-                                            minlength=data.num_classes**2).view(data.num_classes, -1)  # fmt: skip
+                confusion += torch.bincount(
+                    y[keep] * data.num_classes + pred[keep], minlength=data.num_classes**2
+                ).view(data.num_classes, -1)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -229,11 +253,22 @@ def loop_speed(tmp: Path, epochs: int, repeats: int, dataset: dict[str, Any]) ->
     raw = {
         "study": "loop-speed",
         "dataset": dataset,
-        "space": {"arch": "Unet", "encoder": "resnet18", "loss": "ce", "augment": "light", "aug_strength": 0.5,
-                  "optimizer": "adamw", "lr": 1.0e-3, "weight_decay": 1.0e-4, "schedule": "cosine", "batch_size": 8},
+        "space": {
+            "arch": "Unet",
+            "encoder": "resnet18",
+            "loss": "ce",
+            "augment": "light",
+            "aug_strength": 0.5,
+            "optimizer": "adamw",
+            "lr": 1.0e-3,
+            "weight_decay": 1.0e-4,
+            "schedule": "cosine",
+            "batch_size": 8,
+        },
         "search": {"trials": 1, "max_epochs": epochs, "scheduler": "none"},
-        "resources": {"cpus_per_trial": 2}, "results_dir": str(tmp / "runs"),
-    }  # fmt: skip
+        "resources": {"cpus_per_trial": 2},
+        "results_dir": str(tmp / "runs"),
+    }
     spec = spec_mod.validate(raw)
     data = build_dataset(spec.dataset, only=search.SEARCH_SPLITS)  # the test split plays no part
     trials, bares = [], []
@@ -247,9 +282,16 @@ def loop_speed(tmp: Path, epochs: int, repeats: int, dataset: dict[str, Any]) ->
         bare = in_a_thread(bare_epochs, data, "Unet", "resnet18", 8, epochs, threads=2)
         bares.append((statistics.mean(bare[1:]), bare))
     (trial_epoch, trial_list), (bare_epoch, bare_list) = min(trials), min(bares)
-    return {"trial_s_per_epoch": trial_epoch, "bare_s_per_epoch": bare_epoch, "ratio": bare_epoch / trial_epoch,
-            "trial_epochs": trial_list, "bare_epochs": bare_list, "runs": len(trials), "root": dataset["root"],
-            "images": {k: len(v) for k, v in data.splits.items() if len(v)}}  # fmt: skip
+    return {
+        "trial_s_per_epoch": trial_epoch,
+        "bare_s_per_epoch": bare_epoch,
+        "ratio": bare_epoch / trial_epoch,
+        "trial_epochs": trial_list,
+        "bare_epochs": bare_list,
+        "runs": len(trials),
+        "root": dataset["root"],
+        "images": {k: len(v) for k, v in data.splits.items() if len(v)},
+    }
 
 
 def main() -> None:
@@ -278,11 +320,24 @@ def main() -> None:
             studies.append(("synthetic, 24 short trials", SHORT_TRIALS))
         for name, raw in studies:
             r = search_once(raw, str(tmp / f"{raw['study']}.db"), args.fresh_workers, tmp)
-            rows.append([name, r["trials"], r["slots"], f"{r['wall_s']:.1f}", f"{r['training_s']:.1f}",
-                         f"{r['utilisation']:.2f}", f"{r['utilisation_before_tail']:.2f}",
-                         f"{r['utilisation_workers_up']:.2f}", f"{r['startup_s']:.1f}", f"{r['workers_up_s']:.1f}",
-                         f"{r['tail_s']:.1f}", f"{r['gap_median_s']:.2f}", f"{r['gap_max_s']:.2f}",
-                         f"{r['run_s']:.1f}"])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    r["trials"],
+                    r["slots"],
+                    f"{r['wall_s']:.1f}",
+                    f"{r['training_s']:.1f}",
+                    f"{r['utilisation']:.2f}",
+                    f"{r['utilisation_before_tail']:.2f}",
+                    f"{r['utilisation_workers_up']:.2f}",
+                    f"{r['startup_s']:.1f}",
+                    f"{r['workers_up_s']:.1f}",
+                    f"{r['tail_s']:.1f}",
+                    f"{r['gap_median_s']:.2f}",
+                    f"{r['gap_max_s']:.2f}",
+                    f"{r['run_s']:.1f}",
+                ]
+            )
             memory += [[name, n, f"{a:.0f}", f"{b:.0f}", f"{c:.0f}", f"{peak:.0f}"] for a, b, c, peak, n in r["rss_mb"]]
         speed = None
         if "speed" not in args.skip:
@@ -291,17 +346,33 @@ def main() -> None:
     mode = "fresh worker per trial" if args.fresh_workers else "workers reused"
     print(f"\na worker's imports before its first trial, alone: {worker_import_seconds():.2f} s (median of 3)")
     print(f"\nslot utilisation ({mode}):")
-    columns = ["study", "trials", "slots", "wall s", "training s", "utilisation", "before tail", "once workers up",
-               "start-up s", "workers up s", "tail s", "gap median s", "gap max s", "run s"]  # fmt: skip
+    columns = [
+        "study",
+        "trials",
+        "slots",
+        "wall s",
+        "training s",
+        "utilisation",
+        "before tail",
+        "once workers up",
+        "start-up s",
+        "workers up s",
+        "tail s",
+        "gap median s",
+        "gap max s",
+        "run s",
+    ]
     print(format_table(columns, rows))
     if memory:
         print("\nworker resident memory (MB) when a trial begins, after the previous one freed its own:")
         print(format_table(["study", "trials", "1st trial", "2nd trial", "last trial", "peak in a trial"], memory))
     if speed:
         images = ", ".join(f"{k} {v}" for k, v in speed["images"].items())
-        print(f"\ntraining inside a trial vs a bare PyTorch loop (Unet/resnet18, 128 px, batch 8, 2 threads; "
-              f"{speed['root']}: {images} images): {speed['trial_s_per_epoch']:.2f} s vs "
-              f"{speed['bare_s_per_epoch']:.2f} s per epoch, ratio {speed['ratio']:.3f}")  # fmt: skip
+        print(
+            f"\ntraining inside a trial vs a bare PyTorch loop (Unet/resnet18, 128 px, batch 8, 2 threads; "
+            f"{speed['root']}: {images} images): {speed['trial_s_per_epoch']:.2f} s vs "
+            f"{speed['bare_s_per_epoch']:.2f} s per epoch, ratio {speed['ratio']:.3f}"
+        )
         trial, bare = (" ".join(f"{s:.2f}" for s in speed[k]) for k in ("trial_epochs", "bare_epochs"))
         print(f"  the faster of {speed['runs']} runs each; seconds of each epoch: trial {trial}; bare loop {bare}")
 

@@ -103,7 +103,10 @@ def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str
         print(f"  label values seen (share of pixels): {share}", file=out)
         if summary["padding_share"]:
             h, w = data.resize.canvas
-            print(f"  padding to the {h}x{w} canvas: {summary['padding_share']:.1%} of it, ignored in training "
-                  "and not counted above", file=out)  # fmt: skip
+            print(
+                f"  padding to the {h}x{w} canvas: {summary['padding_share']:.1%} of it, ignored in training "
+                "and not counted above",
+                file=out,
+            )
         report["dataset"] = summary
     return report

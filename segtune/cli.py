@@ -110,8 +110,12 @@ def parser() -> argparse.ArgumentParser:
     export_model = sub.add_parser("export-model", help="a checkpoint or a finish ensemble as ONNX, checked")
     export_model.add_argument("model", help="model.pt, a trial's folder, or a finish folder (its ensemble)")
     export_model.add_argument("-o", "--output", default="model.onnx")
-    export_model.add_argument("--images", nargs="*", default=[], help="pictures (or folders) to check the export on "
-                              "(default: the model's own dataset)")  # fmt: skip
+    export_model.add_argument(
+        "--images",
+        nargs="*",
+        default=[],
+        help="pictures (or folders) to check the export on (default: the model's own dataset)",
+    )
     export_model.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     predict = sub.add_parser("predict", help="masks and overlays for images, at their own size")
@@ -146,13 +150,17 @@ def _run(args: argparse.Namespace) -> int:
 
         check_models(spec)
     try:
-        study = search.run_study(spec, storage, name, address=args.address, resume=args.resume,
-                                 allow_spec_change=args.allow_spec_change)  # fmt: skip
+        study = search.run_study(
+            spec, storage, name, address=args.address, resume=args.resume, allow_spec_change=args.allow_spec_change
+        )
     except SearchInterrupted as e:
         print(f"\ntrials of study {name!r} so far ({len(e.study.trials)} in the store):")
         print(tables.trials_table(e.study, limit=args.top))
-        print(f"segtune: interrupted by {e.signal_name}: {e.failed} running trials ended FAIL (interrupted); "
-              "finished trials are kept. Run again to add trials.", file=sys.stderr)  # fmt: skip
+        print(
+            f"segtune: interrupted by {e.signal_name}: {e.failed} running trials ended FAIL (interrupted); "
+            "finished trials are kept. Run again to add trials.",
+            file=sys.stderr,
+        )
         return 130
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
     print(tables.trials_table(study, limit=args.top))
@@ -216,8 +224,9 @@ def _report(args: argparse.Namespace) -> int:
     from segtune.results import report
 
     study = _open(args, args.study)
-    path, figures = report.build(study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images,
-                                 trust_code=args.trust_code)  # fmt: skip
+    path, figures = report.build(
+        study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images, trust_code=args.trust_code
+    )
     print(f"wrote {path} ({figures} figures)")
     return 0
 
@@ -228,8 +237,11 @@ def _export(args: argparse.Namespace) -> int:
     from segtune.config import METRIC_LABELS
     from segtune.results import export
 
-    budget = {k: v for k, v in (("latency_ms", args.max_latency_ms), ("params_m", args.max_params_m),
-                                ("gflops", args.max_gflops)) if v is not None}  # fmt: skip
+    budget = {
+        k: v
+        for k, v in (("latency_ms", args.max_latency_ms), ("params_m", args.max_params_m), ("gflops", args.max_gflops))
+        if v is not None
+    }
     doc = export.export(_open(args, args.study), args.storage, rank=args.rank, epochs=args.epochs, budget=budget)
     path = export.write(doc, Path(args.output))
     p = doc["provenance"]
@@ -254,8 +266,13 @@ def _finish(args: argparse.Namespace) -> int:
 
     from segtune.results.finish import finish
 
-    finish(_open(args, args.study), Path(args.output or f"runs/{args.study}-finish"), top=args.top, folds=args.folds,
-           device=args.device)  # fmt: skip
+    finish(
+        _open(args, args.study),
+        Path(args.output or f"runs/{args.study}-finish"),
+        top=args.top,
+        folds=args.folds,
+        device=args.device,
+    )
     return 0
 
 
@@ -278,9 +295,19 @@ def _predict(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = {"run": _run, "init": _init, "check": _check, "status": _status, "dashboard": _dashboard,
-                "report": _report, "export": _export, "retrain": _retrain, "predict": _predict, "finish": _finish,
-                "export-model": _export_model}  # fmt: skip
+    handlers = {
+        "run": _run,
+        "init": _init,
+        "check": _check,
+        "status": _status,
+        "dashboard": _dashboard,
+        "report": _report,
+        "export": _export,
+        "retrain": _retrain,
+        "predict": _predict,
+        "finish": _finish,
+        "export-model": _export_model,
+    }
     try:
         return handlers[args.command](args)
     except SegtuneError as e:

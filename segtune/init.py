@@ -20,8 +20,16 @@ from segtune.tables import format_table
 
 RARE = 0.05  # a class under 5% of the labelled pixels is rare: overlap losses and class weights help it
 SQUARE = (0.9, 1.11)  # w / h within this range: one side is enough
-HAND_PICK = {"arch": "Unet", "encoder": "resnet34", "loss": "ce", "augment": "flip", "optimizer": "adamw",
-             "lr": 1.0e-3, "weight_decay": 1.0e-4, "schedule": "onecycle"}  # fmt: skip
+HAND_PICK = {
+    "arch": "Unet",
+    "encoder": "resnet34",
+    "loss": "ce",
+    "augment": "flip",
+    "optimizer": "adamw",
+    "lr": 1.0e-3,
+    "weight_decay": 1.0e-4,
+    "schedule": "onecycle",
+}
 
 
 @dataclass
@@ -40,11 +48,17 @@ def image_size(fp: Fingerprint) -> Decision:
     long = min(_round32(max(h, w)), 384)
     aspect = fp.aspect
     if SQUARE[0] <= aspect <= SQUARE[1]:
-        return Decision("dataset.image_size", long, f"pictures are about square (median {h} x {w} px): their long "
-                        f"side at {long} px, capped at 384 for a search")  # fmt: skip
+        return Decision(
+            "dataset.image_size",
+            long,
+            f"pictures are about square (median {h} x {w} px): their long "
+            f"side at {long} px, capped at 384 for a search",
+        )
     size = [round(long / aspect), long] if aspect > 1 else [long, round(long * aspect)]
-    why = (f"pictures are {aspect:.2f}:1 (median {h} x {w} px): kept at that shape, {size[0]} x {size[1]}, "
-           "padded to multiples of 32 and cropped back, never squashed")  # fmt: skip
+    why = (
+        f"pictures are {aspect:.2f}:1 (median {h} x {w} px): kept at that shape, {size[0]} x {size[1]}, "
+        "padded to multiples of 32 and cropped back, never squashed"
+    )
     return Decision("dataset.image_size", size, why)
 
 
@@ -54,15 +68,29 @@ def losses(fp: Fingerprint) -> list[Decision]:
     if rarest is not None and foreground[rarest] < RARE:
         why = f"{rarest} covers {foreground[rarest]:.1%} of the labelled pixels: a rare foreground"
         return [
-            Decision("space.loss", {"choice": ["ce", "dice", "tversky", "dice+focal"]},
-                     f"{why}, so overlap losses (Dice, Tversky, Dice+Focal) are searched beside CE"),
-            Decision("space.tversky_alpha", {"uniform": [0.3, 0.7], "when": {"loss": "tversky"}},
-                     "Tversky's false-positive weight, when Tversky is drawn"),
-            Decision("space.class_weights", {"choice": [None, "median_frequency"], "when": {"loss": "ce"}},
-                     f"{why}: CE may weigh classes by median frequency"),
-        ]  # fmt: skip
-    return [Decision("space.loss", {"choice": ["ce", "dice+focal"]},
-                     "no class under 5% of the pixels: CE and Dice+Focal, no class weights")]  # fmt: skip
+            Decision(
+                "space.loss",
+                {"choice": ["ce", "dice", "tversky", "dice+focal"]},
+                f"{why}, so overlap losses (Dice, Tversky, Dice+Focal) are searched beside CE",
+            ),
+            Decision(
+                "space.tversky_alpha",
+                {"uniform": [0.3, 0.7], "when": {"loss": "tversky"}},
+                "Tversky's false-positive weight, when Tversky is drawn",
+            ),
+            Decision(
+                "space.class_weights",
+                {"choice": [None, "median_frequency"], "when": {"loss": "ce"}},
+                f"{why}: CE may weigh classes by median frequency",
+            ),
+        ]
+    return [
+        Decision(
+            "space.loss",
+            {"choice": ["ce", "dice+focal"]},
+            "no class under 5% of the pixels: CE and Dice+Focal, no class weights",
+        )
+    ]
 
 
 def budget(fp: Fingerprint) -> list[Decision]:
@@ -73,9 +101,14 @@ def budget(fp: Fingerprint) -> list[Decision]:
         epochs, trials, why = 20, 30, f"{n} train images"
     else:
         epochs, trials, why = 12, 40, f"{n} train images: epochs are long, few are needed"
-    return [Decision("search.max_epochs", epochs, why),
-            Decision("search.trials", trials, f"{trials} trials of up to {epochs} epochs; early stopping ends most "
-                     "of them long before")]  # fmt: skip
+    return [
+        Decision("search.max_epochs", epochs, why),
+        Decision(
+            "search.trials",
+            trials,
+            f"{trials} trials of up to {epochs} epochs; early stopping ends most of them long before",
+        ),
+    ]
 
 
 def missing_classes(fp: Fingerprint) -> list[Decision]:
@@ -91,8 +124,10 @@ def missing_classes(fp: Fingerprint) -> list[Decision]:
 
 def propose(layout: Layout, fp: Fingerprint, study: str) -> tuple[dict[str, Any], list[Decision]]:
     decisions = [image_size(fp), *missing_classes(fp), *losses(fp), *budget(fp)]
-    dataset = {**layout.dataset, **{d.field.removeprefix("dataset."): d.value for d in decisions
-                                     if d.field.startswith("dataset.")}}  # fmt: skip
+    dataset = {
+        **layout.dataset,
+        **{d.field.removeprefix("dataset."): d.value for d in decisions if d.field.startswith("dataset.")},
+    }
     space: dict[str, Any] = {
         "arch": {"choice": ["Unet", "FPN", "DeepLabV3Plus"]},
         "encoder": {"choice": ["resnet34", "efficientnet-b0"]},
@@ -101,20 +136,37 @@ def propose(layout: Layout, fp: Fingerprint, study: str) -> tuple[dict[str, Any]
     for d in decisions:
         if d.field.startswith("space."):
             space[d.field.removeprefix("space.")] = d.value
-    space.update({
-        "augment": {"choice": ["flip", "light", "strong"]},
-        "aug_strength": {"uniform": [0.3, 1.0], "when": {"augment": ["light", "strong"]}},
-        "optimizer": "adamw", "lr": {"loguniform": [1.0e-4, 3.0e-3]}, "weight_decay": {"loguniform": [1.0e-6, 1.0e-2]},
-        "schedule": {"choice": ["cosine", "onecycle"]}, "batch_size": 8,
-    })  # fmt: skip
+    space.update(
+        {
+            "augment": {"choice": ["flip", "light", "strong"]},
+            "aug_strength": {"uniform": [0.3, 1.0], "when": {"augment": ["light", "strong"]}},
+            "optimizer": "adamw",
+            "lr": {"loguniform": [1.0e-4, 3.0e-3]},
+            "weight_decay": {"loguniform": [1.0e-6, 1.0e-2]},
+            "schedule": {"choice": ["cosine", "onecycle"]},
+            "batch_size": 8,
+        }
+    )
     search = {d.field.removeprefix("search."): d.value for d in decisions if d.field.startswith("search.")}
     search.update(metric="val_miou", starting_points=[HAND_PICK])
-    decisions.append(Decision("search.starting_points", [HAND_PICK], "the configuration a person tries first "
-                              "(Unet / ResNet34, CE, flips, AdamW 1e-3, one-cycle) runs first: the search starts "
-                              "from it and never ends below it"))  # fmt: skip
-    spec = {"study": study, "dataset": dataset, "space": space, "search": search,
-            "resources": {"cpus_per_trial": "auto", "gpus_per_trial": "auto"}, "train": {"precision": "auto"},
-            "storage": "sqlite:///segtune.db"}  # fmt: skip
+    decisions.append(
+        Decision(
+            "search.starting_points",
+            [HAND_PICK],
+            "the configuration a person tries first "
+            "(Unet / ResNet34, CE, flips, AdamW 1e-3, one-cycle) runs first: the search starts "
+            "from it and never ends below it",
+        )
+    )
+    spec = {
+        "study": study,
+        "dataset": dataset,
+        "space": space,
+        "search": search,
+        "resources": {"cpus_per_trial": "auto", "gpus_per_trial": "auto"},
+        "train": {"precision": "auto"},
+        "storage": "sqlite:///segtune.db",
+    }
     return spec, decisions
 
 
@@ -126,10 +178,12 @@ def spec_text(spec: dict[str, Any], layout: Layout, fp: Fingerprint, decisions: 
     """The spec as YAML, each decision's reason beside it, the choices init could not settle marked CHOICE."""
     reasons = {d.field: d.reason for d in decisions}
     reasons.update({f"dataset.{k}": v for k, v in layout.comments.items()})
-    lines = [f"# written by `segtune init {spec['dataset']['root']}`: {layout.how}",
-             f"# {fp.images} images (train {fp.splits['train']}, val {fp.splits['val']}, test {fp.splits['test']});"
-             " every decision says why; lines marked CHOICE are guesses the files could not settle",
-             f"study: {spec['study']}"]  # fmt: skip
+    lines = [
+        f"# written by `segtune init {spec['dataset']['root']}`: {layout.how}",
+        f"# {fp.images} images (train {fp.splits['train']}, val {fp.splits['val']}, test {fp.splits['test']});"
+        " every decision says why; lines marked CHOICE are guesses the files could not settle",
+        f"study: {spec['study']}",
+    ]
     for section in ("dataset", "space", "search", "resources", "train"):
         lines.append(f"{section}:")
         for key, value in spec[section].items():
@@ -157,9 +211,12 @@ def init(root: Path, out: Path, study: str | None = None, stream: Any = None) ->
     fp = fingerprint(layout)
     h, w = fp.median_size
     sizes = sorted(fp.sizes)
-    print(f"{fp.images} images: train {fp.splits['train']}, val {fp.splits['val']}, test {fp.splits['test']}; "
-          f"median {h} x {w} px (h x w), aspect {fp.aspect:.2f}, from {sizes[0][0]} x {sizes[0][1]} to "
-          f"{sizes[-1][0]} x {sizes[-1][1]}", file=stream)  # fmt: skip
+    print(
+        f"{fp.images} images: train {fp.splits['train']}, val {fp.splits['val']}, test {fp.splits['test']}; "
+        f"median {h} x {w} px (h x w), aspect {fp.aspect:.2f}, from {sizes[0][0]} x {sizes[0][1]} to "
+        f"{sizes[-1][0]} x {sizes[-1][1]}",
+        file=stream,
+    )
     print(fingerprint_table(fp), file=stream)
     name = study or "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(root).resolve().name).strip("-.")
     spec, decisions = propose(layout, fp, name or "my-study")

@@ -298,9 +298,11 @@ def starting_point_params(params: dict[str, Param], point: dict[str, Any], num_c
         if p is None or p.kind in ("fixed", "value"):
             fixed = DEFAULTS[name] if p is None else p.value
             if value != fixed:
-                raise SpecError(f"{where}.{name}: {value!r}, but the space fixes {name} to {fixed!r}; "
-                                f"search it (space.{name}), leave it out of the starting point, or run without "
-                                "starting points (--set search.starting_points=[])")  # fmt: skip
+                raise SpecError(
+                    f"{where}.{name}: {value!r}, but the space fixes {name} to {fixed!r}; "
+                    f"search it (space.{name}), leave it out of the starting point, or run without "
+                    "starting points (--set search.starting_points=[])"
+                )
             continue
         if p.kind == "choice" and value not in p.choices:
             raise SpecError(f"{where}.{name}: {value!r} is not among space.{name}'s choices {p.choices}")
@@ -308,7 +310,9 @@ def starting_point_params(params: dict[str, Param], point: dict[str, Any], num_c
             raise SpecError(f"{where}.{name}: {value!r} lies outside space.{name}'s range [{p.low:g}, {p.high:g}]")
         for dep, allowed in p.when.items():
             if values.get(dep) not in allowed:
-                raise SpecError(f"{where}.{name}: the space samples {name} only when {dep} is one of {allowed}, "
-                                f"and this point's {dep} is {values.get(dep)!r}")  # fmt: skip
+                raise SpecError(
+                    f"{where}.{name}: the space samples {name} only when {dep} is one of {allowed}, "
+                    f"and this point's {dep} is {values.get(dep)!r}"
+                )
         enqueue[name] = value
     return enqueue

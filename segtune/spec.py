@@ -198,8 +198,13 @@ class SyntheticSpec(_DatasetBase):
 
 DatasetSpec = Annotated[OxfordPetsSpec | FolderSpec | VocSpec | CamVidSpec | SyntheticSpec, Field(discriminator="name")]
 DATASET_NAMES = ("oxford_pets", "folder", "voc", "camvid", "synthetic")
-DATASET_MODELS: dict[str, type[BaseModel]] = {"oxford_pets": OxfordPetsSpec, "folder": FolderSpec, "voc": VocSpec,
-                                              "camvid": CamVidSpec, "synthetic": SyntheticSpec}  # fmt: skip
+DATASET_MODELS: dict[str, type[BaseModel]] = {
+    "oxford_pets": OxfordPetsSpec,
+    "folder": FolderSpec,
+    "voc": VocSpec,
+    "camvid": CamVidSpec,
+    "synthetic": SyntheticSpec,
+}
 
 
 def dataset_defaults(raw: dict[str, Any]) -> dict[str, Any]:
@@ -213,11 +218,42 @@ def dataset_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in defaults.items()}
 
 
-VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor"]  # fmt: skip
-CAMVID_11 = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-             "Bicyclist"]  # fmt: skip
+VOC_CLASSES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+CAMVID_11 = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
 
 
 class SearchSpec(_Strict):

@@ -74,10 +74,28 @@ def trials_table(study: optuna.Study, limit: int | None = None) -> str:
             extra.append("*" if t.number in front else "")
         if limits:
             extra.append("-" if not costs or a.get(costs[0]) is None else "yes" if within(a, limits) else "no")
-        rows.append([t.number, t.state.name, *values, *extra, a.get("epochs_run"), _seconds(a.get("wall_time_s")),
-                     params_text(t.params)])  # fmt: skip
-    headers = ["trial", "state", *[HEADERS[m] for m in columns], *costs, *(["front"] if len(names) > 1 else []),
-               *(["feasible"] if limits else []), "epochs", "seconds", "params"]  # fmt: skip
+        rows.append(
+            [
+                t.number,
+                t.state.name,
+                *values,
+                *extra,
+                a.get("epochs_run"),
+                _seconds(a.get("wall_time_s")),
+                params_text(t.params),
+            ]
+        )
+    headers = [
+        "trial",
+        "state",
+        *[HEADERS[m] for m in columns],
+        *costs,
+        *(["front"] if len(names) > 1 else []),
+        *(["feasible"] if limits else []),
+        "epochs",
+        "seconds",
+        "params",
+    ]
     return format_table(headers, rows)
 
 
@@ -88,8 +106,9 @@ def front_text(study: optuna.Study) -> str | None:
     if len(names) < 2:
         return None
     front = pareto_front(trial_points(study.get_trials(deepcopy=False), names, limits), [direction(n) for n in names])
-    shown = "; ".join(f"trial {p.number}: " + ", ".join(f"{n} {fmt(v)}" for n, v in zip(names, p.values, strict=True))
-                      for p in front)  # fmt: skip
+    shown = "; ".join(
+        f"trial {p.number}: " + ", ".join(f"{n} {fmt(v)}" for n, v in zip(names, p.values, strict=True)) for p in front
+    )
     where = f" (feasible trials: {', '.join(f'{k} <= {v:g}' for k, v in limits.items())})" if limits else ""
     return f"Pareto front of {' vs '.join(names)}{where}: {shown or 'no complete trial yet'}"
 
@@ -102,12 +121,18 @@ def studies_table(storage: optuna.storages.BaseStorage) -> str:
         count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
         values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
         stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
-        rows.append([
-            frozen.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
-            count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL],
-            count[optuna.trial.TrialState.RUNNING], max(values) if values else None,
-            max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else None,
-        ])  # fmt: skip
+        rows.append(
+            [
+                frozen.study_name,
+                len(trials),
+                count[optuna.trial.TrialState.COMPLETE],
+                count[optuna.trial.TrialState.PRUNED],
+                count[optuna.trial.TrialState.FAIL],
+                count[optuna.trial.TrialState.RUNNING],
+                max(values) if values else None,
+                max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else None,
+            ]
+        )
     if not rows:
         return "no studies in this store"
     return format_table(["study", "trials", "complete", "pruned", "failed", "running", "best", "last update"], rows)

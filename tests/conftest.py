@@ -47,8 +47,9 @@ def segtune(
 ) -> subprocess.CompletedProcess[str]:
     """The real command line, in its own process."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "segtune", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "segtune", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -57,11 +58,25 @@ def segtune(
 def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4) -> list[str]:
     """A small real search: the demo spec at 64 px, on a local Ray cluster and a SQLite file in tmp."""
     return [
-        "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{tmp / 'store.db'}", "--study", study,
-        "--set", f"search.trials={trials}", "--set", f"search.max_epochs={epochs}", "--set", "search.grace_period=1",
-        "--set", "dataset.image_size=64", "--set", "space.lr={loguniform: [1.0e-3, 1.0e-2]}",
-        "--set", f"results_dir={tmp / 'runs'}",
-    ]  # fmt: skip
+        "run",
+        str(SPACES / "demo.yaml"),
+        "--storage",
+        f"sqlite:///{tmp / 'store.db'}",
+        "--study",
+        study,
+        "--set",
+        f"search.trials={trials}",
+        "--set",
+        f"search.max_epochs={epochs}",
+        "--set",
+        "search.grace_period=1",
+        "--set",
+        "dataset.image_size=64",
+        "--set",
+        "space.lr={loguniform: [1.0e-3, 1.0e-2]}",
+        "--set",
+        f"results_dir={tmp / 'runs'}",
+    ]
 
 
 def demo_search(tmp: Path, trials: int, study: str = "e2e") -> subprocess.CompletedProcess[str]:
@@ -73,8 +88,14 @@ class Background:
 
     def __init__(self, *args: str, cwd: Path):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "segtune", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "segtune", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env=env,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -144,15 +165,35 @@ def pg_url() -> Iterator[str]:
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def ray_node(args: list[str], log: Path, env: dict[str, str] | None = None, cpus: int = 1, gpus: int = 0,
-             ip: str = "127.0.0.1", netns: str | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+def ray_node(
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cpus: int = 1,
+    gpus: int = 0,
+    ip: str = "127.0.0.1",
+    netns: str | None = None,
+) -> subprocess.Popen[bytes]:
     """A real Ray node (`ray start ... --block`) with logical CPUs and GPUs, started and waited for."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
     with log.open("wb") as f:
-        command = [*prefix, RAY, "start", *args, "--num-cpus", str(cpus), "--num-gpus", str(gpus),
-                   "--node-ip-address", ip, "--disable-usage-stats", "--block"]  # fmt: skip
-        proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env or dict(os.environ),
-                                start_new_session=True)  # fmt: skip
+        command = [
+            *prefix,
+            RAY,
+            "start",
+            *args,
+            "--num-cpus",
+            str(cpus),
+            "--num-gpus",
+            str(gpus),
+            "--node-ip-address",
+            ip,
+            "--disable-usage-stats",
+            "--block",
+        ]
+        proc = subprocess.Popen(
+            command, stdout=f, stderr=subprocess.STDOUT, env=env or dict(os.environ), start_new_session=True
+        )
     deadline = time.monotonic() + 120
     while "Ray runtime started" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:

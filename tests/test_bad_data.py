@@ -34,10 +34,17 @@ def broken_folder(root: Path) -> dict[str, str]:
 def folder_spec(tmp: Path, root: Path, **dataset: object) -> Path:
     spec = yaml.safe_load((SPACES / "demo.yaml").read_text())
     spec["dataset"] = {
-        "name": "folder", "root": str(root), "images": "images/*", "masks": "masks/*.png", "key": r"(IMD\d+)",
-        "classes": ["skin", "lesion"], "values": {0: 0, 255: 1}, "image_size": 64,
-        "split": {"val": 0.25, "test": 0.25, "seed": 3}, **dataset,
-    }  # fmt: skip
+        "name": "folder",
+        "root": str(root),
+        "images": "images/*",
+        "masks": "masks/*.png",
+        "key": r"(IMD\d+)",
+        "classes": ["skin", "lesion"],
+        "values": {0: 0, 255: 1},
+        "image_size": 64,
+        "split": {"val": 0.25, "test": 0.25, "seed": 3},
+        **dataset,
+    }
     spec["space"] = {"arch": "Unet", "encoder": "resnet18", "lr": 1e-3}
     spec["search"].pop("starting_points")  # they belong to the space replaced here
     path = tmp / "lesions.yaml"
@@ -75,8 +82,14 @@ def test_a_split_left_empty_is_an_error_not_a_silent_study(tmp_path: Path) -> No
     write_lesions(root, n=4)
     for i in range(4):  # every mask cut to the wrong size: skipping leaves nothing to train on
         Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "masks" / f"IMD{i:03d}_lesion.png")
-    proc = segtune("run", str(folder_spec(tmp_path, root, skip_bad_files=True)), "--storage",
-                   f"sqlite:///{tmp_path / 'store.db'}", check=False, cwd=tmp_path)  # fmt: skip
+    proc = segtune(
+        "run",
+        str(folder_spec(tmp_path, root, skip_bad_files=True)),
+        "--storage",
+        f"sqlite:///{tmp_path / 'store.db'}",
+        check=False,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     # `run` decodes the splits a search uses (train and val): the fourth pair, in the test split, waits for retrain
     assert proc.stderr.strip().splitlines()[-1] == (

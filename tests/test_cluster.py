@@ -49,10 +49,27 @@ def test_a_search_on_two_ray_nodes_with_a_postgres_store(two_nodes, pg_url: str,
     address, env = two_nodes
     password = pg_url.split(":")[2].split("@")[0]
     proc = segtune(
-        "run", str(SPACES / "demo.yaml"), "--address", address, "--storage", pg_url, "--study", "cluster",
-        "--set", "search.trials=4", "--set", "search.max_epochs=2", "--set", "search.grace_period=2",
-        "--set", "dataset.image_size=64", "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path, env=env,
-    )  # fmt: skip
+        "run",
+        str(SPACES / "demo.yaml"),
+        "--address",
+        address,
+        "--storage",
+        pg_url,
+        "--study",
+        "cluster",
+        "--set",
+        "search.trials=4",
+        "--set",
+        "search.max_epochs=2",
+        "--set",
+        "search.grace_period=2",
+        "--set",
+        "dataset.image_size=64",
+        "--set",
+        f"results_dir={tmp_path / 'runs'}",
+        cwd=tmp_path,
+        env=env,
+    )
     assert f"4 trials on {address}" in proc.stdout and "4/4 done" in proc.stdout
 
     study = optuna.load_study(study_name="cluster", storage=pg_url)
@@ -111,12 +128,16 @@ def driver_netns() -> Iterator[tuple[str, str, str]]:
     host_ip, ns_ip = f"10.{octet}.77.1", f"10.{octet}.77.2"
     inside = ["ip", "netns", "exec", ns]
     for command in (
-        ["ip", "netns", "add", ns], ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
-        ["ip", "link", "set", ns_if, "netns", ns], ["ip", "addr", "add", f"{host_ip}/24", "dev", host_if],
-        ["ip", "link", "set", host_if, "up"], [*inside, "ip", "addr", "add", f"{ns_ip}/24", "dev", ns_if],
-        [*inside, "ip", "link", "set", ns_if, "up"], [*inside, "ip", "link", "set", "lo", "up"],
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+        ["ip", "link", "set", ns_if, "netns", ns],
+        ["ip", "addr", "add", f"{host_ip}/24", "dev", host_if],
+        ["ip", "link", "set", host_if, "up"],
+        [*inside, "ip", "addr", "add", f"{ns_ip}/24", "dev", ns_if],
+        [*inside, "ip", "link", "set", ns_if, "up"],
+        [*inside, "ip", "link", "set", "lo", "up"],
         [*inside, "ip", "route", "add", "default", "via", host_ip],  # as another machine has one
-    ):  # fmt: skip
+    ):
         subprocess.run(command, check=True, capture_output=True)
     try:
         yield ns, host_ip, ns_ip
@@ -138,19 +159,46 @@ def test_a_driver_that_is_not_a_ray_node_joins_and_runs_a_search(driver_netns, p
     url = make_url(pg_url).set(host=host_ip, port=pg_port).render_as_string(hide_password=False)
     procs = []
     try:
-        procs.append(ray_node(["--head", "--port", str(port), "--include-dashboard", "false"], tmp_path / "head.log",
-                              env, ip=host_ip))  # fmt: skip
+        procs.append(
+            ray_node(
+                ["--head", "--port", str(port), "--include-dashboard", "false"], tmp_path / "head.log", env, ip=host_ip
+            )
+        )
         procs.append(ray_node(["--address", f"{host_ip}:{port}"], tmp_path / "worker.log", env, ip=host_ip))
-        run = [sys.executable, "-m", "segtune", "run", str(SPACES / "demo.yaml"), "--address", f"{host_ip}:{port}",
-               "--study", "netns", "--set", "search.trials=3", "--set", "search.max_epochs=1",
-               "--set", "search.grace_period=1",
-               "--set", "dataset={name: synthetic, num_images: 32, image_size: 32}",
-               "--set", "space={arch: SmallUNet, batch_size: 4}", "--set", "search.starting_points=[]",
-               "--set", f"results_dir={tmp_path / 'runs'}"]  # fmt: skip
+        run = [
+            sys.executable,
+            "-m",
+            "segtune",
+            "run",
+            str(SPACES / "demo.yaml"),
+            "--address",
+            f"{host_ip}:{port}",
+            "--study",
+            "netns",
+            "--set",
+            "search.trials=3",
+            "--set",
+            "search.max_epochs=1",
+            "--set",
+            "search.grace_period=1",
+            "--set",
+            "dataset={name: synthetic, num_images: 32, image_size: 32}",
+            "--set",
+            "space={arch: SmallUNet, batch_size: 4}",
+            "--set",
+            "search.starting_points=[]",
+            "--set",
+            f"results_dir={tmp_path / 'runs'}",
+        ]
         script = "mount -t tmpfs tmpfs /tmp/ray && exec " + " ".join(shlex.quote(a) for a in run)
-        proc = subprocess.run(["ip", "netns", "exec", ns, "unshare", "--mount", "sh", "-c", script],
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                              env={**env, "SEGTUNE_STORAGE": url, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, "unshare", "--mount", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+            env={**env, "SEGTUNE_STORAGE": url, "PYTHONUNBUFFERED": "1"},
+        )
     finally:
         stop_nodes(procs)
         stop.set()

@@ -32,14 +32,31 @@ def searched_lesions(tmp: Path) -> str:
     lesion_folder(root, n=48)  # enough pictures that a fold takes seconds: an interruption lands mid-finish
     url = f"sqlite:///{tmp / 'store.db'}"
     segtune(
-        "run", str(Path(__file__).parents[1] / "search_spaces" / "demo.yaml"), "--storage", url, "--study", "les",
-        "--set", f"dataset={{name: folder, root: {root}, classes: [skin, lesion], image_size: 64, "
-                 "split: {val: 0.25, test: 0.25, seed: 1}}",
-        "--set", "space={arch: SmallUNet, augment: none, batch_size: 4, lr: {choice: [0.003, 0.01, 0.001]}}",
-        "--set", "search.starting_points=[]",
-        "--set", "search.trials=3", "--set", "search.max_epochs=5", "--set", "search.scheduler=none",
-        "--set", "search.sampler=random", "--set", f"results_dir={tmp / 'runs'}", cwd=tmp,
-    )  # fmt: skip
+        "run",
+        str(Path(__file__).parents[1] / "search_spaces" / "demo.yaml"),
+        "--storage",
+        url,
+        "--study",
+        "les",
+        "--set",
+        f"dataset={{name: folder, root: {root}, classes: [skin, lesion], image_size: 64, "
+        "split: {val: 0.25, test: 0.25, seed: 1}}",
+        "--set",
+        "space={arch: SmallUNet, augment: none, batch_size: 4, lr: {choice: [0.003, 0.01, 0.001]}}",
+        "--set",
+        "search.starting_points=[]",
+        "--set",
+        "search.trials=3",
+        "--set",
+        "search.max_epochs=5",
+        "--set",
+        "search.scheduler=none",
+        "--set",
+        "search.sampler=random",
+        "--set",
+        f"results_dir={tmp / 'runs'}",
+        cwd=tmp,
+    )
     return url
 
 
@@ -93,23 +110,34 @@ def test_finish_on_folds_resumes_and_chooses_without_test_data(tmp_path: Path) -
 def record_test_names(tmp: Path) -> set[str]:
     from segtune.spec import FolderSpec
 
-    spec = FolderSpec(name="folder", root=str(tmp / "lesions"), classes=["skin", "lesion"], image_size=64,
-                      split={"val": 0.25, "test": 0.25, "seed": 1})  # fmt: skip
+    spec = FolderSpec(
+        name="folder",
+        root=str(tmp / "lesions"),
+        classes=["skin", "lesion"],
+        image_size=64,
+        split={"val": 0.25, "test": 0.25, "seed": 1},
+    )
     data = build_dataset(spec)
     return {data.names[i] for i in data.splits["test"]}
 
 
 @pytest.fixture(scope="module")
 def pets() -> object:
-    return build_dataset(OxfordPetsSpec(name="oxford_pets", root=str(PETS_SAMPLE), download=False, image_size=64,
-                                        limit=60))  # fmt: skip
+    return build_dataset(
+        OxfordPetsSpec(name="oxford_pets", root=str(PETS_SAMPLE), download=False, image_size=64, limit=60)
+    )
 
 
 @pytest.mark.parametrize(
     ("arch", "encoder"),
-    [("Unet", "resnet18"), ("FPN", "resnet18"), ("DeepLabV3Plus", "resnet18"), ("Segformer", "mit_b0"),
-     ("SmallUNet", "-")],
-)  # fmt: skip
+    [
+        ("Unet", "resnet18"),
+        ("FPN", "resnet18"),
+        ("DeepLabV3Plus", "resnet18"),
+        ("Segformer", "mit_b0"),
+        ("SmallUNet", "-"),
+    ],
+)
 def test_onnx_round_trips_with_its_pytorch_outputs(arch: str, encoder: str, pets: object, tmp_path: Path) -> None:
     torch.set_num_threads(2)
     config = TrialConfig(arch=arch, encoder=encoder, augment="none", lr=3e-3, schedule="none", batch_size=8)
@@ -126,10 +154,22 @@ def test_export_model_and_predict_on_onnx_write_the_masks_the_checkpoint_writes(
     root = tmp_path / "lesions"
     lesion_folder(root, n=48)  # enough pictures that a fold takes seconds: an interruption lands mid-finish
     spec = tmp_path / "retrain.yaml"
-    spec.write_text(json.dumps({"name": "les", "dataset": {"name": "folder", "root": str(root),
-                                "classes": ["skin", "lesion"], "image_size": [48, 64], "split": {"val": 0.25,
-                                "test": 0.25, "seed": 1}}, "config": {"arch": "SmallUNet", "augment": "none",
-                                "lr": 0.01, "batch_size": 4}, "epochs": 3}))  # fmt: skip
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "les",
+                "dataset": {
+                    "name": "folder",
+                    "root": str(root),
+                    "classes": ["skin", "lesion"],
+                    "image_size": [48, 64],
+                    "split": {"val": 0.25, "test": 0.25, "seed": 1},
+                },
+                "config": {"arch": "SmallUNet", "augment": "none", "lr": 0.01, "batch_size": 4},
+                "epochs": 3,
+            }
+        )
+    )
     segtune("retrain", str(spec), "--out", str(tmp_path / "run"), cwd=tmp_path)
     started = time.monotonic()
     out = segtune("export-model", str(tmp_path / "run" / "model.pt"), "-o", str(tmp_path / "m.onnx")).stdout

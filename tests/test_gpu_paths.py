@@ -69,18 +69,43 @@ def logical_gpus(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 def search(tmp: Path, cluster: tuple[str, dict[str, str]], *overrides: str, check: bool = True):  # noqa: ANN201
     address, env = cluster
     return segtune(
-        "run", str(SPACES / "demo.yaml"), "--address", address, "--storage", f"sqlite:///{tmp / 'gpu.db'}",
-        "--study", "gpu", "--set", "dataset={name: synthetic, num_images: 48, image_size: 64}",
-        "--set", "space={arch: SmallUNet, augment: none, batch_size: 4}", "--set", "search.scheduler=none",
-        "--set", "search.starting_points=[]",
-        "--set", f"results_dir={tmp / 'runs'}", *overrides, cwd=tmp, check=check, env=env,
-    )  # fmt: skip
+        "run",
+        str(SPACES / "demo.yaml"),
+        "--address",
+        address,
+        "--storage",
+        f"sqlite:///{tmp / 'gpu.db'}",
+        "--study",
+        "gpu",
+        "--set",
+        "dataset={name: synthetic, num_images: 48, image_size: 64}",
+        "--set",
+        "space={arch: SmallUNet, augment: none, batch_size: 4}",
+        "--set",
+        "search.scheduler=none",
+        "--set",
+        "search.starting_points=[]",
+        "--set",
+        f"results_dir={tmp / 'runs'}",
+        *overrides,
+        cwd=tmp,
+        check=check,
+        env=env,
+    )
 
 
 @pytest.mark.e2e
 def test_eight_quarter_gpu_trials_pack_two_logical_gpus(logical_gpus: str, tmp_path: Path) -> None:
-    proc = search(tmp_path, logical_gpus, "--set", "search.trials=8", "--set", "search.max_epochs=3",
-                  "--set", "resources={gpus_per_trial: 0.25, cpus_per_trial: 1}")  # fmt: skip
+    proc = search(
+        tmp_path,
+        logical_gpus,
+        "--set",
+        "search.trials=8",
+        "--set",
+        "search.max_epochs=3",
+        "--set",
+        "resources={gpus_per_trial: 0.25, cpus_per_trial: 1}",
+    )
     assert "1 CPU / 0.25 GPU each" in proc.stdout
     trials = optuna.load_study(study_name="gpu", storage=f"sqlite:///{tmp_path / 'gpu.db'}").trials
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -102,8 +127,9 @@ def test_eight_quarter_gpu_trials_pack_two_logical_gpus(logical_gpus: str, tmp_p
 
 @pytest.mark.e2e
 def test_a_gpu_request_no_node_can_meet_fails_at_once(logical_gpus: str, tmp_path: Path) -> None:
-    proc = search(tmp_path, logical_gpus, "--set", "search.trials=1", "--set", "resources.gpus_per_trial=3",
-                  check=False)  # fmt: skip
+    proc = search(
+        tmp_path, logical_gpus, "--set", "search.trials=1", "--set", "resources.gpus_per_trial=3", check=False
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "segtune: error: resources.gpus_per_trial: 3 but the largest Ray node has 2 GPUs"

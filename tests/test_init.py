@@ -51,9 +51,23 @@ def accepted(path: Path) -> str:
 
 def tiny_run(path: Path, tmp: Path) -> str:
     """Two tiny trials of the written spec (the starting point first) on a local Ray cluster."""
-    return segtune("run", str(path), "--storage", f"sqlite:///{tmp / 'init.db'}", "--set", "search.trials=2",
-                   "--set", "search.max_epochs=1", "--set", "search.grace_period=1", "--set", "dataset.image_size=64",
-                   "--set", f"results_dir={tmp / 'runs'}", cwd=tmp).stdout  # fmt: skip
+    return segtune(
+        "run",
+        str(path),
+        "--storage",
+        f"sqlite:///{tmp / 'init.db'}",
+        "--set",
+        "search.trials=2",
+        "--set",
+        "search.max_epochs=1",
+        "--set",
+        "search.grace_period=1",
+        "--set",
+        "dataset.image_size=64",
+        "--set",
+        f"results_dir={tmp / 'runs'}",
+        cwd=tmp,
+    ).stdout
 
 
 def test_init_on_0_255_masks_with_a_suffix_in_a_sibling_folder(tmp_path: Path) -> None:
@@ -222,8 +236,13 @@ def test_full_resolution_metrics_differ_from_the_downsized_ones_and_match_a_hand
         mask[:, 21] = 1
         Image.fromarray(RNG.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "images" / f"l{i}.png")
         Image.fromarray(mask).save(root / "masks" / f"l{i}.png")
-    ds = spec_mod.FolderSpec(name="folder", root=str(root), classes=["background", "line"], image_size=32,
-                             split={"val": 0.25, "test": 0.25, "seed": 0})  # fmt: skip
+    ds = spec_mod.FolderSpec(
+        name="folder",
+        root=str(root),
+        classes=["background", "line"],
+        image_size=32,
+        split={"val": 0.25, "test": 0.25, "seed": 0},
+    )
     data = build_dataset(ds, full_res=("test",))
     predictor = CanvasTruth(data)
     at_training_size = split_metrics(predictor, data, "test", full_resolution=False)

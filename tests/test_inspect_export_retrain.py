@@ -59,8 +59,10 @@ def test_dashboard_serves_the_study_on_loopback_and_stops_on_ctrl_c(searched) ->
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "segtune", "dashboard", "--storage", store_url(tmp), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, body = time.monotonic() + 90, None
         while time.monotonic() < deadline and body is None:
@@ -87,9 +89,18 @@ def test_report_renders_every_figure_in_chromium(searched, tmp_path: Path) -> No
     text = html.read_text()
     assert 'src="http' not in text  # self-contained: plotly.js is inside the file
     assert Path(CHROMIUM).exists(), "headless Chromium is needed (.ci/run installs Debian's chromium)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000"]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--virtual-time-budget=20000",
+    ]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
     chunks = dom.stdout.split('id="figure-')[1:]
     assert len(chunks) == figures

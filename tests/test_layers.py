@@ -32,11 +32,13 @@ def modules(folder: str) -> list[Path]:
 
 # (layer, modules it must never import)
 RULES = [
-    ("training", ("segtune.search", "segtune.results", "segtune.space", "segtune.spec", "segtune.cli",
-                  "segtune.check")),
+    (
+        "training",
+        ("segtune.search", "segtune.results", "segtune.space", "segtune.spec", "segtune.cli", "segtune.check"),
+    ),
     ("data", ("segtune.training", "segtune.search", "segtune.results", "segtune.cli", "segtune.check")),
     ("search", ("segtune.results", "segtune.cli")),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("layer", "forbidden"), RULES, ids=[r[0] for r in RULES])

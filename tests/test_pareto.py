@@ -60,15 +60,28 @@ def test_accuracy_against_cost_end_to_end(tmp_path: Path) -> None:
     raw = {
         "study": "costs",
         "dataset": {"name": "oxford_pets", "root": str(PETS_SAMPLE), "download": False, "image_size": 64},
-        "space": {"model": {"choice": models},
-                  "encoder_weights": {"choice": [None, "imagenet"], "when": {"encoder": "timm-tf_efficientnet_lite0"}},
-                  "augment": "none", "lr": 3.0e-3, "schedule": "none", "batch_size": 16},
-        "search": {"trials": 3, "max_epochs": 2, "scheduler": "none", "objectives": ["val_miou", "params_m", "gflops"],
-                   "constraints": {"params_m": 15},
-                   "starting_points": [{"model": models[0]}, {"model": models[1], "encoder_weights": "imagenet"},
-                                       {"model": models[2]}]},
+        "space": {
+            "model": {"choice": models},
+            "encoder_weights": {"choice": [None, "imagenet"], "when": {"encoder": "timm-tf_efficientnet_lite0"}},
+            "augment": "none",
+            "lr": 3.0e-3,
+            "schedule": "none",
+            "batch_size": 16,
+        },
+        "search": {
+            "trials": 3,
+            "max_epochs": 2,
+            "scheduler": "none",
+            "objectives": ["val_miou", "params_m", "gflops"],
+            "constraints": {"params_m": 15},
+            "starting_points": [
+                {"model": models[0]},
+                {"model": models[1], "encoder_weights": "imagenet"},
+                {"model": models[2]},
+            ],
+        },
         "results_dir": str(tmp_path / "runs"),
-    }  # fmt: skip
+    }
     (tmp_path / "costs.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # `when` needs model first
     url = f"sqlite:///{tmp_path / 'costs.db'}"
     segtune("run", str(tmp_path / "costs.yaml"), "--storage", url, cwd=tmp_path)
@@ -100,6 +113,14 @@ def test_accuracy_against_cost_end_to_end(tmp_path: Path) -> None:
     segtune("report", "costs", "--storage", url, "-o", str(html))
     assert "Accuracy against cost: the Pareto front" in html.read_text()
 
-    changed = segtune("run", str(tmp_path / "costs.yaml"), "--storage", url, "--set",
-                      "search.objectives=[val_miou, latency_ms]", check=False, cwd=tmp_path)  # fmt: skip
+    changed = segtune(
+        "run",
+        str(tmp_path / "costs.yaml"),
+        "--storage",
+        url,
+        "--set",
+        "search.objectives=[val_miou, latency_ms]",
+        check=False,
+        cwd=tmp_path,
+    )
     assert changed.returncode == 2 and "search.objectives:" in changed.stderr  # not comparable: refused

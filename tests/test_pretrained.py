@@ -57,8 +57,13 @@ def test_missing_weights_are_a_clear_error_at_check_time(tmp_path: Path) -> None
     spec["space"] = {"arch": "Unet", "encoder": "resnet34", "encoder_weights": "imagenet"}
     spec["search"].pop("starting_points")  # they belong to the space replaced here
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    proc = segtune("check", str(tmp_path / "spec.yaml"), cwd=tmp_path, check=False,
-                   env={weights.WEIGHTS_ENV: str(tmp_path / "weights")})  # fmt: skip
+    proc = segtune(
+        "check",
+        str(tmp_path / "spec.yaml"),
+        cwd=tmp_path,
+        check=False,
+        env={weights.WEIGHTS_ENV: str(tmp_path / "weights")},
+    )
     assert proc.returncode == 2
     error = proc.stderr.strip().splitlines()[-1]
     assert "imagenet weights for resnet34 are not on this machine" in error

@@ -26,9 +26,17 @@ def write_table(path: Path, curves: list[tuple[list[float], list[float]]], max_e
     """A table in benchmarks/record_curves.py's format: one curve per lr choice."""
     rows = [{"kind": "header", "max_epochs": max_epochs, "space": SPACE}]
     for i, (values, seconds) in enumerate(curves):
-        rows.append({"kind": "curve", "id": i, "source": "hand" if i == 0 else "random",
-                     "params": {"lr": SPACE["lr"]["choice"][i]}, "val_miou": values, "seconds": seconds,
-                     "failed": None})  # fmt: skip
+        rows.append(
+            {
+                "kind": "curve",
+                "id": i,
+                "source": "hand" if i == 0 else "random",
+                "params": {"lr": SPACE["lr"]["choice"][i]},
+                "val_miou": values,
+                "seconds": seconds,
+                "failed": None,
+            }
+        )
     with gzip.open(path, "wt") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     return CurveTable.load(path)
@@ -39,8 +47,9 @@ def test_a_recorded_curve_is_replayed_exactly(tmp_path: Path) -> None:
     seconds = [3.0, 2.5, 2.0, 4.0]
     table = write_table(tmp_path / "t.jsonl.gz", [(values, seconds)] + [([0.1] * 4, [1.0] * 4)] * 5, max_epochs=4)
     url = f"sqlite:///{tmp_path / 'replay.db'}"
-    result = replay(table, Strategy("hand", scheduler="none", starting_points=True), seed=0, slots=1,
-                    budget_epochs=4, storage=url)  # fmt: skip
+    result = replay(
+        table, Strategy("hand", scheduler="none", starting_points=True), seed=0, slots=1, budget_epochs=4, storage=url
+    )
     trial = optuna.load_study(study_name=result.study_name, storage=url).trials[0]
     assert [trial.intermediate_values[e] for e in range(1, 5)] == values
     assert trial.state == TrialState.COMPLETE and trial.value == 0.5  # valued at its best epoch, as `run` does
@@ -89,16 +98,26 @@ def test_the_budget_stops_new_trials_and_lets_running_ones_end(tmp_path: Path) -
 
 
 def test_starting_points_must_lie_inside_the_space() -> None:
-    params = space.parse_space({"arch": {"choice": ["Unet", "FPN"]}, "lr": {"loguniform": [1e-4, 1e-2]}, "loss": "dice",
-                                "tversky_alpha": {"uniform": [0.3, 0.7], "when": {"loss": "tversky"}}})  # fmt: skip
+    params = space.parse_space(
+        {
+            "arch": {"choice": ["Unet", "FPN"]},
+            "lr": {"loguniform": [1e-4, 1e-2]},
+            "loss": "dice",
+            "tversky_alpha": {"uniform": [0.3, 0.7], "when": {"loss": "tversky"}},
+        }
+    )
     assert space.starting_point_params(params, {"arch": "FPN", "lr": 1e-3, "loss": "dice"}, 3, "p") == {
-        "arch": "FPN", "lr": 1e-3}  # fmt: skip
-    bad = [({"arch": "Linknet"}, "p.arch: 'Linknet' is not among space.arch's choices"),
-           ({"lr": 0.1}, "p.lr: 0.1 lies outside space.lr's range"),
-           ({"loss": "ce"}, "p.loss: 'ce', but the space fixes loss to 'dice'"),
-           ({"schedule": "onecycle"}, "p.schedule: 'onecycle', but the space fixes schedule to 'cosine'"),
-           ({"tversky_alpha": 0.5}, "p.tversky_alpha: the space samples tversky_alpha only when loss is one of"),
-           ({"learning_rate": 1e-3}, "p.learning_rate: unknown parameter")]  # fmt: skip
+        "arch": "FPN",
+        "lr": 1e-3,
+    }
+    bad = [
+        ({"arch": "Linknet"}, "p.arch: 'Linknet' is not among space.arch's choices"),
+        ({"lr": 0.1}, "p.lr: 0.1 lies outside space.lr's range"),
+        ({"loss": "ce"}, "p.loss: 'ce', but the space fixes loss to 'dice'"),
+        ({"schedule": "onecycle"}, "p.schedule: 'onecycle', but the space fixes schedule to 'cosine'"),
+        ({"tversky_alpha": 0.5}, "p.tversky_alpha: the space samples tversky_alpha only when loss is one of"),
+        ({"learning_rate": 1e-3}, "p.learning_rate: unknown parameter"),
+    ]
     for point, message in bad:
         with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
             space.starting_point_params(params, point, 3, "p")

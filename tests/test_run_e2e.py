@@ -128,12 +128,26 @@ def test_a_second_run_adds_trials_and_keeps_the_first(searched) -> None:
 def test_a_trial_that_raises_ends_fail_with_its_reason_and_the_search_goes_on(tmp_path: Path) -> None:
     db = tmp_path / "fail.db"
     proc = segtune(
-        "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{db}", "--study", "nan",
-        "--set", "dataset={name: synthetic, num_images: 64, image_size: 32}", "--set", "search.trials=2",
-        "--set", "search.max_epochs=2", "--set", "space={arch: Unet, encoder: resnet18, lr: 1.0e+6, optimizer: sgd}",
-        "--set", "search.starting_points=[]",
-        "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path,
-    )  # fmt: skip
+        "run",
+        str(SPACES / "demo.yaml"),
+        "--storage",
+        f"sqlite:///{db}",
+        "--study",
+        "nan",
+        "--set",
+        "dataset={name: synthetic, num_images: 64, image_size: 32}",
+        "--set",
+        "search.trials=2",
+        "--set",
+        "search.max_epochs=2",
+        "--set",
+        "space={arch: Unet, encoder: resnet18, lr: 1.0e+6, optimizer: sgd}",
+        "--set",
+        "search.starting_points=[]",
+        "--set",
+        f"results_dir={tmp_path / 'runs'}",
+        cwd=tmp_path,
+    )
     assert "2/2 done: 0 running, 0 complete, 0 pruned, 2 failed" in proc.stdout
     assert "FAILED (NonFiniteLoss: loss is" in proc.stdout
     trials = optuna.load_study(study_name="nan", storage=f"sqlite:///{db}").trials
@@ -159,14 +173,33 @@ class OOMAbove8(torch.nn.Module):
 def test_a_trial_out_of_memory_fails_with_the_reason_and_the_others_run(tmp_path: Path) -> None:
     db = tmp_path / "oom.db"
     proc = segtune(
-        "run", str(SPACES / "demo.yaml"), "--storage", f"sqlite:///{db}", "--study", "oom",
-        "--set", "dataset={name: synthetic, num_images: 48, image_size: 32}", "--set", "search.trials=4",
-        "--set", "search.max_epochs=1", "--set", "search.grace_period=1", "--set", "search.sampler=random",
-        "--set", "search.seed=0",  # draws 16, 8, 16, 16
-        "--set", "space={arch: 'tests.test_run_e2e:OOMAbove8', batch_size: {choice: [8, 16]}}",
-        "--set", "search.starting_points=[]",
-        "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path, env={"PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        "run",
+        str(SPACES / "demo.yaml"),
+        "--storage",
+        f"sqlite:///{db}",
+        "--study",
+        "oom",
+        "--set",
+        "dataset={name: synthetic, num_images: 48, image_size: 32}",
+        "--set",
+        "search.trials=4",
+        "--set",
+        "search.max_epochs=1",
+        "--set",
+        "search.grace_period=1",
+        "--set",
+        "search.sampler=random",
+        "--set",
+        "search.seed=0",  # draws 16, 8, 16, 16
+        "--set",
+        "space={arch: 'tests.test_run_e2e:OOMAbove8', batch_size: {choice: [8, 16]}}",
+        "--set",
+        "search.starting_points=[]",
+        "--set",
+        f"results_dir={tmp_path / 'runs'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO)},
+    )
     trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{db}").trials
     by_batch = {b: [t for t in trials if t.params["batch_size"] == b] for b in (8, 16)}
     assert by_batch[8] and by_batch[16], "the seed draws both batch sizes"

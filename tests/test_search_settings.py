@@ -22,8 +22,13 @@ def search_section(**search: object):
 
 def test_auto_resolves_to_what_the_replay_grid_chose_and_a_number_in_the_spec_wins() -> None:
     chosen = defaults.resolve(search_section(max_epochs=12, trials=48).search, slots=2)  # the recorded table's shape
-    assert (chosen.grace_period, chosen.reduction_factor, chosen.min_first_rung, chosen.brackets,
-            chosen.startup) == (1, 3, 3, 1, "stratified")  # README, "How the search decides"  # fmt: skip
+    assert (chosen.grace_period, chosen.reduction_factor, chosen.min_first_rung, chosen.brackets, chosen.startup) == (
+        1,
+        3,
+        3,
+        1,
+        "stratified",
+    )  # README, "How the search decides"
     assert 5 <= chosen.n_startup_trials <= 8  # the grid: 3 far slower, 10 slower
     for max_epochs in (4, 6, 12, 30, 100):
         chosen = defaults.resolve(search_section(max_epochs=max_epochs).search, slots=2)
@@ -31,10 +36,19 @@ def test_auto_resolves_to_what_the_replay_grid_chose_and_a_number_in_the_spec_wi
     assert defaults.resolve(search_section(max_epochs=100).search).grace_period > 1  # long studies judge later
     few_slots = defaults.resolve(search_section(max_epochs=12).search, slots=1)
     assert few_slots.min_first_rung > 1  # one slot: the first trial is judged too, not run alone to the end
-    pinned = defaults.resolve(search_section(max_epochs=12, grace_period=1, reduction_factor=4, min_first_rung=1,
-                                             brackets=2, n_startup_trials=7).search, slots=1)  # fmt: skip
-    assert (pinned.grace_period, pinned.reduction_factor, pinned.min_first_rung, pinned.brackets,
-            pinned.n_startup_trials) == (1, 4, 1, 2, 7)  # fmt: skip
+    pinned = defaults.resolve(
+        search_section(
+            max_epochs=12, grace_period=1, reduction_factor=4, min_first_rung=1, brackets=2, n_startup_trials=7
+        ).search,
+        slots=1,
+    )
+    assert (
+        pinned.grace_period,
+        pinned.reduction_factor,
+        pinned.min_first_rung,
+        pinned.brackets,
+        pinned.n_startup_trials,
+    ) == (1, 4, 1, 2, 7)
 
 
 def test_every_shipped_spec_uses_auto_and_its_hand_picks_lie_in_its_space() -> None:
@@ -50,8 +64,15 @@ def test_starting_points_run_first_then_a_stratified_start_up_covers_every_choic
     spec = search_section(startup="stratified", n_startup_trials=6)
     chosen = defaults.resolve(spec.search, slots=2)
     study = optuna.create_study(direction="maximize")
-    point = {"arch": "Unet", "encoder": "resnet18", "loss": "ce", "augment": "flip", "optimizer": "adamw",
-             "lr": 1e-3, "schedule": "onecycle"}  # fmt: skip
+    point = {
+        "arch": "Unet",
+        "encoder": "resnet18",
+        "loss": "ce",
+        "augment": "flip",
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "schedule": "onecycle",
+    }
     queue_first_trials(study, spec, chosen, [point])
     queue_first_trials(study, spec, chosen, [point])  # a second run of the same study repeats nothing
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
@@ -65,7 +86,7 @@ def test_starting_points_run_first_then_a_stratified_start_up_covers_every_choic
         ("augment", ["flip", "light", "strong"]),
         ("schedule", ["none", "cosine", "onecycle"]),
     ):
-        assert sorted({d[name] for d in design}) == sorted(choices), name  # fmt: skip
+        assert sorted({d[name] for d in design}) == sorted(choices), name
 
 
 def test_a_budget_of_trial_epochs_ends_the_search_and_is_shown(tmp_path: Path) -> None:
@@ -76,8 +97,9 @@ def test_a_budget_of_trial_epochs_ends_the_search_and_is_shown(tmp_path: Path) -
     assert "budget 4/4 trial-epochs" in proc.stdout
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with sqlite3.connect(tmp_path / "store.db") as db:
-        epochs = [int(v) for (v,) in db.execute(
-            "SELECT value_json FROM trial_user_attributes WHERE key = 'epochs_run'")]  # fmt: skip
+        epochs = [
+            int(v) for (v,) in db.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'epochs_run'")
+        ]
     assert sorted(epochs) == [2, 2]
     status = segtune("status", "e2e", "--storage", url, cwd=tmp_path).stdout
     line = status.splitlines()[0]  # the start-up design's unstarted trials are queued, not counted as run
@@ -86,8 +108,15 @@ def test_a_budget_of_trial_epochs_ends_the_search_and_is_shown(tmp_path: Path) -
 
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
 def test_a_bad_budget_is_exit_2_naming_the_field(value: str, tmp_path: Path) -> None:
-    proc = segtune("check", str(SPACES / "demo.yaml"), "--spec-only", "--set", f"search.budget_epochs={value}",
-                   cwd=tmp_path, check=False)  # fmt: skip
+    proc = segtune(
+        "check",
+        str(SPACES / "demo.yaml"),
+        "--spec-only",
+        "--set",
+        f"search.budget_epochs={value}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("segtune: error: ")
     assert "search.budget_epochs" in proc.stderr

@@ -134,8 +134,7 @@ def test_after_an_outage_found_by_the_searcher_the_recorder_starts_no_write(tmp_
 
 def _admin(pg_url: str) -> psycopg.Connection:
     admin_url = make_url(pg_url).set(drivername="postgresql", database="postgres")  # not the one it locks
-    return psycopg.connect(admin_url.render_as_string(hide_password=False),
-                           autocommit=True)  # fmt: skip
+    return psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True)
 
 
 def _kill_segtune_connections(admin: psycopg.Connection, db: str) -> int:
@@ -227,13 +226,29 @@ def test_a_search_survives_connections_killed_while_trials_are_asked_and_told(pg
     thread.start()
     try:
         proc = segtune(
-            "run", str(SPACES / "demo.yaml"), "--storage", pg_url, "--study", "killed",
-            "--set", "dataset={name: synthetic, num_images: 32, image_size: 32}", "--set", "search.trials=8",
-            "--set", "search.max_epochs=2", "--set", "search.grace_period=1",
-            "--set", "space={arch: SmallUNet, lr: {loguniform: [1.0e-3, 1.0e-2]}, batch_size: 4}",
-            "--set", "search.starting_points=[]",
-            "--set", f"results_dir={tmp_path / 'runs'}", cwd=tmp_path, check=False,
-        )  # fmt: skip
+            "run",
+            str(SPACES / "demo.yaml"),
+            "--storage",
+            pg_url,
+            "--study",
+            "killed",
+            "--set",
+            "dataset={name: synthetic, num_images: 32, image_size: 32}",
+            "--set",
+            "search.trials=8",
+            "--set",
+            "search.max_epochs=2",
+            "--set",
+            "search.grace_period=1",
+            "--set",
+            "space={arch: SmallUNet, lr: {loguniform: [1.0e-3, 1.0e-2]}, batch_size: 4}",
+            "--set",
+            "search.starting_points=[]",
+            "--set",
+            f"results_dir={tmp_path / 'runs'}",
+            cwd=tmp_path,
+            check=False,
+        )
     finally:
         stop.set()
         thread.join(timeout=10)
@@ -254,8 +269,9 @@ def _finished(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     ]
 
 
-def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes_it(pg_url: str,
-                                                                                   tmp_path: Path) -> None:  # fmt: skip
+def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes_it(
+    pg_url: str, tmp_path: Path
+) -> None:
     """PostgreSQL refuses connections for longer than the retry window while trials train: the search
     stops with exit code 75 and says how to go on, without waiting out a second window to mark its running
     trials (one try; --resume marks them too); what was recorded before stays; once the server
@@ -264,12 +280,27 @@ def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes
 
     db = make_url(pg_url).database
     args = [
-        "run", str(SPACES / "demo.yaml"), "--storage", pg_url, "--study", "outage",
-        "--set", "dataset={name: synthetic, num_images: 32, image_size: 32}", "--set", "search.trials=6",
-        "--set", "search.max_epochs=3", "--set", "search.grace_period=1",
-        "--set", "space={arch: SmallUNet, lr: {loguniform: [1.0e-3, 1.0e-2]}, batch_size: 4}",
-        "--set", "search.starting_points=[]", "--set", f"results_dir={tmp_path / 'runs'}",
-    ]  # fmt: skip
+        "run",
+        str(SPACES / "demo.yaml"),
+        "--storage",
+        pg_url,
+        "--study",
+        "outage",
+        "--set",
+        "dataset={name: synthetic, num_images: 32, image_size: 32}",
+        "--set",
+        "search.trials=6",
+        "--set",
+        "search.max_epochs=3",
+        "--set",
+        "search.grace_period=1",
+        "--set",
+        "space={arch: SmallUNet, lr: {loguniform: [1.0e-3, 1.0e-2]}, batch_size: 4}",
+        "--set",
+        "search.starting_points=[]",
+        "--set",
+        f"results_dir={tmp_path / 'runs'}",
+    ]
     run = Background(*args, cwd=tmp_path)
     with _admin(pg_url) as admin:
         try:

@@ -50,11 +50,17 @@ def lesion_folder(root: Path, n: int = 12, empty: tuple[int, ...] = (), one_bit:
 def folder_spec(path: Path, root: Path, **dataset: object) -> Path:
     spec = {
         "study": "lesions",
-        "dataset": {"name": "folder", "root": str(root), "classes": ["background", "lesion"], "image_size": 32,
-                    "split": {"val": 0.25, "test": 0.25, "seed": 1}, **dataset},
+        "dataset": {
+            "name": "folder",
+            "root": str(root),
+            "classes": ["background", "lesion"],
+            "image_size": 32,
+            "split": {"val": 0.25, "test": 0.25, "seed": 1},
+            **dataset,
+        },
         "space": {"arch": "SmallUNet", "augment": "none", "batch_size": 4},
         "search": {"trials": 1, "max_epochs": 1, "grace_period": 1},
-    }  # fmt: skip
+    }
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -126,11 +132,16 @@ def test_a_hand_written_retrain_spec_takes_defaults_and_metrics_json_is_strict(t
     assert test_names
     spec = {
         "name": "by-hand",
-        "dataset": {"name": "folder", "root": str(root), "classes": ["background", "lesion", "ruler"],
-                    "image_size": 32, "split": {"val": 0.25, "test": 0.25, "seed": 1}},
+        "dataset": {
+            "name": "folder",
+            "root": str(root),
+            "classes": ["background", "lesion", "ruler"],
+            "image_size": 32,
+            "split": {"val": 0.25, "test": 0.25, "seed": 1},
+        },
         "config": {"arch": "tests.test_trust:NeverRuler", "batch_size": 4},  # no aug_strength, lr, ...: defaults
         "epochs": 1,
-    }  # fmt: skip
+    }
     path = tmp_path / "by-hand.yaml"
     path.write_text(yaml.safe_dump(spec))
     out_dir = tmp_path / "run"
@@ -145,8 +156,9 @@ def test_a_hand_written_retrain_spec_takes_defaults_and_metrics_json_is_strict(t
 
     spec["config"]["aug_strenght"] = 0.5  # a typo: one line naming it, exit 2
     path.write_text(yaml.safe_dump(spec))
-    proc = segtune("retrain", str(path), "--out", str(tmp_path / "run2"), check=False, cwd=tmp_path,
-                   env={"PYTHONPATH": str(REPO)})  # fmt: skip
+    proc = segtune(
+        "retrain", str(path), "--out", str(tmp_path / "run2"), check=False, cwd=tmp_path, env={"PYTHONPATH": str(REPO)}
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "config.aug_strenght: unknown parameter" in proc.stderr
 
@@ -176,8 +188,13 @@ def code_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         sys.path.remove(str(code))
         sys.modules.pop("evil_mod", None)
     (code / "IMPORTED").unlink()
-    ckpt = checkpoint.save(tmp_path / "ckpt" / "model.pt", model, TrialConfig(arch="evil_mod:Net"), ["bg", "fg"],
-                           ResizePolicy.from_spec(32))  # fmt: skip
+    ckpt = checkpoint.save(
+        tmp_path / "ckpt" / "model.pt",
+        model,
+        TrialConfig(arch="evil_mod:Net"),
+        ["bg", "fg"],
+        ResizePolicy.from_spec(32),
+    )
     return ckpt, {"PYTHONPATH": f"{code}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
@@ -197,8 +214,10 @@ def test_report_does_not_run_a_shared_stores_checkpoint_code(tmp_path: Path) -> 
     ckpt, env = code_checkpoint(tmp_path)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     study = optuna.create_study(study_name="shared", storage=url, direction="maximize")
-    study.set_user_attr("spec", {"study": "shared", "dataset": {"name": "synthetic", "num_classes": 2,
-                                                                "image_size": 32, "num_images": 8}})  # fmt: skip
+    study.set_user_attr(
+        "spec",
+        {"study": "shared", "dataset": {"name": "synthetic", "num_classes": 2, "image_size": 32, "num_images": 8}},
+    )
     study.set_user_attr("classes", ["bg", "fg"])
     trial = study.ask()
     trial.set_user_attr("checkpoint", str(ckpt.parent))
@@ -214,9 +233,12 @@ def test_dashboard_off_loopback_warns_that_anyone_can_delete_studies(tmp_path: P
     optuna.create_study(study_name="d", storage=url)
     for host, warned in (("0.0.0.0", True), ("127.0.0.1", False)):
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "segtune", "dashboard", "--storage", url, "--host", host,
-                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segtune", "dashboard", "--storage", url, "--host", host, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:

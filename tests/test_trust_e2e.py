@@ -25,21 +25,33 @@ pytestmark = pytest.mark.e2e
 def spec_file(tmp: Path, root: Path, **search: object) -> Path:
     spec = {
         "study": "lesions",
-        "dataset": {"name": "folder", "root": str(root), "classes": ["background", "lesion"], "image_size": 32,
-                    "split": {"val": 0.25, "test": 0.25, "seed": 1}},
+        "dataset": {
+            "name": "folder",
+            "root": str(root),
+            "classes": ["background", "lesion"],
+            "image_size": 32,
+            "split": {"val": 0.25, "test": 0.25, "seed": 1},
+        },
         "space": {"arch": "SmallUNet", "augment": "none", "batch_size": 4, "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
         "search": {"trials": 1, "max_epochs": 1, "grace_period": 1, **search},
         "resources": {"cpus_per_trial": 1},
         "results_dir": str(tmp / "runs"),
-    }  # fmt: skip
+    }
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
 def run(tmp: Path, root: Path, *extra: str, **search: object) -> subprocess.CompletedProcess[str]:
-    return segtune("run", str(spec_file(tmp, root, **search)), "--storage", f"sqlite:///{tmp / 'store.db'}", *extra,
-                   check=False, cwd=tmp)  # fmt: skip
+    return segtune(
+        "run",
+        str(spec_file(tmp, root, **search)),
+        "--storage",
+        f"sqlite:///{tmp / 'store.db'}",
+        *extra,
+        check=False,
+        cwd=tmp,
+    )
 
 
 def study(tmp: Path) -> optuna.Study:
@@ -119,8 +131,14 @@ def test_a_relative_segtune_weights_folder_reaches_every_trial(tmp_path: Path) -
     spec = yaml.safe_load(spec_file(tmp_path, root).read_text())
     spec["space"] = {"arch": "Unet", "encoder": "resnet18", "encoder_weights": "imagenet", "batch_size": 4}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    proc = segtune("run", str(tmp_path / "spec.yaml"), "--storage", f"sqlite:///{tmp_path / 'store.db'}",
-                   cwd=tmp_path, env={"SEGTUNE_WEIGHTS": "w"})  # relative to where `segtune run` starts  # fmt: skip
+    proc = segtune(
+        "run",
+        str(tmp_path / "spec.yaml"),
+        "--storage",
+        f"sqlite:///{tmp_path / 'store.db'}",
+        cwd=tmp_path,
+        env={"SEGTUNE_WEIGHTS": "w"},
+    )  # relative to where `segtune run` starts
     trials = study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE], [t.user_attrs.get("fail_reason") for t in trials]
     assert "1/1 done: 0 running, 1 complete" in proc.stdout

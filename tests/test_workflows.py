@@ -159,8 +159,16 @@ def test_median_frequency_weights_favour_rare_classes() -> None:
 @pytest.mark.parametrize("arch", sorted(NETS))
 def test_segtunes_own_networks_train_and_keep_the_input_size(arch: str) -> None:
     data = build_dataset(SyntheticSpec(name="synthetic", num_images=16, num_classes=3, image_size=64))
-    cfg = TrialConfig(arch=arch, encoder="resnet18", augment="none", lr=3e-3, weight_decay=0.0, schedule="none",
-                      batch_size=4, accum_steps=2)  # fmt: skip
+    cfg = TrialConfig(
+        arch=arch,
+        encoder="resnet18",
+        augment="none",
+        lr=3e-3,
+        weight_decay=0.0,
+        schedule="none",
+        batch_size=4,
+        accum_steps=2,
+    )
     result = fit(cfg, data, epochs=2, device="cpu")
     losses = [row["train_loss"] for row in result.history]
     assert all(np.isfinite(losses)) and 0 <= result.best["val_miou"] <= 1
@@ -202,8 +210,15 @@ class PixelLinear(torch.nn.Module):
 def test_accum_steps_trains_like_the_larger_batch() -> None:
     data = build_dataset(SyntheticSpec(name="synthetic", num_images=40, num_classes=3, image_size=32))
     assert len(data.splits["train"]) % 8 == 0
-    cfg = dict(arch="tests.test_workflows:PixelLinear", augment="none", optimizer="sgd", lr=0.05, weight_decay=0.0,
-               momentum=0.0, schedule="none")  # fmt: skip
+    cfg = dict(
+        arch="tests.test_workflows:PixelLinear",
+        augment="none",
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=0.0,
+        momentum=0.0,
+        schedule="none",
+    )
     big = fit(TrialConfig(**cfg, batch_size=8, accum_steps=1), data, epochs=2, device="cpu").model.state_dict()
     accumulated = fit(TrialConfig(**cfg, batch_size=4, accum_steps=2), data, epochs=2, device="cpu").model.state_dict()
     small = fit(TrialConfig(**cfg, batch_size=4, accum_steps=1), data, epochs=2, device="cpu").model.state_dict()

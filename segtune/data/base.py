@@ -252,9 +252,21 @@ def decode_records(
     splits = {s: np.array([j for j, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
     skipped = [str(p) for p in problems]
     census = ValueCensus().merge(censuses)
-    data = SegData(images, masks, splits, list(classes), [r.name for r in records], skipped=skipped,
-                   raw_values=census.values, labels_note=labels_note, fingerprint=fingerprint, resize=policy,
-                   content=content, original=original, full_masks=full_masks)  # fmt: skip
+    data = SegData(
+        images,
+        masks,
+        splits,
+        list(classes),
+        [r.name for r in records],
+        skipped=skipped,
+        raw_values=census.values,
+        labels_note=labels_note,
+        fingerprint=fingerprint,
+        resize=policy,
+        content=content,
+        original=original,
+        full_masks=full_masks,
+    )
     for split in ("train", "val"):
         if len(splits[split]) == 0:
             skipped = f" after skipping {len(problems)} bad files" if problems else ""
@@ -367,5 +379,10 @@ def index_summary(data: SegData) -> dict[str, object]:
         label = "ignore" if v == IGNORE_INDEX else data.classes[v] if v < data.num_classes else f"?{v}"
         seen[label] = round(int(pixels[v]) / labelled, 4)
     padding = round(1 - labelled / max(1, data.masks.size), 4)
-    return {"images": len(data.names), "splits": counts, "classes": data.classes, "pixel_share": seen,
-            "padding_share": padding}  # fmt: skip
+    return {
+        "images": len(data.names),
+        "splits": counts,
+        "classes": data.classes,
+        "pixel_share": seen,
+        "padding_share": padding,
+    }

@@ -75,10 +75,14 @@ def _targets(source: list[str], keep: list[str] | None, background: str) -> tupl
 def _pairs(root: Path, image_dir: str, label_dir: str, suffix: str, split: str) -> tuple[list[Record], list[BadFile]]:
     images = {p.stem: p for p in sorted((root / image_dir).glob("*.png"))}
     labels = {p.stem.removesuffix(suffix): p for p in sorted((root / label_dir).glob("*.png"))}
-    problems = [BadFile("image without a mask", images[k], f"nothing in {label_dir}/", unpaired=True)
-                for k in sorted(set(images) - set(labels))]  # fmt: skip
-    problems += [BadFile("mask without an image", labels[k], f"nothing in {image_dir}/", unpaired=True)
-                 for k in sorted(set(labels) - set(images))]  # fmt: skip
+    problems = [
+        BadFile("image without a mask", images[k], f"nothing in {label_dir}/", unpaired=True)
+        for k in sorted(set(images) - set(labels))
+    ]
+    problems += [
+        BadFile("mask without an image", labels[k], f"nothing in {image_dir}/", unpaired=True)
+        for k in sorted(set(labels) - set(images))
+    ]
     return [Record(k, images[k], labels[k], split) for k in sorted(set(images) & set(labels))], problems
 
 

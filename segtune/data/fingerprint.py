@@ -27,13 +27,55 @@ from segtune.data.labels import IGNORE_INDEX, ValueCensus, is_binary_255
 from segtune.errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
-MASK_FOLDERS = {"mask", "masks", "label", "labels", "annotation", "annotations", "annot", "gt", "groundtruth",
-                "ground_truth", "ground truth", "ground-truth", "segmentation", "segmentations", "seg", "segs",
-                "targets", "target", "trimaps", "segmentationclass", "segmentationobject"}  # fmt: skip
-MASK_SUFFIXES = ("_segmentation", "_mask", "_masks", "-mask", "_lesion", "_label", "_labels", "_gt", "_seg",
-                 "_annotation", "_anno", "_L")  # fmt: skip
-SPLIT_NAMES = {"train": "train", "training": "train", "trn": "train", "val": "val", "valid": "val",
-               "validation": "val", "dev": "val", "test": "test", "testing": "test", "tst": "test"}  # fmt: skip
+MASK_FOLDERS = {
+    "mask",
+    "masks",
+    "label",
+    "labels",
+    "annotation",
+    "annotations",
+    "annot",
+    "gt",
+    "groundtruth",
+    "ground_truth",
+    "ground truth",
+    "ground-truth",
+    "segmentation",
+    "segmentations",
+    "seg",
+    "segs",
+    "targets",
+    "target",
+    "trimaps",
+    "segmentationclass",
+    "segmentationobject",
+}
+MASK_SUFFIXES = (
+    "_segmentation",
+    "_mask",
+    "_masks",
+    "-mask",
+    "_lesion",
+    "_label",
+    "_labels",
+    "_gt",
+    "_seg",
+    "_annotation",
+    "_anno",
+    "_L",
+)
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "tst": "test",
+}
 MAX_FILES = 100_000
 
 
@@ -101,8 +143,10 @@ def _folder_layout(root: Path) -> Layout:
     for path in files:
         (masks if _looks_like_mask(path, path.relative_to(root)) else images).append(path)
     if not masks or not images:
-        raise DataError(f"{root}: cannot tell images from masks ({len(files)} pictures, {len(masks)} look like "
-                        "masks); write the dataset section by hand (README: folder)")  # fmt: skip
+        raise DataError(
+            f"{root}: cannot tell images from masks ({len(files)} pictures, {len(masks)} look like "
+            "masks); write the dataset section by hand (README: folder)"
+        )
     suffixes = Counter(_mask_suffix(m.stem) for m in masks)
     suffix = suffixes.most_common(1)[0][0]
 
@@ -129,8 +173,12 @@ def _folder_layout(root: Path) -> Layout:
                 patterns[_pattern(rel, k, split_part if use_folders else None)] += 1
         return patterns.most_common(1)[0][0]
 
-    dataset: dict[str, Any] = {"name": "folder", "root": str(root), "images": glob_of(by_image),
-                               "masks": glob_of(by_mask)}  # fmt: skip
+    dataset: dict[str, Any] = {
+        "name": "folder",
+        "root": str(root),
+        "images": glob_of(by_image),
+        "masks": glob_of(by_mask),
+    }
     if suffix:  # one regex pairs IMD001.bmp with IMD001_lesion.bmp
         dataset["key"] = rf"^(.+?)(?:{re.escape(suffix)})?\.\w+$"
     how = f"images + masks: {len(pairs)} pairs ({dataset['images']} with {dataset['masks']})"
@@ -153,15 +201,21 @@ def detect(root: Path) -> Layout:
     pets = find_pets_dir(root)
     if pets is not None:
         parent = pets.parent if pets.name == "oxford-iiit-pet" else root
-        return Layout("oxford_pets", {"name": "oxford_pets", "root": str(parent), "download": False},
-                      "torchvision's Oxford-IIIT Pet (images/, annotations/trimaps/, the official lists)")  # fmt: skip
+        return Layout(
+            "oxford_pets",
+            {"name": "oxford_pets", "root": str(parent), "download": False},
+            "torchvision's Oxford-IIIT Pet (images/, annotations/trimaps/, the official lists)",
+        )
     for candidate in (root / "VOCdevkit", root):
         for year in ("2012", "2011", "2010", "2009", "2008", "2007"):
             base = candidate / f"VOC{year}"
             if (base / "JPEGImages").is_dir() and (base / "SegmentationClass").is_dir():
                 voc_root = candidate.parent if candidate.name == "VOCdevkit" else candidate
-                return Layout("voc", {"name": "voc", "root": str(voc_root), "year": year},
-                              f"Pascal VOC {year} in torchvision's layout")  # fmt: skip
+                return Layout(
+                    "voc",
+                    {"name": "voc", "root": str(voc_root), "year": year},
+                    f"Pascal VOC {year} in torchvision's layout",
+                )
     with contextlib.suppress(DataError):
         kind = camvid_layout(root)
         how = "CamVid, SegNet's 11 classes" if kind == "segnet" else "CamVid, 32 classes coded by colour"
@@ -202,8 +256,10 @@ def decide_folder_values(layout: Layout, census: ValueCensus, rgb: bool) -> None
         return
     if is_binary_255(values, 2):
         ds["classes"] = ["background", "foreground"]
-        layout.comments["classes"] = ("masks hold only 0 and 255: 255 is the foreground (decided from all "
-                                      f"{census.masks} masks); rename foreground to what it is")  # fmt: skip
+        layout.comments["classes"] = (
+            "masks hold only 0 and 255: 255 is the foreground (decided from all "
+            f"{census.masks} masks); rename foreground to what it is"
+        )
         return
     indexed = [v for v in values if v != 255]
     if indexed and max(indexed) < 64 and len(indexed) >= max(indexed) * 0.5:
@@ -216,7 +272,8 @@ def decide_folder_values(layout: Layout, census: ValueCensus, rgb: bool) -> None
             layout.comments["ignore_index"] = (
                 f"CHOICE: 255 appears beside 0..{k - 1} (in {census.masks_with[255]} of {census.masks} masks, "
                 f"{share:.1%} of pixels): taken as pixels to ignore (outlines, void). If 255 is a class, delete "
-                "this line and add the class")  # fmt: skip
+                "this line and add the class"
+            )
             layout.notes.append("could not tell what mask value 255 means: took it as 'ignore' (see the comment)")
         return
     # grey levels coding classes (0, 85, 170, 255, say): one class per level, in order
@@ -254,8 +311,13 @@ def fingerprint(layout: Layout) -> Fingerprint:
             except DataError:
                 continue
         decide_folder_values(layout, census, rgb)
-    spec = validate({"study": "init", "dataset": {**layout.dataset, "image_size": 64, "skip_bad_files": True,
-                                                   "allow_missing_classes": True}}, source="init")  # fmt: skip
+    spec = validate(
+        {
+            "study": "init",
+            "dataset": {**layout.dataset, "image_size": 64, "skip_bad_files": True, "allow_missing_classes": True},
+        },
+        source="init",
+    )
     data = build_dataset(spec.dataset)
     pictures = [m[:h, :w] for m, (h, w) in zip(data.masks, data.content, strict=True)]  # the padding left out
     counts = sum(np.bincount(m.ravel(), minlength=256) for m in pictures)
@@ -266,8 +328,15 @@ def fingerprint(layout: Layout) -> Fingerprint:
 
     paths = _image_paths(layout, spec, folder_records)
     ignore = float(counts[IGNORE_INDEX] / counts.sum())
-    return Fingerprint(len(data.names), {s: len(data.splits[s]) for s in SPLITS}, _sizes(paths), data.classes, share,
-                       with_class, ignore)  # fmt: skip
+    return Fingerprint(
+        len(data.names),
+        {s: len(data.splits[s]) for s in SPLITS},
+        _sizes(paths),
+        data.classes,
+        share,
+        with_class,
+        ignore,
+    )
 
 
 def _colour_coded(mask: Path) -> bool:

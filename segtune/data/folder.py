@@ -39,8 +39,11 @@ def _key(pattern: re.Pattern[str] | None, path: Path) -> str | None:
 
 
 # what split folders are called, as datasets ship them (ISIC, Kvasir, Cityscapes-style trees)
-SPLIT_FOLDERS = {"train": ("train", "training", "trn"), "val": ("val", "valid", "validation", "dev"),
-                 "test": ("test", "testing", "tst")}  # fmt: skip
+SPLIT_FOLDERS = {
+    "train": ("train", "training", "trn"),
+    "val": ("val", "valid", "validation", "dev"),
+    "test": ("test", "testing", "tst"),
+}
 
 
 def _files(root: Path, glob: str) -> list[tuple[Path, str | None]]:
@@ -77,10 +80,14 @@ def _pair(spec: FolderSpec, root: Path) -> tuple[dict[str, tuple[Path, Path, str
             split_of[key] = split
         found[field] = keyed
     images, masks = found["images"], found["masks"]
-    problems = [BadFile("image without a mask", images[k], "check dataset.key", unpaired=True)
-                for k in sorted(set(images) - set(masks))]  # fmt: skip
-    problems += [BadFile("mask without an image", masks[k], "check dataset.key", unpaired=True)
-                 for k in sorted(set(masks) - set(images))]  # fmt: skip
+    problems = [
+        BadFile("image without a mask", images[k], "check dataset.key", unpaired=True)
+        for k in sorted(set(images) - set(masks))
+    ]
+    problems += [
+        BadFile("mask without an image", masks[k], "check dataset.key", unpaired=True)
+        for k in sorted(set(masks) - set(images))
+    ]
     return {k: (images[k], masks[k], split_of[k]) for k in sorted(set(images) & set(masks))}, problems
 
 
@@ -135,9 +142,19 @@ def build_folder(spec: FolderSpec, decode: Decode = Decode()) -> SegData:
     records, problems = index_records(spec)
     mapping, note = class_mapping(spec, records)
     if spec.colors:  # colour-coded masks: one class per colour, as CamVid's class_dict.csv does
-        colours = {tuple(int(x) for x in c.split(",")): (IGNORE_INDEX if i == spec.ignore_index else i)
-                   for c, i in spec.colors.items()}  # fmt: skip
-        return decode_records(records, spec, spec.classes, rgb_remap(colours, "dataset.colors"), problems, decode,
-                              rgb_masks=True, labels_note=note)  # fmt: skip
+        colours = {
+            tuple(int(x) for x in c.split(",")): (IGNORE_INDEX if i == spec.ignore_index else i)
+            for c, i in spec.colors.items()
+        }
+        return decode_records(
+            records,
+            spec,
+            spec.classes,
+            rgb_remap(colours, "dataset.colors"),
+            problems,
+            decode,
+            rgb_masks=True,
+            labels_note=note,
+        )
     remap = value_remap(mapping, f"mask values {sorted(mapping)} ({note})")
     return decode_records(records, spec, spec.classes, remap, problems, decode, labels_note=note)

@@ -87,6 +87,9 @@ def build_oxford_pets(spec: OxfordPetsSpec, decode: Decode = Decode()) -> SegDat
     classes, mapping = TARGETS[spec.target]
     records, problems = index_records(spec)
     remap = value_remap(mapping, "trimap values 1, 2, 3")
-    note = ("trimap 1 -> pet, 2 -> background, 3 -> border" if spec.target == "trimap"
-            else "trimap 1 -> pet, 2 -> background, 3 (border) ignored")  # fmt: skip
+    note = (
+        "trimap 1 -> pet, 2 -> background, 3 -> border"
+        if spec.target == "trimap"
+        else "trimap 1 -> pet, 2 -> background, 3 (border) ignored"
+    )
     return decode_records(records, spec, classes, remap, problems, decode, labels_note=note)

@@ -50,8 +50,10 @@ class ResizePolicy:
     @property
     def canvas(self) -> tuple[int, int]:
         """(H, W) of the model's input: the box rounded up to the encoders' multiple."""
-        return (math.ceil(self.height / self.multiple) * self.multiple,
-                math.ceil(self.width / self.multiple) * self.multiple)  # fmt: skip
+        return (
+            math.ceil(self.height / self.multiple) * self.multiple,
+            math.ceil(self.width / self.multiple) * self.multiple,
+        )
 
     def content(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) a picture of ``height x width`` takes inside the canvas."""

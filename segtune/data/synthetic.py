@@ -52,6 +52,15 @@ def build_synthetic(spec: SyntheticSpec, decode: Decode = Decode()) -> SegData:
         images.tobytes() + masks.tobytes() + repr(sorted((k, v.tolist()) for k, v in splits.items())).encode()
     )
     full = {int(i): masks[i] for s in decode.full_res for i in splits[s]}  # generated at their own size already
-    return SegData(images, masks, splits, classes, names, raw_values=values, labels_note="generated: class indices",
-                   fingerprint=f"{len(names)} generated scenes, sha256 {digest.hexdigest()[:16]}", resize=policy,
-                   full_masks=full)  # fmt: skip
+    return SegData(
+        images,
+        masks,
+        splits,
+        classes,
+        names,
+        raw_values=values,
+        labels_note="generated: class indices",
+        fingerprint=f"{len(names)} generated scenes, sha256 {digest.hexdigest()[:16]}",
+        resize=policy,
+        full_masks=full,
+    )

@@ -41,14 +41,21 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any 
     storage = store.open_storage(storage_url, must_exist=True)
     _check_port(host, port)
     if not is_loopback(host):
-        print(f"warning: --host {host} is not a loopback address: anyone who can reach port {port} can read and "
-              "delete the studies in this store (optuna-dashboard has no login). Inside a container published "
-              "only on the host's loopback (127.0.0.1:PORT:PORT, as docker/compose.yaml does), that is this "
-              "machine alone.", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"warning: --host {host} is not a loopback address: anyone who can reach port {port} can read and "
+            "delete the studies in this store (optuna-dashboard has no login). Inside a container published "
+            "only on the host's loopback (127.0.0.1:PORT:PORT, as docker/compose.yaml does), that is this "
+            "machine alone.",
+            file=sys.stderr,
+            flush=True,
+        )
     server = threading.Thread(target=run_server, args=(storage,), kwargs={"host": host, "port": port}, daemon=True)
     server.start()
-    print(f"optuna-dashboard for {store.redact(storage_url)} on http://{host}:{port}/ (Ctrl-C stops it)",
-          file=out, flush=True)  # fmt: skip
+    print(
+        f"optuna-dashboard for {store.redact(storage_url)} on http://{host}:{port}/ (Ctrl-C stops it)",
+        file=out,
+        flush=True,
+    )
     try:
         while server.is_alive():
             server.join(0.5)

@@ -51,8 +51,13 @@ def _pictures(paths: list[str], meta: dict[str, Any], policy: ResizePolicy) -> n
         return np.stack(canvases)
     if "dataset" not in meta:
         raise SegtuneError("this checkpoint does not say which dataset it learned: give --images PATH to check on")
-    data = build_dataset(validate({"study": "export", "dataset": {**meta["dataset"], "allow_missing_classes": True}},
-                                  source="checkpoint", check_root=True).dataset)  # fmt: skip
+    data = build_dataset(
+        validate(
+            {"study": "export", "dataset": {**meta["dataset"], "allow_missing_classes": True}},
+            source="checkpoint",
+            check_root=True,
+        ).dataset
+    )
     split = "test" if len(data.splits["test"]) else "val"
     return data.images[data.splits[split][:CHECK_IMAGES]]
 
@@ -64,10 +69,15 @@ def export(
     models, meta, flip, what = _models(Path(source), trust_code)
     policy = ResizePolicy.from_checkpoint(meta)
     canvases = _pictures(images, meta, policy)
-    print(f"exporting {what}: input uint8 N x 3 x {policy.canvas[0]} x {policy.canvas[1]} (resize {policy.mode}), "
-          f"checked on {len(canvases)} pictures", file=stream, flush=True)  # fmt: skip
-    report = export_model(models, meta["classes"], policy, canvases, out, flip=flip,
-                          meta={"source": str(source), "model": what})  # fmt: skip
+    print(
+        f"exporting {what}: input uint8 N x 3 x {policy.canvas[0]} x {policy.canvas[1]} (resize {policy.mode}), "
+        f"checked on {len(canvases)} pictures",
+        file=stream,
+        flush=True,
+    )
+    report = export_model(
+        models, meta["classes"], policy, canvases, out, flip=flip, meta={"source": str(source), "model": what}
+    )
     for line in report.lines():
         print(line, file=stream)
     if report.classes_predicted < 2:

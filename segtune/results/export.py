@@ -34,19 +34,28 @@ def within_budget(study: optuna.Study, ranked: list[optuna.trial.FrozenTrial], b
     """The complete trials whose measured costs meet ``budget`` (--max-latency-ms ...), most accurate first."""
     for name in budget:
         if not any(t.user_attrs.get(name) is not None for t in ranked):
-            raise StoreError(f"--max-{name.replace('_', '-')}: study {study.study_name!r} measured no {name} (name it "
-                             "in search.objectives or search.constraints to measure it)")  # fmt: skip
+            raise StoreError(
+                f"--max-{name.replace('_', '-')}: study {study.study_name!r} measured no {name} (name it "
+                "in search.objectives or search.constraints to measure it)"
+            )
     kept = [t for t in ranked if within(t.user_attrs, budget)]
     if not kept:
         missed = next(n for n in budget if all((t.user_attrs.get(n) or float("inf")) > budget[n] for t in ranked))
         cheapest = min(ranked, key=lambda t: t.user_attrs.get(missed) or float("inf"))
-        raise StoreError(f"no complete trial has {missed} <= {budget[missed]:g}; the cheapest, trial "
-                         f"{cheapest.number}, has {cheapest.user_attrs.get(missed):g}")  # fmt: skip
+        raise StoreError(
+            f"no complete trial has {missed} <= {budget[missed]:g}; the cheapest, trial "
+            f"{cheapest.number}, has {cheapest.user_attrs.get(missed):g}"
+        )
     return kept
 
 
-def export(study: optuna.Study, storage_url: str, rank: int = 1, epochs: int | None = None,
-           budget: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+def export(
+    study: optuna.Study,
+    storage_url: str,
+    rank: int = 1,
+    epochs: int | None = None,
+    budget: dict[str, float] | None = None,
+) -> dict[str, Any]:
     ranked = ranked_complete(study)
     if not ranked:
         raise StoreError(f"study {study.study_name!r} has no complete trial to export yet")

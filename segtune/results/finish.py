@@ -88,8 +88,15 @@ class FinishPlan:
     epochs: int
 
 
-def finish(study: optuna.Study, out_dir: Path, top: int = 3, folds: int = 5, device: str | None = None,
-           out: Any = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def finish(
+    study: optuna.Study,
+    out_dir: Path,
+    top: int = 3,
+    folds: int = 5,
+    device: str | None = None,
+    out: Any = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     out = out or sys.stdout
     spec = study.user_attrs.get("spec")
     if not spec:
@@ -104,24 +111,40 @@ def finish(study: optuna.Study, out_dir: Path, top: int = 3, folds: int = 5, dev
     per_epoch = [s for t, _ in chosen for s in t.user_attrs.get("epoch_seconds", [])]
     runs = len(chosen) * folds
     minutes = f", about {runs * epochs * statistics.median(per_epoch) / 60:.0f} min here" if per_epoch else ""
-    print(f"finish {study.study_name!r}: {len(chosen)} configurations x {folds} folds = {runs} trainings of "
-          f"{epochs} epochs{minutes}", file=out, flush=True)  # fmt: skip
-    data = build_dataset(validate({"study": "finish", "dataset": spec["dataset"]}, source="study spec").dataset,
-                         full_res=("test",))  # fmt: skip
+    print(
+        f"finish {study.study_name!r}: {len(chosen)} configurations x {folds} folds = {runs} trainings of "
+        f"{epochs} epochs{minutes}",
+        file=out,
+        flush=True,
+    )
+    data = build_dataset(
+        validate({"study": "finish", "dataset": spec["dataset"]}, source="study spec").dataset, full_res=("test",)
+    )
     pool = np.concatenate([data.splits["train"], data.splits["val"]])
     fold_sets = stratified_folds(data, pool, folds, seed)
     dev = pick_device(device)
     train_spec = spec.get("train", {})
-    settings = TrainSettings(precision=train_spec.get("precision", "auto"), metric=metric, keep_best_state=False,
-                             weights_dir=str(weights_dir()))  # fmt: skip
+    settings = TrainSettings(
+        precision=train_spec.get("precision", "auto"),
+        metric=metric,
+        keep_best_state=False,
+        weights_dir=str(weights_dir()),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "finish.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if record.get("configs") and record["configs"] != [c.to_dict() for _, c in chosen]:
         raise StoreError(f"{record_path}: another finish of other configurations; use another -o folder")
-    record.update(study=study.study_name, metric=metric, folds=folds, epochs=epochs, seed=seed,
-                  trials=[t.number for t, _ in chosen], search_values=[store.objective_value(t) for t, _ in chosen],
-                  configs=[c.to_dict() for _, c in chosen])  # fmt: skip
+    record.update(
+        study=study.study_name,
+        metric=metric,
+        folds=folds,
+        epochs=epochs,
+        seed=seed,
+        trials=[t.number for t, _ in chosen],
+        search_values=[store.objective_value(t) for t, _ in chosen],
+        configs=[c.to_dict() for _, c in chosen],
+    )
     results: dict[str, dict[str, Any]] = record.setdefault("results", {})
 
     def save() -> None:
@@ -139,34 +162,62 @@ def finish(study: optuna.Study, out_dir: Path, top: int = 3, folds: int = 5, dev
             data.splits["finish_train"] = np.concatenate([f for j, f in enumerate(fold_sets) if j != k])
             data.splits["finish_held"] = held
             started = time.monotonic()
-            fitted = fit(config, data, epochs, device=dev, settings=settings, train_split="finish_train",
-                         val_split="finish_held", seed=seed + k)  # fmt: skip
+            fitted = fit(
+                config,
+                data,
+                epochs,
+                device=dev,
+                settings=settings,
+                train_split="finish_train",
+                val_split="finish_held",
+                seed=seed + k,
+            )
             model = fitted.model
             assert model is not None
-            plain = split_metrics(TorchPredictor([model], data.classes, data.resize, dev), data, "finish_held",
-                                  full_resolution=False)  # fmt: skip
-            flipped = split_metrics(TorchPredictor([model], data.classes, data.resize, dev, flip=True), data,
-                                    "finish_held", full_resolution=False)  # fmt: skip
+            plain = split_metrics(
+                TorchPredictor([model], data.classes, data.resize, dev), data, "finish_held", full_resolution=False
+            )
+            flipped = split_metrics(
+                TorchPredictor([model], data.classes, data.resize, dev, flip=True),
+                data,
+                "finish_held",
+                full_resolution=False,
+            )
             where = out_dir / f"config{ci}" / f"fold{k}" / checkpoint.FILENAME
-            path = checkpoint.save(where, model, config, data.classes, data.resize, fold=k, trial=trial.number,
-                                   dataset=spec["dataset"])  # fmt: skip
+            path = checkpoint.save(
+                where, model, config, data.classes, data.resize, fold=k, trial=trial.number, dataset=spec["dataset"]
+            )
             name = metric.removeprefix("val_")
-            results[key] = {metric: plain[name], f"{metric}_flip": flipped[name], "images": len(held),
-                            "seconds": round(time.monotonic() - started, 1), "checkpoint": str(path)}  # fmt: skip
+            results[key] = {
+                metric: plain[name],
+                f"{metric}_flip": flipped[name],
+                "images": len(held),
+                "seconds": round(time.monotonic() - started, 1),
+                "checkpoint": str(path),
+            }
             save()
-            print(f"  {label}: {results[key][metric]:.4f} (flip TTA {results[key][metric + '_flip']:.4f}), "
-                  f"{results[key]['seconds']:.0f} s", file=out, flush=True)  # fmt: skip
+            print(
+                f"  {label}: {results[key][metric]:.4f} (flip TTA {results[key][metric + '_flip']:.4f}), "
+                f"{results[key]['seconds']:.0f} s",
+                file=out,
+                flush=True,
+            )
     summary = summarise(record, chosen, metric, folds)
     record["summary"] = summary
     winner = summary["winner"]
     fold_models = [checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev)[0] for k in range(folds)]
     final = TorchPredictor(fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"])
     test = split_metrics(final, data, "test", full_resolution=True)
-    record["test"] = {"miou": test["miou"], "dice": test["dice"], "pixel_acc": test["pixel_acc"],
-                      "iou_per_class": dict(zip(data.classes, test["iou_per_class"], strict=True)),
-                      "images": len(data.splits["test"]), "resolution": "original",
-                      "model": f"ensemble of the {folds} fold models of configuration {winner + 1}"
-                               + (", flip TTA" if summary["flip_tta"] else ", no TTA")}  # fmt: skip
+    record["test"] = {
+        "miou": test["miou"],
+        "dice": test["dice"],
+        "pixel_acc": test["pixel_acc"],
+        "iou_per_class": dict(zip(data.classes, test["iou_per_class"], strict=True)),
+        "images": len(data.splits["test"]),
+        "resolution": "original",
+        "model": f"ensemble of the {folds} fold models of configuration {winner + 1}"
+        + (", flip TTA" if summary["flip_tta"] else ", no TTA"),
+    }
     record["ensemble"] = {
         "checkpoints": [results[f"{winner}/{k}"]["checkpoint"] for k in range(folds)],
         "flip": summary["flip_tta"],
@@ -175,8 +226,11 @@ def finish(study: optuna.Study, out_dir: Path, top: int = 3, folds: int = 5, dev
     print(finish_table(record, metric), file=out)
     for line in summary["notes"]:
         print(line, file=out)
-    print(f"test ({record['test']['model']}, {record['test']['images']} images at full resolution): mIoU "
-          f"{test['miou']:.4f}, Dice {test['dice']:.4f}; wrote {record_path}", file=out)  # fmt: skip
+    print(
+        f"test ({record['test']['model']}, {record['test']['images']} images at full resolution): mIoU "
+        f"{test['miou']:.4f}, Dice {test['dice']:.4f}; wrote {record_path}",
+        file=out,
+    )
     return record
 
 
@@ -191,15 +245,27 @@ def summarise(record: dict[str, Any], chosen: list, metric: str, folds: int) -> 
     flip = means[winner][2] > means[winner][0]
     notes = []
     if winner != 0:
-        notes.append(f"the folds changed the search's ranking: configuration {winner + 1} (trial "
-                     f"{record['trials'][winner]}) wins on the mean, the search's best (trial {record['trials'][0]}) "
-                     "on one split")  # fmt: skip
-    notes.append(f"flip TTA: {'kept' if flip else 'not kept'} (out-of-fold mean {means[winner][2]:.4f} with, "
-                 f"{means[winner][0]:.4f} without)")  # fmt: skip
-    notes.append(f"ensemble: the {folds} fold models of configuration {winner + 1}, always (as nnU-Net does): "
-                 "train + val cannot judge it, and a holdout would cost small datasets training data")  # fmt: skip
-    return {"means": [m for m, _, _ in means], "stds": [s for _, s, _ in means], "flip_means": [f for _, _, f in means],
-            "winner": winner, "flip_tta": flip, "notes": notes}  # fmt: skip
+        notes.append(
+            f"the folds changed the search's ranking: configuration {winner + 1} (trial "
+            f"{record['trials'][winner]}) wins on the mean, the search's best (trial {record['trials'][0]}) "
+            "on one split"
+        )
+    notes.append(
+        f"flip TTA: {'kept' if flip else 'not kept'} (out-of-fold mean {means[winner][2]:.4f} with, "
+        f"{means[winner][0]:.4f} without)"
+    )
+    notes.append(
+        f"ensemble: the {folds} fold models of configuration {winner + 1}, always (as nnU-Net does): "
+        "train + val cannot judge it, and a holdout would cost small datasets training data"
+    )
+    return {
+        "means": [m for m, _, _ in means],
+        "stds": [s for _, s, _ in means],
+        "flip_means": [f for _, _, f in means],
+        "winner": winner,
+        "flip_tta": flip,
+        "notes": notes,
+    }
 
 
 def finish_table(record: dict[str, Any], metric: str) -> str:
@@ -207,8 +273,17 @@ def finish_table(record: dict[str, Any], metric: str) -> str:
     rows = []
     for ci, config in enumerate(record["configs"]):
         folds = [record["results"][f"{ci}/{k}"][metric] for k in range(record["folds"])]
-        rows.append([ci + 1, record["trials"][ci], record["search_values"][ci], s["means"][ci], s["stds"][ci],
-                     s["flip_means"][ci], " ".join(f"{v:.3f}" for v in folds),
-                     f"{config['arch']}/{config['encoder']} {config['loss']} lr={config['lr']:.2g}"
-                     + (" <- winner" if ci == s["winner"] else "")])  # fmt: skip
+        rows.append(
+            [
+                ci + 1,
+                record["trials"][ci],
+                record["search_values"][ci],
+                s["means"][ci],
+                s["stds"][ci],
+                s["flip_means"][ci],
+                " ".join(f"{v:.3f}" for v in folds),
+                f"{config['arch']}/{config['encoder']} {config['loss']} lr={config['lr']:.2g}"
+                + (" <- winner" if ci == s["winner"] else ""),
+            ]
+        )
     return format_table(["config", "trial", "search", "fold mean", "std", "mean, flip", "folds", "configuration"], rows)

@@ -92,8 +92,16 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, spatial: bool)
         dims.update({2: Dim.AUTO, 3: Dim.AUTO})
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=["image"], output_names=["scores"],
-                          dynamic_shapes={"image": dims}, dynamo=True, external_data=False)  # fmt: skip
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["scores"],
+            dynamic_shapes={"image": dims},
+            dynamo=True,
+            external_data=False,
+        )
 
 
 def _median_ms(run: Any, batch: np.ndarray, repeats: int = 10) -> float:
@@ -106,8 +114,15 @@ def _median_ms(run: Any, batch: np.ndarray, repeats: int = 10) -> float:
     return statistics.median(times)
 
 
-def export_model(models: list[nn.Module], classes: list[str], resize: ResizePolicy, canvases: np.ndarray, out: Path,
-                 flip: bool = False, meta: dict[str, Any] | None = None) -> ExportReport:  # fmt: skip
+def export_model(
+    models: list[nn.Module],
+    classes: list[str],
+    resize: ResizePolicy,
+    canvases: np.ndarray,
+    out: Path,
+    flip: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> ExportReport:
     """Export, then check on ``canvases`` (real pictures on the policy's canvas, uint8 N x H x W x 3)."""
     import onnx
 
@@ -122,10 +137,14 @@ def export_model(models: list[nn.Module], classes: list[str], resize: ResizePoli
         _export(module, images[:2], out, spatial=False)
         dynamic = f"batch (height and width fixed at {resize.canvas[0]} x {resize.canvas[1]})"
     model = onnx.load(str(out))
-    info = {"segtune_version": segtune.__version__, "classes": json.dumps(classes),
-            "resize": json.dumps(resize.to_dict()), "input": "image: uint8 N x 3 x H x W, RGB, 0-255, not normalised",
-            "output": "probabilities (mean softmax)" if module.probabilities else "logits",
-            **{k: json.dumps(v) for k, v in (meta or {}).items()}}  # fmt: skip
+    info = {
+        "segtune_version": segtune.__version__,
+        "classes": json.dumps(classes),
+        "resize": json.dumps(resize.to_dict()),
+        "input": "image: uint8 N x 3 x H x W, RGB, 0-255, not normalised",
+        "output": "probabilities (mean softmax)" if module.probabilities else "logits",
+        **{k: json.dumps(v) for k, v in (meta or {}).items()},
+    }
     for key, value in info.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -141,13 +160,16 @@ def export_model(models: list[nn.Module], classes: list[str], resize: ResizePoli
     batch1, batch8 = images[:1], images[:8].repeat(max(1, 8 // len(images) + 1), 1, 1, 1)[:8]
     with torch.no_grad():
         report.latency_ms = {
-            "torch_b1": _median_ms(lambda b: module(b), batch1), "torch_b8": _median_ms(lambda b: module(b), batch8),
+            "torch_b1": _median_ms(lambda b: module(b), batch1),
+            "torch_b8": _median_ms(lambda b: module(b), batch8),
             "onnx_b1": _median_ms(lambda b: session.run(None, {"image": b.numpy()}), batch1),
             "onnx_b8": _median_ms(lambda b: session.run(None, {"image": b.numpy()}), batch8),
-        }  # fmt: skip
+        }
     if agree < AGREEMENT:
-        raise SegtuneError(f"{out}: onnxruntime disagrees with PyTorch on {1 - agree:.3%} of the pixels "
-                           f"(max |difference| {report.max_abs_diff:.2e}): not exported faithfully")  # fmt: skip
+        raise SegtuneError(
+            f"{out}: onnxruntime disagrees with PyTorch on {1 - agree:.3%} of the pixels "
+            f"(max |difference| {report.max_abs_diff:.2e}): not exported faithfully"
+        )
     return report
 
 

@@ -8,10 +8,22 @@ from segtune.data.labels import IGNORE_INDEX
 
 # class 0 (background) stays unpainted; then distinct, colour-blind-friendly hues
 PALETTE = np.array(
-    [[0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0],
-     [204, 121, 167], [153, 153, 153], [128, 0, 0], [0, 128, 128], [128, 128, 0]],
+    [
+        [0, 0, 0],
+        [230, 159, 0],
+        [86, 180, 233],
+        [0, 158, 115],
+        [240, 228, 66],
+        [0, 114, 178],
+        [213, 94, 0],
+        [204, 121, 167],
+        [153, 153, 153],
+        [128, 0, 0],
+        [0, 128, 128],
+        [128, 128, 0],
+    ],
     dtype=np.uint8,
-)  # fmt: skip
+)
 
 
 def colorize(mask: np.ndarray) -> np.ndarray:

@@ -39,8 +39,15 @@ class Predictor(Protocol):
 class TorchPredictor:
     """One model or several (a fold ensemble: the mean of their softmax), optionally with flip TTA."""
 
-    def __init__(self, models: list[nn.Module], classes: list[str], resize: ResizePolicy, device: torch.device,
-                 flip: bool = False, precision: str = "fp32"):  # fmt: skip
+    def __init__(
+        self,
+        models: list[nn.Module],
+        classes: list[str],
+        resize: ResizePolicy,
+        device: torch.device,
+        flip: bool = False,
+        precision: str = "fp32",
+    ):
         self.models = [m.to(device).eval() for m in models]
         self.classes, self.resize, self.device, self.flip = classes, resize, device, flip
         self.norm = Normalizer().to(device)
@@ -85,8 +92,10 @@ def predict_picture(predictor: Predictor, picture: Image.Image) -> np.ndarray:
 
 def predict_canvases(predictor: Predictor, canvases: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Class indices on the canvas (the training size): uint8 (N, H, W, 3) -> uint8 (N, H, W)."""
-    out = [predictor.probabilities(canvases[i : i + batch_size]).argmax(1).to(torch.uint8).cpu().numpy()
-           for i in range(0, len(canvases), batch_size)]  # fmt: skip
+    out = [
+        predictor.probabilities(canvases[i : i + batch_size]).argmax(1).to(torch.uint8).cpu().numpy()
+        for i in range(0, len(canvases), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, *canvases.shape[1:3]), np.uint8)
 
 

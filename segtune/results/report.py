@@ -37,15 +37,18 @@ def history_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
         ts = [t for t in trials if t.state == state and store.shown_value(t, metric) is not None]
         fig.add_trace(
             go.Scatter(
-                x=[t.number for t in ts], y=[store.shown_value(t, metric) for t in ts], mode="markers",
+                x=[t.number for t in ts],
+                y=[store.shown_value(t, metric) for t in ts],
+                mode="markers",
                 name=state.name.lower(),
-                marker=dict(color=STATE_COLOURS[state.name], size=9, symbol="circle" if state == TrialState.COMPLETE
-                            else "x"),
-                text=[params_text(t.params) for t in ts], hovertemplate="trial %{x}: %{y:.4f}<br>%{text}",
+                marker=dict(
+                    color=STATE_COLOURS[state.name], size=9, symbol="circle" if state == TrialState.COMPLETE else "x"
+                ),
+                text=[params_text(t.params) for t in ts],
+                hovertemplate="trial %{x}: %{y:.4f}<br>%{text}",
             )
-        )  # fmt: skip
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values),
-                      key=lambda t: t.number)  # fmt: skip
+        )
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values), key=lambda t: t.number)
     best, xs, ys = -math.inf, [], []
     for t in complete:
         best = max(best, t.values[0])
@@ -72,21 +75,29 @@ def curves_figure(trials: list[FrozenTrial], metric: str, max_epochs: int) -> go
         colour = STATE_COLOURS.get(t.state.name, "#999999")
         fig.add_trace(
             go.Scatter(
-                x=steps, y=[curve[s] for s in steps], mode="lines+markers", name=f"trial {t.number}",
+                x=steps,
+                y=[curve[s] for s in steps],
+                mode="lines+markers",
+                name=f"trial {t.number}",
                 line=dict(color=colour, dash="solid" if t.state == TrialState.COMPLETE else "dot"),
-                marker=dict(size=[5] * (len(steps) - 1) + [11], symbol=["circle"] * (len(steps) - 1) +
-                            ["x" if t.state == TrialState.PRUNED else "circle"]),
+                marker=dict(
+                    size=[5] * (len(steps) - 1) + [11],
+                    symbol=["circle"] * (len(steps) - 1) + ["x" if t.state == TrialState.PRUNED else "circle"],
+                ),
                 hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}: %{{y:.4f}}",
             )
-        )  # fmt: skip
+        )
     fig.update_xaxes(range=[0.5, max_epochs + 0.5], dtick=1)
     title = f"{metric} (x: where ASHA stopped the trial)"
     return _layout(fig, xaxis_title="epoch", yaxis_title=title, showlegend=False)
 
 
 def parallel_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
-    valued = [t for t in trials if store.shown_value(t, metric) is not None
-              and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]  # fmt: skip
+    valued = [
+        t
+        for t in trials
+        if store.shown_value(t, metric) is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
     names = sorted({k for t in valued for k in t.params})
     dims = []
     for name in names:
@@ -98,8 +109,14 @@ def parallel_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
             dims.append(dict(label=f"log10 {name}" if log else name, values=nums))
         else:
             cats = sorted({str(v) for v in values})
-            dims.append(dict(label=name, values=[cats.index(str(v)) for v in values], tickvals=list(range(len(cats))),
-                             ticktext=cats))  # fmt: skip
+            dims.append(
+                dict(
+                    label=name,
+                    values=[cats.index(str(v)) for v in values],
+                    tickvals=list(range(len(cats))),
+                    ticktext=cats,
+                )
+            )
     scores = [store.shown_value(t, metric) for t in valued]
     dims.append(dict(label=metric, values=scores))
     fig = go.Figure(go.Parcoords(line=dict(color=scores, colorscale="Viridis", showscale=True), dimensions=dims))
@@ -123,9 +140,14 @@ def per_class_figure(best: FrozenTrial, classes: list[str]) -> go.Figure | str:
     if not ious:
         return "The best trial recorded no per-class IoU."
     fig = go.Figure(
-        go.Bar(x=classes[: len(ious)], y=[v if v is not None else 0 for v in ious], marker_color="#009E73",
-               text=[fmt(v) for v in ious], textposition="outside")
-    )  # fmt: skip
+        go.Bar(
+            x=classes[: len(ious)],
+            y=[v if v is not None else 0 for v in ious],
+            marker_color="#009E73",
+            text=[fmt(v) for v in ious],
+            textposition="outside",
+        )
+    )
     return _layout(fig, height=360, yaxis_title=f"val IoU, trial {best.number}", yaxis_range=[0, 1.05])
 
 
@@ -140,17 +162,25 @@ def pareto_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str) -
     by_number = {t.number: t for t in trials}
     cost = costs[0]
     fig = go.Figure()
-    groups = [("trials", lambda p: p.feasible and p.number not in front, "circle", "#0072B2"),
-              ("infeasible", lambda p: not p.feasible, "x", "#999999"),
-              ("Pareto front", lambda p: p.number in front, "diamond", "#D55E00")]  # fmt: skip
+    groups = [
+        ("trials", lambda p: p.feasible and p.number not in front, "circle", "#0072B2"),
+        ("infeasible", lambda p: not p.feasible, "x", "#999999"),
+        ("Pareto front", lambda p: p.number in front, "diamond", "#D55E00"),
+    ]
     for label, chosen, symbol, colour in groups:
         ps = sorted((p for p in points if chosen(p)), key=lambda p: p.values[names.index(cost)] or 0)
-        fig.add_trace(go.Scatter(
-            x=[p.values[names.index(cost)] for p in ps], y=[p.values[0] for p in ps], name=label,
-            mode="lines+markers" if label == "Pareto front" else "markers",
-            marker=dict(symbol=symbol, size=10, color=colour), line=dict(shape="hv", color=colour),
-            text=[f"trial {p.number}: {params_text(by_number[p.number].params)}" for p in ps],
-            hovertemplate="%{text}<br>" + cost + " %{x:.3g}<br>" + metric + " %{y:.4f}"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[p.values[names.index(cost)] for p in ps],
+                y=[p.values[0] for p in ps],
+                name=label,
+                mode="lines+markers" if label == "Pareto front" else "markers",
+                marker=dict(symbol=symbol, size=10, color=colour),
+                line=dict(shape="hv", color=colour),
+                text=[f"trial {p.number}: {params_text(by_number[p.number].params)}" for p in ps],
+                hovertemplate="%{text}<br>" + cost + " %{x:.3g}<br>" + metric + " %{y:.4f}",
+            )
+        )
     for name, limit in limits.items():
         if name == cost:
             fig.add_vline(x=limit, line_dash="dash", line_color="#999999", annotation_text=f"{name} <= {limit:g}")
@@ -170,11 +200,14 @@ def table_figure(trials: list[FrozenTrial], metric: str, limit: int = 15) -> go.
     fig = go.Figure(
         go.Table(
             columnwidth=[40, 70, 60, 60, 60, 50, 500],
-            header=dict(values=["trial", "state", *[METRIC_LABELS[m] for m in columns], "epochs", "params"],
-                        fill_color="#ddd", align="left"),
+            header=dict(
+                values=["trial", "state", *[METRIC_LABELS[m] for m in columns], "epochs", "params"],
+                fill_color="#ddd",
+                align="left",
+            ),
             cells=dict(values=cols, align="left", height=24),
         )
-    )  # fmt: skip
+    )
     return _layout(fig, height=90 + 48 * len(top))  # params wrap onto two lines
 
 
@@ -186,11 +219,27 @@ def finish_figure(record: dict[str, Any], metric: str) -> go.Figure:
         name = f"config {ci + 1} (trial {record['trials'][ci]}): {config['arch']}/{config['encoder']}"
         folds = [record["results"][f"{ci}/{k}"][metric] for k in range(record["folds"])]
         colour = "#009E73" if ci == s["winner"] else "#0072B2"
-        fig.add_trace(go.Box(y=folds, name=name, boxpoints="all", marker_color=colour, showlegend=False,
-                             hovertemplate="fold score %{y:.4f}"))  # fmt: skip
+        fig.add_trace(
+            go.Box(
+                y=folds,
+                name=name,
+                boxpoints="all",
+                marker_color=colour,
+                showlegend=False,
+                hovertemplate="fold score %{y:.4f}",
+            )
+        )
         star = dict(symbol="star", size=13, color="#D55E00")
-        fig.add_trace(go.Scatter(x=[name], y=[record["search_values"][ci]], mode="markers", showlegend=ci == 0,
-                                 marker=star, name="search (one split)"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[name],
+                y=[record["search_values"][ci]],
+                mode="markers",
+                showlegend=ci == 0,
+                marker=star,
+                name="search (one split)",
+            )
+        )
     return _layout(fig, height=420, yaxis_title=f"{metric} on each held-out fold")
 
 
@@ -198,8 +247,10 @@ def finish_text(record: dict[str, Any]) -> str:
     lines = list(record["summary"]["notes"])
     test = record.get("test")
     if test:
-        lines.append(f"test: {test['model']}: mIoU {test['miou']:.4f}, Dice {test['dice']:.4f} on {test['images']} "
-                     "images at full resolution")  # fmt: skip
+        lines.append(
+            f"test: {test['model']}: mIoU {test['miou']:.4f}, Dice {test['dice']:.4f} on {test['images']} "
+            "images at full resolution"
+        )
     return " ".join(lines)
 
 
@@ -233,9 +284,12 @@ def images_figure(study: optuna.Study, best: FrozenTrial, count: int, trust_code
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     names = ", ".join(data.names[i] for i in idx)
-    return _layout(fig, height=min(1400, 40 + grid.shape[0] * 3), margin=dict(l=10, r=10, t=30, b=10),
-                   title=dict(text=f"image | ground truth | trial {best.number} prediction ({names})",
-                              font=dict(size=12)))  # fmt: skip
+    return _layout(
+        fig,
+        height=min(1400, 40 + grid.shape[0] * 3),
+        margin=dict(l=10, r=10, t=30, b=10),
+        title=dict(text=f"image | ground truth | trial {best.number} prediction ({names})", font=dict(size=12)),
+    )
 
 
 def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = False) -> tuple[Path, int]:
@@ -250,11 +304,13 @@ def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = Fa
 
     sections: list[tuple[str, go.Figure | str]] = [
         ("Optimisation history", history_figure(trials, metric)),
-        ("Learning curves: one value per epoch; dotted lines were stopped by ASHA", curves_figure(trials, metric,
-                                                                                                  max_epochs)),
+        (
+            "Learning curves: one value per epoch; dotted lines were stopped by ASHA",
+            curves_figure(trials, metric, max_epochs),
+        ),
         ("Parameters of every trial (parallel coordinates)", parallel_figure(trials, metric)),
         ("Hyperparameter importances", importance_figure(study)),
-    ]  # fmt: skip
+    ]
     if best is not None:
         sections.append((f"Per-class IoU of the best trial ({best.number})", per_class_figure(best, classes)))
     pareto = pareto_figure(study, trials, metric)
@@ -263,8 +319,12 @@ def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = Fa
     sections.append(("Top trials", table_figure(trials, metric)))
     finished = study.user_attrs.get("finish")
     if finished and finished.get("summary"):
-        sections.append((f"Finish: the best {len(finished['configs'])} configurations on {finished['folds']} folds",
-                         finish_figure(finished, metric)))  # fmt: skip
+        sections.append(
+            (
+                f"Finish: the best {len(finished['configs'])} configurations on {finished['folds']} folds",
+                finish_figure(finished, metric),
+            )
+        )
         sections.append(("Finish: what was chosen, and why", finish_text(finished)))
     if best is not None:
         sections.append(
@@ -277,14 +337,22 @@ def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = Fa
         if isinstance(body, str):
             parts.append(f"<p class='note'>{html.escape(body)}</p>")
         else:
-            parts.append(body.to_html(full_html=False, include_plotlyjs=figures == 0, div_id=f"figure-{figures}",
-                                      config={"displaylogo": False}))  # fmt: skip
+            parts.append(
+                body.to_html(
+                    full_html=False,
+                    include_plotlyjs=figures == 0,
+                    div_id=f"figure-{figures}",
+                    config={"displaylogo": False},
+                )
+            )
             figures += 1
     best_text = (
         f"best {METRIC_LABELS[metric]} {best.values[0]:.4f} (trial {best.number})" if best else "no complete trial yet"
     )
-    summary = (f"{len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
-               f"failed, {counts['RUNNING']} running; {best_text}")  # fmt: skip
+    summary = (
+        f"{len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
+        f"failed, {counts['RUNNING']} running; {best_text}"
+    )
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>segtune report: {html.escape(study.study_name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}

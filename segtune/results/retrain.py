@@ -25,8 +25,14 @@ from segtune.training.models import build_model
 from segtune.training.weights import weights_dir
 
 
-def retrain(spec: RetrainSpec, out_dir: Path, train_on: str = "train", overlays: int = 6, out: Any = None,
-            device: str | None = None) -> dict:  # fmt: skip
+def retrain(
+    spec: RetrainSpec,
+    out_dir: Path,
+    train_on: str = "train",
+    overlays: int = 6,
+    out: Any = None,
+    device: str | None = None,
+) -> dict:
     out = out or sys.stdout
     dev = pick_device(device)
     data = build_dataset(spec.dataset, full_res=("test",))
@@ -38,16 +44,29 @@ def retrain(spec: RetrainSpec, out_dir: Path, train_on: str = "train", overlays:
         train_split = "train+val"
     cfg = spec.trial_config()
     metric = spec.metric
-    print(f"retraining {cfg.arch} / {cfg.encoder} on {train_split} ({len(data.splits[train_split])} images) "
-          f"for {spec.epochs} epochs", file=out, flush=True)  # fmt: skip
+    print(
+        f"retraining {cfg.arch} / {cfg.encoder} on {train_split} ({len(data.splits[train_split])} images) "
+        f"for {spec.epochs} epochs",
+        file=out,
+        flush=True,
+    )
 
     def show(epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None:
-        print(f"  epoch {epoch}/{spec.epochs}: train loss {row['train_loss']:.4f}, {METRIC_LABELS[metric]} "
-              f"{row[metric]:.4f} ({row['epoch_seconds']:.1f} s)", file=out, flush=True)  # fmt: skip
+        print(
+            f"  epoch {epoch}/{spec.epochs}: train loss {row['train_loss']:.4f}, {METRIC_LABELS[metric]} "
+            f"{row[metric]:.4f} ({row['epoch_seconds']:.1f} s)",
+            file=out,
+            flush=True,
+        )
 
     workers = spec.train.loader_workers if spec.train.loader_workers != "auto" else (2 if dev.type == "cuda" else 0)
-    settings = TrainSettings(precision=spec.train.precision, channels_last=spec.train.channels_last,
-                             loader_workers=workers, metric=metric, weights_dir=str(weights_dir()))  # fmt: skip
+    settings = TrainSettings(
+        precision=spec.train.precision,
+        channels_last=spec.train.channels_last,
+        loader_workers=workers,
+        metric=metric,
+        weights_dir=str(weights_dir()),
+    )
     result = fit(cfg, data, spec.epochs, show, device=dev, settings=settings, train_split=train_split, seed=0)
     if train_on == "train":  # keep the epoch that validated best, as the trials did
         model = build_model(cfg.replace(encoder_weights=None), data.num_classes)
@@ -69,7 +88,7 @@ def retrain(spec: RetrainSpec, out_dir: Path, train_on: str = "train", overlays:
             "miou": at_training_size["miou"],
             "dice": at_training_size["dice"],
             "pixel_acc": at_training_size["pixel_acc"],
-        },  # fmt: skip
+        },
         "test_images": len(data.splits["test"]),
         "train_on": train_split,
         "epochs": result.epochs_run,
@@ -98,9 +117,15 @@ def retrain(spec: RetrainSpec, out_dir: Path, train_on: str = "train", overlays:
         h, w = data.content[i]  # the picture's part of the canvas, without the padding
         picture = strip(data.images[i][:h, :w], data.masks[i][:h, :w], preds[j][:h, :w])
         Image.fromarray(picture).save(out_dir / "overlays" / f"{data.names[i]}.png")
-    print(f"test mIoU {test['miou']:.4f}, Dice {test['dice']:.4f}, pixel accuracy {test['pixel_acc']:.4f} "
-          f"on {len(data.splits['test'])} images at their original size (at the training size: mIoU "
-          f"{at_training_size['miou']:.4f})", file=out)  # fmt: skip
-    print(f"wrote {out_dir / checkpoint.FILENAME}, {out_dir / 'metrics.json'}, {len(idx)} overlays in "
-          f"{out_dir / 'overlays'}", file=out)  # fmt: skip
+    print(
+        f"test mIoU {test['miou']:.4f}, Dice {test['dice']:.4f}, pixel accuracy {test['pixel_acc']:.4f} "
+        f"on {len(data.splits['test'])} images at their original size (at the training size: mIoU "
+        f"{at_training_size['miou']:.4f})",
+        file=out,
+    )
+    print(
+        f"wrote {out_dir / checkpoint.FILENAME}, {out_dir / 'metrics.json'}, {len(idx)} overlays in "
+        f"{out_dir / 'overlays'}",
+        file=out,
+    )
     return metrics

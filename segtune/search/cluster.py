@@ -134,8 +134,15 @@ def start_driver_node(target: str) -> str:
     returns the IP address the node registered with."""
     ray_bin = Path(sys.executable).with_name("ray")
     log = Path(tempfile.mkstemp(prefix="segtune-driver-node-", suffix=".log")[1])
-    command = [str(ray_bin if ray_bin.exists() else "ray"), "start", f"--address={target}", "--num-cpus=0",
-               "--num-gpus=0", "--disable-usage-stats", "--block"]  # fmt: skip
+    command = [
+        str(ray_bin if ray_bin.exists() else "ray"),
+        "start",
+        f"--address={target}",
+        "--num-cpus=0",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+        "--block",
+    ]
     with log.open("wb") as f:
         node = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
     atexit.register(_stop, node)
@@ -144,8 +151,10 @@ def start_driver_node(target: str) -> str:
         if node.poll() is not None or time.monotonic() > deadline:
             _stop(node)
             last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
-            raise SegtuneError(f"--address: this machine could not join the Ray cluster at {target} as a "
-                               f"driver node ({last[0][:200] if last else 'no output'}); log: {log}")  # fmt: skip
+            raise SegtuneError(
+                f"--address: this machine could not join the Ray cluster at {target} as a "
+                f"driver node ({last[0][:200] if last else 'no output'}); log: {log}"
+            )
         time.sleep(0.3)
     found = re.search(r"Local node IP: (\S+)", log.read_text(errors="replace"))
     return found.group(1) if found else ""

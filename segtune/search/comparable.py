@@ -63,8 +63,14 @@ def check(study: optuna.Study, spec_dict: dict[str, Any], data: SegData, allow_c
 def record_run(study: optuna.Study, run_id: str, spec_dict: dict[str, Any], data: SegData) -> None:
     """Keep every run's spec (the latest also as the ``spec`` attr, which export and report read)."""
     runs = list(study.user_attrs.get(RUNS_ATTR, []))
-    runs.append({"run_id": run_id, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "spec": spec_dict,
-                 "data_fingerprint": data.fingerprint})  # fmt: skip
+    runs.append(
+        {
+            "run_id": run_id,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "spec": spec_dict,
+            "data_fingerprint": data.fingerprint,
+        }
+    )
     study.set_user_attr(RUNS_ATTR, runs)
     study.set_user_attr("spec", spec_dict)
     study.set_user_attr("data_fingerprint", data.fingerprint)

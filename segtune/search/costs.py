@@ -56,8 +56,9 @@ def latency_ms(model: nn.Module, example: torch.Tensor) -> float:
     return statistics.median(times)
 
 
-def measure(config: TrialConfig, num_classes: int, canvas: tuple[int, int], device: torch.device,
-            names: list[str]) -> dict[str, Any]:  # fmt: skip
+def measure(
+    config: TrialConfig, num_classes: int, canvas: tuple[int, int], device: torch.device, names: list[str]
+) -> dict[str, Any]:
     """The costs ``names`` of ``config``'s model (randomly initialised: costs do not depend on weights)."""
     key = (config.arch, config.encoder, num_classes, canvas, device_name(device))
     known = _cache.setdefault(key, {})

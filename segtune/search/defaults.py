@@ -24,9 +24,11 @@ class SearchSettings:
     startup: str
 
     def text(self) -> str:
-        return (f"grace {self.grace_period}, rf {self.reduction_factor:g}, first rung waits for "
-                f"{self.min_first_rung}, {self.brackets} bracket(s), {self.n_startup_trials} {self.startup} "
-                "start-up trials")  # fmt: skip
+        return (
+            f"grace {self.grace_period}, rf {self.reduction_factor:g}, first rung waits for "
+            f"{self.min_first_rung}, {self.brackets} bracket(s), {self.n_startup_trials} {self.startup} "
+            "start-up trials"
+        )
 
 
 def expected_trials(search: Any) -> int:

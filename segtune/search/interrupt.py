@@ -87,8 +87,12 @@ class Interrupt(tune.Stopper):
         if not self.event.is_set():
             self.signal_name = signal.Signals(signum).name
             self.event.set()
-            print(f"\n{self.signal_name}: stopping; running trials end as FAIL (interrupted). "
-                  "Press Ctrl-C again to quit at once.", file=self.out, flush=True)  # fmt: skip
+            print(
+                f"\n{self.signal_name}: stopping; running trials end as FAIL (interrupted). "
+                "Press Ctrl-C again to quit at once.",
+                file=self.out,
+                flush=True,
+            )
             return
         # second signal: record the truth if the store answers within a few seconds, then go
         marker = threading.Thread(target=self._mark_unfinished, daemon=True)

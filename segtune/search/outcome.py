@@ -17,8 +17,14 @@ def outcome(
     return TrialState.PRUNED, None
 
 
-def tell(study: optuna.Study, number: int, epochs_run: int, max_epochs: int, best_value: float | None,
-         costs: list[float] | None = None) -> TrialState:  # fmt: skip
+def tell(
+    study: optuna.Study,
+    number: int,
+    epochs_run: int,
+    max_epochs: int,
+    best_value: float | None,
+    costs: list[float] | None = None,
+) -> TrialState:
     state, values = outcome(epochs_run, max_epochs, best_value, costs)
     study.tell(number, values, state=state)
     return state

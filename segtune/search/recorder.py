@@ -80,9 +80,17 @@ class StoreRecorder(tune.Callback):
     ``on_outage`` (the search then stops cleanly) and the trial is left for --resume.
     """
 
-    def __init__(self, storage_url: str, study_name: str, max_epochs: int, metric: str,
-                 writer: StoreWriter | None = None, budget: Budget | None = None,
-                 objectives: list[str] | None = None, constraints: dict[str, float] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        storage_url: str,
+        study_name: str,
+        max_epochs: int,
+        metric: str,
+        writer: StoreWriter | None = None,
+        budget: Budget | None = None,
+        objectives: list[str] | None = None,
+        constraints: dict[str, float] | None = None,
+    ):
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
         self.objectives = objectives or [metric]
@@ -153,8 +161,9 @@ class StoreRecorder(tune.Callback):
             excess = dict(zip(self.constraints, violations(costs, self.constraints), strict=True))
         self.writer.submit(lambda: self._write_epoch(number, epoch, reported, attrs, excess))
 
-    def _write_epoch(self, number: int, epoch: int, value: float | None, attrs: dict[str, Any],
-                     excess: dict[str, float]) -> None:  # fmt: skip
+    def _write_epoch(
+        self, number: int, epoch: int, value: float | None, attrs: dict[str, Any], excess: dict[str, float]
+    ) -> None:
         handle = store.trial_handle(self.study, number)
         if value is not None:
             handle.report(value, step=epoch)

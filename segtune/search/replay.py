@@ -66,10 +66,18 @@ class CurveTable:
             rows = [json.loads(line) for line in f if line.strip()]
         header = next(r for r in rows if r.get("kind") == "header")
         curves = [
-            Curve(r["id"], r["source"], r["params"], tuple(r["val_miou"]), tuple(r["seconds"]), r.get("failed"),
-                  r.get("failed_after_s") or 0.0)
-            for r in rows if r.get("kind") == "curve"
-        ]  # fmt: skip
+            Curve(
+                r["id"],
+                r["source"],
+                r["params"],
+                tuple(r["val_miou"]),
+                tuple(r["seconds"]),
+                r.get("failed"),
+                r.get("failed_after_s") or 0.0,
+            )
+            for r in rows
+            if r.get("kind") == "curve"
+        ]
         return cls(header, sorted(curves, key=lambda c: c.id))
 
     def finals(self) -> list[float]:
@@ -115,10 +123,20 @@ class Strategy:
 
     def search_section(self, trials: int, max_epochs: int, seed: int, budget_epochs: int) -> dict[str, Any]:
         grace = min(self.grace_period, max_epochs) if isinstance(self.grace_period, int) else self.grace_period
-        return {"sampler": self.sampler, "scheduler": self.scheduler, "trials": trials, "max_epochs": max_epochs,
-                "grace_period": grace, "reduction_factor": self.reduction_factor, "min_first_rung": self.min_first_rung,
-                "brackets": self.brackets, "n_startup_trials": self.n_startup_trials, "startup": self.startup,
-                "seed": seed, "budget_epochs": budget_epochs}  # fmt: skip
+        return {
+            "sampler": self.sampler,
+            "scheduler": self.scheduler,
+            "trials": trials,
+            "max_epochs": max_epochs,
+            "grace_period": grace,
+            "reduction_factor": self.reduction_factor,
+            "min_first_rung": self.min_first_rung,
+            "brackets": self.brackets,
+            "n_startup_trials": self.n_startup_trials,
+            "startup": self.startup,
+            "seed": seed,
+            "budget_epochs": budget_epochs,
+        }
 
 
 @dataclass
@@ -149,8 +167,12 @@ class _Event:
 
 
 def replay_spec(table: CurveTable, strategy: Strategy, trials: int, seed: int, budget_epochs: int) -> StudySpec:
-    raw = {"study": "replay", "dataset": {"name": "synthetic"}, "space": table.space_raw,
-           "search": strategy.search_section(trials, table.max_epochs, seed, budget_epochs)}  # fmt: skip
+    raw = {
+        "study": "replay",
+        "dataset": {"name": "synthetic"},
+        "space": table.space_raw,
+        "search": strategy.search_section(trials, table.max_epochs, seed, budget_epochs),
+    }
     return validate(raw, source="replay", check_root=False)
 
 
@@ -168,10 +190,16 @@ def replay(
     chosen = defaults.resolve(spec.search, slots)
     study = optuna.create_study(storage=storage, sampler=make_sampler(spec, chosen), direction="maximize")
     budget = Budget(budget_epochs, first_rung=chosen.grace_period if strategy.scheduler == "asha" else table.max_epochs)
-    searcher = OptunaStoreSearcher("", study.study_name, f"replay-{seed}", spec, budget=budget, study=study,
-                                   settings=chosen)  # fmt: skip
-    rungs = Rungs(table.max_epochs, chosen.grace_period, chosen.reduction_factor,
-                  min_first_rung=chosen.min_first_rung, brackets=chosen.brackets)  # fmt: skip
+    searcher = OptunaStoreSearcher(
+        "", study.study_name, f"replay-{seed}", spec, budget=budget, study=study, settings=chosen
+    )
+    rungs = Rungs(
+        table.max_epochs,
+        chosen.grace_period,
+        chosen.reduction_factor,
+        min_first_rung=chosen.min_first_rung,
+        brackets=chosen.brackets,
+    )
     protected = searcher.protected
     points = [c.params for c in table.hand_picks()] if strategy.starting_points else []
     queue_first_trials(study, spec, chosen, points)

@@ -63,10 +63,13 @@ def prepare_resume(study: optuna.Study, target: int, out: Any) -> int:
     done = sum(counted(t) for t in trials)
     remaining = max(0, target - done)
     requeue = [
-        t for t in trials
-        if t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
-        and t.number not in retried and "ray_trial_id" in t.user_attrs
-    ][: max(0, remaining - waiting)]  # fmt: skip
+        t
+        for t in trials
+        if t.state == TrialState.FAIL
+        and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+        and t.number not in retried
+        and "ray_trial_id" in t.user_attrs
+    ][: max(0, remaining - waiting)]
     for t in requeue:
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         print(f"trial {t.number}: interrupted; queued again with the same parameters", file=out)

@@ -79,8 +79,10 @@ def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:
     if cpus > most_cpus:
         raise SpecError(f"resources.cpus_per_trial: {cpus:g} but the largest Ray node has {most_cpus:g} CPUs")
     if not any(c >= cpus and g >= gpus for c, g in nodes):
-        raise SpecError(f"resources: no Ray node has both {cpus:g} CPUs and {gpus:g} GPUs for one trial "
-                        f"(nodes: {', '.join(f'{c:g} CPU / {g:g} GPU' for c, g in nodes)})")  # fmt: skip
+        raise SpecError(
+            f"resources: no Ray node has both {cpus:g} CPUs and {gpus:g} GPUs for one trial "
+            f"(nodes: {', '.join(f'{c:g} CPU / {g:g} GPU' for c, g in nodes)})"
+        )
     return {"cpu": float(cpus), "gpu": float(gpus)}
 
 
@@ -133,8 +135,9 @@ def prepare_study(
     fingerprint and classes, and segtune's version."""
     storage = store.open_storage(storage_url)
     names = spec.search.objective_names
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                directions=[objectives.direction(n) for n in names])  # fmt: skip
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, load_if_exists=True, directions=[objectives.direction(n) for n in names]
+    )
     study.set_metric_names(names)  # optuna-dashboard shows val_miou (and latency_ms), not "Objective 0"
     comparable.record_run(study, run_id, stored_spec(spec), data)
     study.set_user_attr("segtune_version", segtune.__version__)
@@ -150,8 +153,10 @@ def starting_points(spec: StudySpec) -> list[dict[str, Any]]:
     """The spec's starting points as the params Optuna enqueues (validated against the space)."""
     params = space.parse_space(spec.space)
     n = num_classes(spec.dataset)
-    return [space.starting_point_params(params, point, n, f"search.starting_points[{i}]")
-            for i, point in enumerate(spec.search.starting_points)]  # fmt: skip
+    return [
+        space.starting_point_params(params, point, n, f"search.starting_points[{i}]")
+        for i, point in enumerate(spec.search.starting_points)
+    ]
 
 
 def decode(spec: StudySpec, out: Any) -> SegData:
@@ -160,8 +165,12 @@ def decode(spec: StudySpec, out: Any) -> SegData:
     data = build_dataset(spec.dataset, only=SEARCH_SPLITS)  # the test split waits for retrain
     counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     size = f"{data.canvas[0]}x{data.canvas[1]} px ({data.resize.mode})"
-    print(f"decoded {len(data.names)} images at {size} once for all trials ({counts}) "
-          f"in {time.monotonic() - started:.1f} s", file=out, flush=True)  # fmt: skip
+    print(
+        f"decoded {len(data.names)} images at {size} once for all trials ({counts}) "
+        f"in {time.monotonic() - started:.1f} s",
+        file=out,
+        flush=True,
+    )
     report_skipped(data, out)
     return data
 
@@ -173,13 +182,19 @@ def plan(study: optuna.Study, spec: StudySpec, resume: bool, out: Any) -> int:
     if not resume:
         lost = resume_mod.orphans(study)
         if lost:
-            print(f"note: {len(lost)} trials of {study.study_name!r} are RUNNING under a driver that is gone; "
-                  "`segtune run --resume` marks them FAIL and re-runs them", file=out)  # fmt: skip
+            print(
+                f"note: {len(lost)} trials of {study.study_name!r} are RUNNING under a driver that is gone; "
+                "`segtune run --resume` marks them FAIL and re-runs them",
+                file=out,
+            )
         return spec.search.trials
     remaining = resume_mod.prepare_resume(study, spec.search.trials, out)
     if remaining == 0:
-        print(f"study {study.study_name!r} already holds {spec.search.trials} finished trials (search.trials): "
-              "nothing to run", file=out)  # fmt: skip
+        print(
+            f"study {study.study_name!r} already holds {spec.search.trials} finished trials (search.trials): "
+            "nothing to run",
+            file=out,
+        )
     return remaining
 
 
@@ -211,8 +226,7 @@ def run_study(
     if existing is not None:
         changed = comparable.check(existing, spec_dict, data, allow_spec_change)
         if changed:
-            print(f"note: --allow-spec-change: adding trials to {study_name!r} although {'; '.join(changed)}",
-                  file=out)  # fmt: skip
+            print(f"note: --allow-spec-change: adding trials to {study_name!r} although {'; '.join(changed)}", file=out)
     connect_ray(address)  # before the store is touched: a wrong address must leave nothing behind
     resources = resources_for(spec, out)
     trials = plan(existing, spec, resume, out) if existing is not None else spec.search.trials
@@ -230,14 +244,25 @@ def run_study(
     search = spec.search
     chosen = defaults.resolve(search, slots)
     queue_first_trials(study, spec, chosen, starting_points(spec))
-    budget = Budget(search.budget_epochs, used=sum(int(t.user_attrs.get("epochs_run", 0)) for t in study.trials),
-                    first_rung=chosen.grace_period if search.scheduler == "asha" else search.max_epochs)  # fmt: skip
+    budget = Budget(
+        search.budget_epochs,
+        used=sum(int(t.user_attrs.get("epochs_run", 0)) for t in study.trials),
+        first_rung=chosen.grace_period if search.scheduler == "asha" else search.max_epochs,
+    )
     writer = StoreWriter()  # the recorder's store writes, off Tune's loop (search/writer.py)
     interrupt = Interrupt(study, run_id, out, writer)
     writer.on_outage = interrupt.store_outage
     stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
-    asker = OptunaStoreSearcher(storage_url, study_name, run_id, spec, on_outage=interrupt.store_outage, budget=budget,
-                                settings=chosen, before_ask=writer.landed)  # fmt: skip
+    asker = OptunaStoreSearcher(
+        storage_url,
+        study_name,
+        run_id,
+        spec,
+        on_outage=interrupt.store_outage,
+        budget=budget,
+        settings=chosen,
+        before_ask=writer.landed,
+    )
     searcher: Searcher = asker
     if search.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
@@ -247,12 +272,24 @@ def run_study(
         searcher = WarmFirst(searcher, warm)
     scheduler = FIFOScheduler()
     if search.scheduler == "asha":  # segtune's rung policy, the one the replay benchmark measures
-        rungs = Rungs(search.max_epochs, chosen.grace_period, chosen.reduction_factor,
-                      min_first_rung=chosen.min_first_rung, brackets=chosen.brackets)  # fmt: skip
+        rungs = Rungs(
+            search.max_epochs,
+            chosen.grace_period,
+            chosen.reduction_factor,
+            min_first_rung=chosen.min_first_rung,
+            brackets=chosen.brackets,
+        )
         scheduler = RungScheduler(rungs, search.metric, protected=asker.protected, trial_key=TRIAL_KEY)
-    recorder = StoreRecorder(storage_url, study_name, search.max_epochs, search.metric, writer=writer,
-                             budget=budget, objectives=search.objective_names,
-                             constraints=search.constraints)  # fmt: skip
+    recorder = StoreRecorder(
+        storage_url,
+        study_name,
+        search.max_epochs,
+        search.metric,
+        writer=writer,
+        budget=budget,
+        objectives=search.objective_names,
+        constraints=search.constraints,
+    )
     progress = Progress(recorder, trials, search.metric, out)
     results_dir = Path(spec.results_dir).expanduser().resolve()
     run_name = f"{study_name}_{run_id}"

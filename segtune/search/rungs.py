@@ -86,6 +86,7 @@ class RungScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         number = trial.config.get(self.trial_key)
-        stop = self.rungs.stop(trial.trial_id, int(result["epoch"]), result.get(self.value_key),
-                               protected=number in self.protected)  # fmt: skip
+        stop = self.rungs.stop(
+            trial.trial_id, int(result["epoch"]), result.get(self.value_key), protected=number in self.protected
+        )
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

@@ -34,8 +34,9 @@ def make_sampler(spec: StudySpec, settings: SearchSettings) -> optuna.samplers.B
     )
 
 
-def queue_first_trials(study: optuna.Study, spec: StudySpec, settings: SearchSettings,
-                       points: list[dict[str, Any]]) -> None:  # fmt: skip
+def queue_first_trials(
+    study: optuna.Study, spec: StudySpec, settings: SearchSettings, points: list[dict[str, Any]]
+) -> None:
     """What a study runs before the sampler decides: the starting points (``points``, as Optuna params;
     never stopped by a rung), each once per study, then -- for ``search.startup: stratified`` on a new
     study -- a space-filling start-up design in place of TPE's random start-up draws."""
@@ -57,11 +58,18 @@ class OptunaStoreSearcher(Searcher):
     both ask, sample the space, skip impossible pairings and respect the budget the same way.
     """
 
-    def __init__(self, storage_url: str, study_name: str, run_id: str, spec: StudySpec,
-                 on_outage: Callable[[store.StoreUnavailable], None] | None = None,
-                 budget: Budget | None = None, study: optuna.Study | None = None,
-                 settings: SearchSettings | None = None,
-                 before_ask: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        storage_url: str,
+        study_name: str,
+        run_id: str,
+        spec: StudySpec,
+        on_outage: Callable[[store.StoreUnavailable], None] | None = None,
+        budget: Budget | None = None,
+        study: optuna.Study | None = None,
+        settings: SearchSettings | None = None,
+        before_ask: Callable[[], None] | None = None,
+    ):
         super().__init__(metric=spec.search.metric, mode="max")
         self.before_ask = before_ask  # run: lands the recorder's queued writes (the sampler sees every tell)
         self._storage_url, self._study_name, self._run_id = storage_url, study_name, run_id

@@ -41,8 +41,14 @@ log = logging.getLogger("segtune.store")
 RETRY_DELAYS_S = (0.2, 0.5, 1, 2, 4, 8, 15)  # about 30 s in all: a PostgreSQL restart or failover
 SQLITE_TIMEOUT_S = 60
 # errors that mean "this database will not work", however often it is asked
-_PERMANENT = ("authentication failed", "does not exist", "unable to open database file", "no such table",
-              "permission denied", "readonly database")  # fmt: skip
+_PERMANENT = (
+    "authentication failed",
+    "does not exist",
+    "unable to open database file",
+    "no such table",
+    "permission denied",
+    "readonly database",
+)
 
 
 def transient(error: BaseException) -> bool:
@@ -106,15 +112,39 @@ def with_retries(name: str, call: Callable[[int], Any]) -> Any:
 # Optuna wraps every RDBStorage in its _CachedStorage (optuna.create_study / load_study), which calls
 # these private methods of its backend. They are retried like the public ones; this module is the one
 # place segtune touches Optuna's private storage API (tests/test_store_faults.py checks the list).
-CACHED_STORAGE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
-                        "_get_stale_trial_ids")  # fmt: skip
-PUBLIC_CALLS = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-                "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
-                "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
-                "set_trial_param", "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
-                "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
-                "get_best_trial", "record_heartbeat", "get_heartbeat_interval",
-                "get_heartbeat_stale_trial_callback")  # fmt: skip
+CACHED_STORAGE_CALLS = (
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_trials",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+)
+PUBLIC_CALLS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "set_trial_param",
+    "get_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "get_best_trial",
+    "record_heartbeat",
+    "get_heartbeat_interval",
+    "get_heartbeat_stale_trial_callback",
+)
 CREATE_TOKEN = "segtune:create_token"  # a system attr: finds a trial whose creation landed before its reply was lost
 
 
@@ -161,6 +191,7 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         token = uuid.uuid4().hex
+        # what RDBStorage makes of no template, plus the token
         template = (
             copy.deepcopy(template_trial)
             if template_trial is not None
@@ -178,13 +209,14 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
                 intermediate_values={},
                 trial_id=-1,
             )
-        )  # fmt: skip  (what RDBStorage makes of no template, plus the token)
+        )
         template.system_attrs[CREATE_TOKEN] = token
 
         def call(attempt: int) -> FrozenTrial:
             if attempt > 1:  # the last try may have committed before its reply was lost
-                for t in super(RetryingRDBStorage, self).get_all_trials(study_id, deepcopy=False,
-                                                                        states=(template.state,)):  # fmt: skip
+                for t in super(RetryingRDBStorage, self).get_all_trials(
+                    study_id, deepcopy=False, states=(template.state,)
+                ):
                     if t.system_attrs.get(CREATE_TOKEN) == token:
                         return t
             return super(RetryingRDBStorage, self)._create_new_trial(study_id, template)
@@ -256,12 +288,21 @@ def open_storage(url: str, must_exist: bool = False, create_tables: bool = True)
     elif url.startswith("postgresql"):
         # only the driver talks to the store (trials report through Ray), so a small pool is plenty;
         # pre-ping replaces connections a server restart or an idle timeout has dropped
-        engine_kwargs.update(pool_size=4, max_overflow=8, pool_pre_ping=True, pool_recycle=1800,
-                             connect_args={"connect_timeout": 10, "application_name": "segtune"})  # fmt: skip
+        engine_kwargs.update(
+            pool_size=4,
+            max_overflow=8,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={"connect_timeout": 10, "application_name": "segtune"},
+        )
 
     def connect(attempt: int) -> RetryingRDBStorage:  # the schema check at opening meets dropped connections too
-        return RetryingRDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create_tables,
-                                  skip_compatibility_check=not create_tables)  # fmt: skip
+        return RetryingRDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            skip_table_creation=not create_tables,
+            skip_compatibility_check=not create_tables,
+        )
 
     try:
         return with_retries("open", connect)

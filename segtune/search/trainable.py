@@ -96,8 +96,9 @@ def warm_up() -> None:
         torch.zeros(1, device=device)
 
 
-def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str,
-                gate: Any = None) -> None:  # fmt: skip
+def train_trial(
+    config: dict[str, Any], data: SegData, settings: TrainSettings, max_epochs: int, run_dir: str, gate: Any = None
+) -> None:
     """One trial: `fit` the configuration, report every epoch to Tune, keep the best weights on disk. A slot's
     warm-up instead readies the worker and waits at ``gate`` until real trials wait for it."""
     if is_warmup(config):
@@ -125,13 +126,29 @@ def train_trial(config: dict[str, Any], data: SegData, settings: TrainSettings, 
         value = row[metric] if not math.isnan(row[metric]) else -1.0
         if not best or value > best[metric]:
             best = dict(row)
-            checkpoint.save(folder / checkpoint.FILENAME, model, cfg, data.classes, data.resize, epoch=epoch,
-                            metrics=json_safe(row), trial=number)  # fmt: skip
+            checkpoint.save(
+                folder / checkpoint.FILENAME,
+                model,
+                cfg,
+                data.classes,
+                data.resize,
+                epoch=epoch,
+                metrics=json_safe(row),
+                trial=number,
+            )
         report = {k: json_safe(v) for k, v in row.items()}
         report.update({f"best_{k}": json_safe(v) for k, v in best.items()})
-        report.update(hostname=host, node_id=node_id, checkpoint=str(folder), rss_mb=resident_mb(),
-                      rss_start_mb=rss_start, worker_loaded_at=LOADED_AT, gpu_ids=gpu_ids, device=str(device),
-                      **{f"cost_{k}": v for k, v in measured.items()})  # fmt: skip
+        report.update(
+            hostname=host,
+            node_id=node_id,
+            checkpoint=str(folder),
+            rss_mb=resident_mb(),
+            rss_start_mb=rss_start,
+            worker_loaded_at=LOADED_AT,
+            gpu_ids=gpu_ids,
+            device=str(device),
+            **{f"cost_{k}": v for k, v in measured.items()},
+        )
         tune.report(report)
 
     try:

@@ -94,8 +94,11 @@ class WarmSlots(tune.Callback):
             return None
         if self.handed == 0:
             self.first_handed = time.monotonic()
-            print(f"starting {self.count} trial worker(s): torch, smp, albumentations and the data, once per slot",
-                  file=self.out, flush=True)  # fmt: skip
+            print(
+                f"starting {self.count} trial worker(s): torch, smp, albumentations and the data, once per slot",
+                file=self.out,
+                flush=True,
+            )
         self.handed += 1
         return {WARMUP_KEY: self.handed - 1}
 
@@ -128,8 +131,12 @@ class WarmSlots(tune.Callback):
         if what:
             print(f"trial worker {trial.config[WARMUP_KEY]} {what}", file=self.out, flush=True)
         if len(self.settled) == self.count and self.first_handed is not None:
-            print(f"{self.count} trial worker(s) up in {self.last_settled - self.first_handed:.1f} s: "
-                  "asking Optuna for trials", file=self.out, flush=True)  # fmt: skip
+            print(
+                f"{self.count} trial worker(s) up in {self.last_settled - self.first_handed:.1f} s: "
+                "asking Optuna for trials",
+                file=self.out,
+                flush=True,
+            )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._settle(trial, "")

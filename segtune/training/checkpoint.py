@@ -18,12 +18,24 @@ FILENAME = "model.pt"
 REQUIRED = ("state_dict", "config", "classes", "image_size")
 
 
-def save(path: Path, model: nn.Module | dict[str, torch.Tensor], config: TrialConfig, classes: list[str],
-         resize: ResizePolicy, **extra: Any) -> Path:  # fmt: skip
+def save(
+    path: Path,
+    model: nn.Module | dict[str, torch.Tensor],
+    config: TrialConfig,
+    classes: list[str],
+    resize: ResizePolicy,
+    **extra: Any,
+) -> Path:
     state = model.state_dict() if isinstance(model, nn.Module) else model
     # weights only, no pretrained download when rebuilding: the checkpoint holds every tensor
-    payload = {"state_dict": state, "config": config.replace(encoder_weights=None).to_dict(), "classes": list(classes),
-               "resize": resize.to_dict(), "image_size": max(resize.canvas), **extra}  # fmt: skip
+    payload = {
+        "state_dict": state,
+        "config": config.replace(encoder_weights=None).to_dict(),
+        "classes": list(classes),
+        "resize": resize.to_dict(),
+        "image_size": max(resize.canvas),
+        **extra,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")  # a reader never sees half a file
     torch.save(payload, partial)

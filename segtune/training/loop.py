@@ -124,9 +124,15 @@ def _seed_worker_augment(worker_id: int) -> None:
 
 
 def loader(
-    data: SegData, split: str, batch_size: int, train: bool, config: TrialConfig, workers: int, device: torch.device,
+    data: SegData,
+    split: str,
+    batch_size: int,
+    train: bool,
+    config: TrialConfig,
+    workers: int,
+    device: torch.device,
     seed: int | None = None,
-) -> DataLoader:  # fmt: skip
+) -> DataLoader:
     transform = build_augment(config.augment, config.aug_strength, data.canvas, seed) if train else None
     ds = ArrayDataset(data, split, transform)
     return DataLoader(
@@ -234,8 +240,9 @@ def fit(
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
                 at = int(first_bad)
                 if at >= 0:
-                    raise NonFiniteLoss(f"loss is not finite at epoch {epoch} step {at + 1} "
-                                        f"(lr={config.lr:.3g}, loss={config.loss})")  # fmt: skip
+                    raise NonFiniteLoss(
+                        f"loss is not finite at epoch {epoch} step {at + 1} (lr={config.lr:.3g}, loss={config.loss})"
+                    )
             if (step + 1) % accum == 0 or step + 1 == steps:
                 scaler.step(opt)
                 scaler.update()

@@ -14,9 +14,13 @@ import torch.nn.functional as F
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )  # fmt: skip
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class SCSE(nn.Module):
@@ -25,9 +29,12 @@ class SCSE(nn.Module):
     def __init__(self, channels: int, reduction: int = 4):
         super().__init__()
         self.channel = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, max(1, channels // reduction), 1), nn.ReLU(inplace=True),
-            nn.Conv2d(max(1, channels // reduction), channels, 1), nn.Sigmoid(),
-        )  # fmt: skip
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, max(1, channels // reduction), 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(max(1, channels // reduction), channels, 1),
+            nn.Sigmoid(),
+        )
         self.spatial = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,15 +45,17 @@ class SmallUNet(nn.Module):
     """A 3-level U-Net. ``skip="concat"`` stacks encoder features onto the decoder's (Ronneberger et al.);
     ``skip="add"`` adds them (lighter, as in LinkNet). ``attention=True`` puts SCSE after every decoder block."""
 
-    def __init__(self, in_channels: int = 3, classes: int = 2, base: int = 16, skip: str = "concat",
-                 attention: bool = False):  # fmt: skip
+    def __init__(
+        self, in_channels: int = 3, classes: int = 2, base: int = 16, skip: str = "concat", attention: bool = False
+    ):
         super().__init__()
         if skip not in ("concat", "add"):
             raise ValueError(f"skip must be concat or add, got {skip!r}")
         self.skip = skip
         widths = [base, base * 2, base * 4]
-        self.down = nn.ModuleList([conv_block(in_channels, widths[0]), conv_block(widths[0], widths[1]),
-                                   conv_block(widths[1], widths[2])])  # fmt: skip
+        self.down = nn.ModuleList(
+            [conv_block(in_channels, widths[0]), conv_block(widths[0], widths[1]), conv_block(widths[1], widths[2])]
+        )
         self.bottom = conv_block(widths[2], widths[2] * 2)
         self.up = nn.ModuleList()
         self.decode = nn.ModuleList()
@@ -116,15 +125,24 @@ class TinyViT(nn.Module):
     """A small ViT that segments from its patch tokens: 16 px patches, a transformer encoder, one linear
     layer per token giving the classes of its 16 x 16 pixels (the SETR-naive idea), upsampled smoothly."""
 
-    def __init__(self, in_channels: int = 3, classes: int = 2, dim: int = 128, depth: int = 4, heads: int = 4,
-                 patch: int = 16, grid: int = 14):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 3,
+        classes: int = 2,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        patch: int = 16,
+        grid: int = 14,
+    ):
         super().__init__()
         self.patch = patch
         self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
         self.pos = nn.Parameter(torch.zeros(1, dim, grid, grid))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True)  # fmt: skip
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim * 4, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Conv2d(dim, classes, 1)

@@ -52,8 +52,14 @@ def map_efficientnet_pytorch_lite0(state: dict[str, torch.Tensor]) -> dict[str, 
     """efficientnet_pytorch's EfficientNet-Lite0 names -> timm's (smp's timm-tf_efficientnet_lite0 encoder)."""
     position = [(s, i) for s, n in enumerate(LITE0_STAGES) for i in range(n)]  # flat block -> (stage, index)
     first_stage = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+    inverted = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
