@@ -11,6 +11,7 @@ from segtune import space
 from segtune.config import TrialConfig
 from segtune.data import SegData, build_dataset, index_summary
 from segtune.data.base import BadData
+from segtune.data.labels import train_pixels_per_class
 from segtune.errors import SegtuneError, SpecError
 from segtune.spec import StudySpec, num_classes, uses_pretrained
 from segtune.tables import params_text
@@ -82,6 +83,44 @@ def report_skipped(data: SegData, out: Any) -> None:
         print(f"  ... and {len(data.skipped) - BadData.MAX_LISTED} more", file=out)
 
 
+def check_dataset(spec: StudySpec, out: Any) -> dict[str, Any]:
+    """Index and decode the dataset as `run` will: counts per split, what the mask values became, what lossy
+    reading and mask resizing did, the share of each label; warns when most classes are absent from train."""
+    data = build_dataset(spec.dataset)
+    report_skipped(data, out)
+    summary = index_summary(data)
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    print(f"dataset ok: {summary['images']} images ({splits}); classes {summary['classes']}", file=out)
+    share = ", ".join(f"{k} {v:.1%}" for k, v in summary["pixel_share"].items())
+    print(f"  mask values: {data.labels_note}", file=out)
+    for split, off in data.off_level.items():  # dataset.lossy_masks: what the snapping did, never silent
+        print(f"  lossy masks, {split}: {off.text()}", file=out)
+    if data.resized_masks:
+        print(
+            f"  {len(data.resized_masks)} masks stored at another size than their picture, resized to it "
+            "nearest-neighbour (dataset.mask_resize)",
+            file=out,
+        )
+    print(f"  label values seen (share of pixels): {share}", file=out)
+    train = train_pixels_per_class(data.masks[data.splits["train"]], data.num_classes)
+    absent = [c for c, n in zip(data.classes, train, strict=True) if n == 0]
+    if 2 * len(absent) > len(data.classes):
+        print(
+            f"  warning: {len(absent)} of {len(data.classes)} classes have no pixel in the train split "
+            f"({', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}): a study of mostly absent classes "
+            "means little; check dataset.classes and the mask values",
+            file=out,
+        )
+    if summary["padding_share"]:
+        h, w = data.resize.canvas
+        print(
+            f"  padding to the {h}x{w} canvas: {summary['padding_share']:.1%} of it, ignored in training "
+            "and not counted above",
+            file=out,
+        )
+    return summary
+
+
 def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str, Any]:
     out = out or sys.stdout
     print(f"spec ok: study {spec.study!r}, dataset {spec.dataset.name}, {len(spec.space)} space entries", file=out)
@@ -93,20 +132,5 @@ def check(spec: StudySpec, spec_only: bool = False, out: Any = None) -> dict[str
     for _, sampled in report["configs"]:
         print(f"  sample: {params_text(sampled) or '(every parameter is fixed)'}", file=out)
     if not spec_only:
-        data = build_dataset(spec.dataset)
-        report_skipped(data, out)
-        summary = index_summary(data)
-        splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
-        print(f"dataset ok: {summary['images']} images ({splits}); classes {summary['classes']}", file=out)
-        share = ", ".join(f"{k} {v:.1%}" for k, v in summary["pixel_share"].items())
-        print(f"  mask values: {data.labels_note}", file=out)
-        print(f"  label values seen (share of pixels): {share}", file=out)
-        if summary["padding_share"]:
-            h, w = data.resize.canvas
-            print(
-                f"  padding to the {h}x{w} canvas: {summary['padding_share']:.1%} of it, ignored in training "
-                "and not counted above",
-                file=out,
-            )
-        report["dataset"] = summary
+        report["dataset"] = check_dataset(spec, out)
     return report

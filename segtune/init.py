@@ -1,6 +1,6 @@
 """`segtune init DATA_DIR [-o spec.yaml]`: from a dataset folder to a study spec that validates and runs.
 
-The folder is recognised and measured by data/fingerprint.py; this module turns the measurements into
+The folder is recognised by data/recognise.py and measured by data/fingerprint.py; this module turns them into
 the spec's decisions (image size, class weights, losses, budget), each stated with its reason, and
 writes the spec with those reasons as comments.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from segtune.data.fingerprint import Fingerprint, Layout, detect, fingerprint
+from segtune.data.fingerprint import Fingerprint, fingerprint
+from segtune.data.recognise import Layout, detect
 from segtune.errors import SpecError
 from segtune.tables import format_table
 
@@ -221,6 +222,9 @@ def init(root: Path, out: Path, study: str | None = None, stream: Any = None) ->
     name = study or "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(root).resolve().name).strip("-.")
     spec, decisions = propose(layout, fp, name or "my-study")
     print("decisions:", file=stream)
+    for field, why in layout.comments.items():  # how the files are read: pairing, values, sizes, splits
+        if field in spec["dataset"]:
+            print(f"- dataset.{field}: {_flow(spec['dataset'][field])}: {why}", file=stream)
     for d in decisions:
         print(f"- {d.field}: {_flow(d.value)}: {d.reason}", file=stream)
     for note in layout.notes:

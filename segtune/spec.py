@@ -77,6 +77,19 @@ class ListSplitSpec(_Strict):
     test: str | None = None
 
 
+class SplitFileSpec(_Strict):
+    """Fixed splits from one file that lists ids per split, as datasets ship it: YAML or JSON (split name -> ids),
+    CSV (an id column and a split column) or text (``id split`` per line); relative to root. Without a val list,
+    val is carved from train (``val_fraction``, ``seed``)."""
+
+    file: str
+    wins: Literal["train", "val", "test"] | None = Field(
+        None, description="the split an id listed in two splits goes to; unset, such an id is an error"
+    )
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
 SPLIT_PLACEHOLDER = "{split}"  # in folder globs: images/{split}/*.jpg reads train/, val/, test/ subfolders
 
 
@@ -87,6 +100,9 @@ class _DatasetBase(_Strict):
     skip_bad_files: bool = Field(False, description="leave out unreadable or inconsistent files instead of stopping")
     allow_missing_classes: bool = Field(
         False, description="a class with no pixel in the train split is an error unless this is on (quick limit: runs)"
+    )
+    mask_resize: Literal["nearest"] | None = Field(
+        None, description="nearest: a mask stored at another size than its picture (same aspect within 1%) is resized"
     )
 
     @field_validator("image_size")
@@ -120,7 +136,8 @@ class FolderSpec(_DatasetBase):
     values: dict[int, int] | None = None  # raw mask value -> class index; unset: decided from all masks
     colors: dict[str, int] | None = None  # colour-coded masks: "r,g,b" -> class index (or ignore_index)
     ignore_index: int | None = None  # a raw value (or a class index in `values`) that marks pixels to ignore
-    split: SplitSpec | ListSplitSpec | Literal["folders"] = SplitSpec()  # folders: {split} in the globs
+    lossy_masks: Literal["nearest"] | None = None  # JPEG masks: each pixel snapped to the nearest value / colour
+    split: SplitSpec | ListSplitSpec | SplitFileSpec | Literal["folders"] = SplitSpec()  # folders: {split} in globs
     image_size: int | list[int] = 256
 
     @field_validator("key")
@@ -137,6 +154,8 @@ class FolderSpec(_DatasetBase):
     def _values_are_classes(self) -> FolderSpec:
         if self.values and self.colors:
             raise ValueError("give values (single-channel masks) or colors (colour-coded masks), not both")
+        if self.lossy_masks and not (self.values or self.colors):
+            raise ValueError("lossy_masks: needs values (grey levels) or colors: the levels each pixel is snapped to")
         for colour, cls_index in (self.colors or {}).items():
             parts = colour.split(",")
             if len(parts) != 3 or not all(x.strip().isdigit() and int(x) <= 255 for x in parts):
@@ -529,7 +548,9 @@ class RetrainSpec(_Strict):
         return TrialConfig.from_dict(self.config)
 
 
-def load_retrain(path: str | Path, overrides: list[str] | None = None) -> RetrainSpec:
+def load_retrain(path: str | Path, overrides: list[str] | None = None, trust_code: bool = False) -> RetrainSpec:
+    """A retrain spec (what `segtune export` writes from a store): a model naming code outside segtune is refused
+    before validation imports it, unless ``trust_code``."""
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
@@ -541,7 +562,9 @@ def load_retrain(path: str | Path, overrides: list[str] | None = None) -> Retrai
     except ValidationError as e:
         raise SpecError(f"{path}: {_format_error(e)}") from None
     from segtune import space
+    from segtune.training.models import refuse_code
 
+    refuse_code(spec.config.get("arch"), trust_code, f"{path}: config.arch")
     try:
         space.validate_config(spec.config, num_classes(spec.dataset))
     except SpecError as e:

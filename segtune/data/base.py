@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segtune.data.labels import IGNORE_INDEX, ValueCensus
+from segtune.data.labels import IGNORE_INDEX, LossyLevels, OffLevel, ValueCensus
 from segtune.data.resize import ResizePolicy
 from segtune.errors import DataError
 
@@ -43,6 +43,8 @@ class SegData:
     content: np.ndarray | None = None  # int32 (N, 2): (h, w) of each picture inside the canvas
     original: np.ndarray | None = None  # int32 (N, 2): (h, w) of each picture on disk
     full_masks: dict[int, np.ndarray] = field(default_factory=dict)  # index -> class mask at the original size
+    resized_masks: list[int] = field(default_factory=list)  # images whose mask was resized to them (mask_resize)
+    off_level: dict[str, OffLevel] = field(default_factory=dict)  # split -> lossy masks' off-level pixels
 
     def __post_init__(self) -> None:
         n, h, w = self.masks.shape
@@ -109,29 +111,72 @@ def _open(path: Path, what: str) -> Image.Image:
         raise BadFile(f"unreadable {what}", path, str(e) or type(e).__name__) from None
 
 
-def _mask_values(im: Image.Image, path: Path, rgb: bool = False) -> Image.Image:
-    """A mask picture as its raw values: one channel, or RGB for colour-coded masks (``rgb``).
+def grey_palette(im: Image.Image) -> bool:
+    """A palette picture whose every entry is a grey (a GIF or PNG saved from greyscale): its pixels mean the
+    grey values, not the palette indices (which an optimising writer may have reordered)."""
+    palette = im.getpalette() or []
+    entries = [palette[i : i + 3] for i in range(0, len(palette) - 2, 3)]
+    return bool(entries) and all(r == g == b for r, g, b in entries)
 
-    RGB masks whose three channels are equal are read as one channel; 1-bit pictures read as 0/255,
-    exactly as the same picture saved in 8 bits would."""
-    if rgb:
+
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+@dataclass(frozen=True)
+class MaskReading:
+    """How a dataset's mask files are read: colour codes kept as RGB (``rgb``); near-grey RGB read as grey and
+    left to be snapped (``lossy``: JPEG masks); a mask at another size resized to its picture (``resize``)."""
+
+    rgb: bool = False
+    lossy: bool = False
+    resize: bool = False
+
+
+NEAR_GREY = 16  # lossy masks: an RGB mask whose channels differ by at most this is a grey mask with JPEG noise
+
+
+def _mask_values(im: Image.Image, path: Path, reading: MaskReading = MaskReading()) -> Image.Image:
+    """A mask picture as its raw values: one channel, or RGB for colour-coded masks (``reading.rgb``).
+
+    RGB masks whose three channels are equal (within NEAR_GREY for lossy masks) are read as one channel;
+    1-bit pictures read as 0/255, exactly as the same picture saved in 8 bits would; a palette picture means
+    its indices, unless its palette is all greys (then the greys); 16-bit masks are read when their values fit
+    0..255."""
+    if reading.rgb:
         return im.convert("RGB")
     if im.mode in ("RGB", "RGBA"):
         arr = np.asarray(im.convert("RGB"))
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+        spread = int((arr.max(axis=2).astype(np.int16) - arr.min(axis=2)).max()) if arr.size else 0
+        if spread > (NEAR_GREY if reading.lossy else 0):
             raise BadFile("colour mask", path, "its RGB channels differ; expected class values")
-        single = Image.fromarray(arr[..., 0])
-    elif im.mode in ("L", "P"):
+        single = Image.fromarray(arr[..., 0]) if not spread else im.convert("L")
+    elif im.mode == "P":
+        single = im.convert("L") if grey_palette(im) else im
+    elif im.mode == "L":
         single = im
-    else:  # "1", "I;16", "I", ...
+    elif im.mode in SIXTEEN_BIT:
+        arr = np.asarray(im)
+        if arr.size and int(arr.max()) > 255:
+            detail = f"a {im.mode} mask holding values up to {int(arr.max())}; expected 0..255"
+            raise BadFile("mask values above 255", path, detail)
+        single = Image.fromarray(arr.astype(np.uint8))
+    else:  # "1", "F", ...
         single = im.convert("L")
     return single
 
 
-def read_mask(path: Path, rgb: bool = False) -> np.ndarray:
+def read_mask(path: Path, reading: MaskReading = MaskReading()) -> np.ndarray:
     """A mask file's raw values at its own size: what `check`, `run` and `init` read (labels.py decides them)."""
     with _open(path, "mask") as mk:
-        return np.asarray(_mask_values(mk, path, rgb), dtype=np.uint8)
+        return np.asarray(_mask_values(mk, path, reading), dtype=np.uint8)
+
+
+ASPECT_TOLERANCE = 0.01  # dataset.mask_resize: a mask's aspect ratio within 1% of its picture's
+
+
+def same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Two (width, height) sizes of the same shape within ASPECT_TOLERANCE: one picture stored at two scales."""
+    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1) <= ASPECT_TOLERANCE
 
 
 def read_image(path: Path, policy: ResizePolicy) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
@@ -148,29 +193,41 @@ Remap = Callable[[np.ndarray, Path], np.ndarray]
 @dataclass
 class Pair:
     """One decoded pair: the image on the canvas, the mask's raw values at the content's size (and at the
-    original size when asked for), where the content sits, and the original size."""
+    original size when asked for), where the content sits, the original size, and whether the mask was resized
+    to its picture (``dataset.mask_resize``)."""
 
     image: np.ndarray
     raw: np.ndarray
     content: tuple[int, int]
     original: tuple[int, int]
     raw_full: np.ndarray | None = None
+    resized: bool = False
 
 
-def read_pair(rec: Record, policy: ResizePolicy, rgb_masks: bool = False, full: bool = False) -> Pair:
+def read_pair(rec: Record, policy: ResizePolicy, reading: MaskReading = MaskReading(), full: bool = False) -> Pair:
     """One image and its mask's raw values, resized by ``policy`` (the mask nearest-neighbour, so labels stay
-    labels). A :class:`BadFile` names what is wrong and where. ``rgb_masks``: the mask codes classes as
-    colours (CamVid's *_L.png), kept as (H, W, 3)."""
+    labels). A :class:`BadFile` names what is wrong and where. ``reading.rgb``: the mask codes classes as
+    colours (CamVid's *_L.png), kept as (H, W, 3). ``reading.resize`` (``dataset.mask_resize: nearest``): a mask
+    stored at another size than its picture, with the same aspect ratio, is resized to it nearest-neighbour."""
     with _open(rec.image, "image") as im, _open(rec.mask, "mask") as mk:
-        if im.size != mk.size:
-            raise BadFile("mask size differs from its image", rec.mask, f"mask {mk.size}, image {im.size}")
-        values = _mask_values(mk, rec.mask, rgb_masks)
+        values = _mask_values(mk, rec.mask, reading)
+        resized = im.size != mk.size
+        if resized:
+            same = same_aspect(im.size, mk.size)
+            if not (reading.resize and same):
+                hint = (
+                    "another aspect ratio: no resize can make it fit"
+                    if not same
+                    else "same aspect ratio: dataset.mask_resize: nearest resizes it"
+                )
+                raise BadFile("mask size differs from its image", rec.mask, f"mask {mk.size}, image {im.size}; {hint}")
+            values = values.resize(im.size, Image.NEAREST)
         image, content = policy.image(im)
         raw_full = np.asarray(values, dtype=np.uint8) if full else None
-        return Pair(image, policy.mask(values), content, (im.height, im.width), raw_full)
+        return Pair(image, policy.mask(values), content, (im.height, im.width), raw_full, resized)
 
 
-def mask_census(records: list[Record], rgb_masks: bool = False) -> ValueCensus:
+def mask_census(records: list[Record], reading: MaskReading = MaskReading()) -> ValueCensus:
     """The raw values of every readable mask, at their own size (threads: PIL releases the GIL).
 
     Unreadable masks are left to the decoder, which names them with the rest of the bad files."""
@@ -178,7 +235,7 @@ def mask_census(records: list[Record], rgb_masks: bool = False) -> ValueCensus:
     def one(rec: Record) -> ValueCensus | None:
         try:
             census = ValueCensus()
-            census.add(read_mask(rec.mask, rgb_masks))
+            census.add(read_mask(rec.mask, reading))
             return census
         except BadFile:
             return None
@@ -204,6 +261,7 @@ def decode_records(
     decode: Decode = Decode(),
     rgb_masks: bool = False,
     labels_note: str = "",
+    lossy: LossyLevels | None = None,
 ) -> SegData:
     """Decode and resize every pair once (threads: PIL releases the GIL while decoding).
 
@@ -212,7 +270,8 @@ def decode_records(
     With ``skip_bad`` those pairs are left out and listed in ``SegData.skipped``; otherwise
     :class:`BadData` names them all. ``spec`` (the dataset section) gives the resize policy and whether bad
     files are skipped (``skip_bad_files``); ``decode`` which splits are decoded and which keep their masks at
-    the original size too (``SegData.full_masks``: test metrics at full resolution).
+    the original size too (``SegData.full_masks``: test metrics at full resolution). With ``lossy`` (lossy masks
+    snapped to their levels) the share of off-level pixels of each split is counted (``SegData.off_level``).
     """
     policy, skip_bad = spec.policy(), spec.skip_bad_files
     problems = list(problems or [])
@@ -227,11 +286,14 @@ def decode_records(
     full_masks: dict[int, np.ndarray] = {}
     bad: dict[int, BadFile] = {}
     censuses: list[ValueCensus] = [ValueCensus() for _ in records]
+    resized = np.zeros(len(records), dtype=bool)
+    reading = MaskReading(rgb_masks, lossy is not None, spec.mask_resize == "nearest")
 
     def one(i: int) -> None:
         try:
-            pair = read_pair(records[i], policy, rgb_masks, full=records[i].split in decode.full_res)
+            pair = read_pair(records[i], policy, reading, full=records[i].split in decode.full_res)
             censuses[i].add(pair.raw)
+            resized[i] = pair.resized
             images[i], masks[i] = pair.image, policy.pad(remap(pair.raw, records[i].mask))
             content[i], original[i] = pair.content, pair.original
             if pair.raw_full is not None:
@@ -247,11 +309,17 @@ def decode_records(
     if bad:  # only then copy: the arrays can be gigabytes
         keep = [i for i in range(len(records)) if i not in bad]
         images, masks, records = images[keep], masks[keep], [records[i] for i in keep]
-        content, original = content[keep], original[keep]
+        content, original, resized = content[keep], original[keep], resized[keep]
+        censuses = [censuses[i] for i in keep]
         full_masks = {new: full_masks[old] for new, old in enumerate(keep) if old in full_masks}
     splits = {s: np.array([j for j, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
     skipped = [str(p) for p in problems]
     census = ValueCensus().merge(censuses)
+    off_level = {}
+    if lossy is not None:
+        for split, members in splits.items():
+            if len(members):
+                off_level[split] = lossy.off_level(ValueCensus().merge(censuses[j] for j in members))
     data = SegData(
         images,
         masks,
@@ -266,6 +334,8 @@ def decode_records(
         content=content,
         original=original,
         full_masks=full_masks,
+        resized_masks=np.flatnonzero(resized).tolist(),
+        off_level=off_level,
     )
     for split in ("train", "val"):
         if len(splits[split]) == 0:

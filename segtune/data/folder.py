@@ -24,9 +24,10 @@ from segtune.data.base import (
     rgb_remap,
     value_remap,
 )
-from segtune.data.labels import IGNORE_INDEX, decide_value_map
+from segtune.data.labels import IGNORE_INDEX, LossyLevels, decide_value_map
+from segtune.data.splitfiles import match_ids, read_split_file
 from segtune.errors import DataError
-from segtune.spec import SPLIT_PLACEHOLDER, FolderSpec, ListSplitSpec, resolve_root
+from segtune.spec import SPLIT_PLACEHOLDER, FolderSpec, ListSplitSpec, SplitFileSpec, resolve_root
 
 
 def _key(pattern: re.Pattern[str] | None, path: Path) -> str | None:
@@ -91,10 +92,13 @@ def _pair(spec: FolderSpec, root: Path) -> tuple[dict[str, tuple[Path, Path, str
     return {k: (images[k], masks[k], split_of[k]) for k in sorted(set(images) & set(masks))}, problems
 
 
-def _assign(spec: FolderSpec, root: Path, pairs: dict[str, tuple[Path, Path, str | None]]) -> dict[str, str]:
-    """Each pair's split: from its folder, from the list files, or a seeded random draw."""
+def _assign(
+    spec: FolderSpec, root: Path, pairs: dict[str, tuple[Path, Path, str | None]]
+) -> tuple[dict[str, str], list[BadFile]]:
+    """Each pair's split: from its folder, from the list files, from one split file, or a seeded random draw;
+    and the ids a split file lists that match no pair (bad files, named)."""
     if spec.split == "folders":
-        return {k: split or "train" for k, (_, _, split) in pairs.items()}
+        return {k: split or "train" for k, (_, _, split) in pairs.items()}, []
     if isinstance(spec.split, ListSplitSpec):
         out: dict[str, str] = {}
         for split in SPLITS:
@@ -104,17 +108,50 @@ def _assign(spec: FolderSpec, root: Path, pairs: dict[str, tuple[Path, Path, str
         unlisted = sorted(set(pairs) - set(out))
         if unlisted:
             raise DataError(f"dataset.split: {len(unlisted)} pairs are in no split list, e.g. {unlisted[0]!r}")
-        return {k: out[k] for k in pairs}
-    return carve(list(pairs), {"val": spec.split.val, "test": spec.split.test}, spec.split.seed)
+        return {k: out[k] for k in pairs}, []
+    if isinstance(spec.split, SplitFileSpec):
+        return _from_split_file(spec, spec.split, root, pairs)
+    return carve(list(pairs), {"val": spec.split.val, "test": spec.split.test}, spec.split.seed), []
+
+
+def _from_split_file(
+    spec: FolderSpec, split: SplitFileSpec, root: Path, pairs: dict[str, tuple[Path, Path, str | None]]
+) -> tuple[dict[str, str], list[BadFile]]:
+    path = root / split.file
+    if not path.is_file():
+        raise DataError(f"dataset.split.file: {path} does not exist")
+    listed = read_split_file(path)
+    if not listed:
+        raise DataError(f"dataset.split.file: {path} lists no train / val / test ids")
+    pattern = re.compile(spec.key) if spec.key else None
+    found = match_ids(listed, pairs, lambda name: _key(pattern, Path(name)))
+    if found.twice and split.wins is None:
+        key, where = next(iter(found.twice.items()))
+        raise DataError(
+            f"dataset.split: {path.name} lists {len(found.twice)} id(s) in two splits, e.g. {key!r} in "
+            f"{' and '.join(sorted(set(where), key=SPLITS.index))}; set dataset.split.wins to the split they go to"
+        )
+    assignment = {k: (split.wins if k in found.twice and split.wins else s) for k, s in found.splits.items()}
+    unlisted = sorted(set(pairs) - set(assignment))
+    if unlisted:
+        raise DataError(f"dataset.split: {len(unlisted)} pairs are in no split of {path.name}, e.g. {unlisted[0]!r}")
+    if "val" not in assignment.values():  # train and test only: val carved from train, as the file leaves it open
+        train = [k for k, s in assignment.items() if s == "train"]
+        assignment.update(carve(train, {"val": split.val_fraction}, split.seed))
+    problems = [
+        BadFile("listed id without a pair", path, f"{listed_id!r} is listed but no image + mask has it", unpaired=True)
+        for listed_id in found.absent
+    ]
+    return assignment, problems
 
 
 def index_records(spec: FolderSpec) -> tuple[list[Record], list[BadFile]]:
     """Pairs, each in its split, and the files that found no partner."""
     root = resolve_root(spec.root)
     pairs, problems = _pair(spec, root)
-    assignment = _assign(spec, root, pairs)
+    assignment, listed_problems = _assign(spec, root, pairs)
     records = [Record(k, img, mask, assignment[k]) for k, (img, mask, _) in pairs.items()]
-    return limit_records(records, spec.limit), problems
+    return limit_records(records, spec.limit), problems + listed_problems
 
 
 def class_mapping(spec: FolderSpec, records: list[Record]) -> tuple[dict[int, int], str]:
@@ -138,8 +175,40 @@ def _name(spec: FolderSpec, cls: int) -> str:
     return spec.classes[cls] if 0 <= cls < len(spec.classes) else "ignore"
 
 
+def lossy_levels(spec: FolderSpec) -> LossyLevels | None:
+    """``lossy_masks: nearest``: the declared levels (values, or colors) each pixel snaps to, and the tolerance."""
+    from segtune.data.content import tolerance
+
+    if spec.lossy_masks is None:
+        return None
+    if spec.colors:
+        declared: dict = {tuple(int(x) for x in c.split(",")): i for c, i in spec.colors.items()}
+    else:
+        declared = dict(spec.values or {})
+    levels = {raw: (IGNORE_INDEX if cls == spec.ignore_index else cls) for raw, cls in declared.items()}
+    return LossyLevels(levels, tolerance(list(levels)))
+
+
 def build_folder(spec: FolderSpec, decode: Decode = Decode()) -> SegData:
     records, problems = index_records(spec)
+    lossy = lossy_levels(spec)
+    if lossy is not None:  # JPEG noise around the declared levels: snapped, never an error
+        kind = "colours" if spec.colors else "levels"
+        note = (
+            f"dataset.lossy_masks: nearest: each pixel snapped to the nearest of {len(lossy.classes)} {kind} "
+            f"within {lossy.tolerance:g}, farther ones ignored"
+        )
+        return decode_records(
+            records,
+            spec,
+            spec.classes,
+            lambda mask, path: lossy.snap(mask),
+            problems,
+            decode,
+            rgb_masks=bool(spec.colors),
+            labels_note=note,
+            lossy=lossy,
+        )
     mapping, note = class_mapping(spec, records)
     if spec.colors:  # colour-coded masks: one class per colour, as CamVid's class_dict.csv does
         colours = {

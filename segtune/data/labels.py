@@ -95,3 +95,61 @@ def decide_value_map(
 def train_pixels_per_class(masks: np.ndarray, num_classes: int) -> np.ndarray:
     """Pixels of each class in ``masks`` (class-index masks; the ignore label is not a class)."""
     return np.bincount(masks.ravel(), minlength=256)[:num_classes]
+
+
+@dataclass(frozen=True)
+class OffLevel:
+    """Pixels of lossy masks that were not exactly on a level: snapped to the nearest, or too far and ignored."""
+
+    pixels: int = 0
+    snapped: int = 0
+    ignored: int = 0
+
+    def share(self, n: int) -> float:
+        return n / self.pixels if self.pixels else 0.0
+
+    def text(self) -> str:
+        return (
+            f"{self.share(self.snapped + self.ignored):.2%} of pixels off-level ({self.share(self.snapped):.2%} "
+            f"snapped to the nearest level, {self.share(self.ignored):.2%} too far from every level: ignored)"
+        )
+
+
+@dataclass(frozen=True)
+class LossyLevels:
+    """``dataset.lossy_masks: nearest``: masks stored with JPEG noise, read by snapping each pixel to the nearest
+    declared level (grey value or colour) within ``tolerance`` (data/content.py says how it is chosen); a pixel
+    farther from every level counts for nothing (IGNORE_INDEX) and is counted."""
+
+    classes: dict[Any, int]  # level (a grey value, or an (r, g, b) colour) -> class index or IGNORE_INDEX
+    tolerance: float
+
+    def _nearest(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (U, C) raw values: the index of the nearest level and the distance to it."""
+        levels = np.array([v if isinstance(v, tuple) else (v,) for v in self.classes], dtype=np.float64)
+        d = np.sqrt(((values[:, None, :].astype(np.float64) - levels[None]) ** 2).sum(axis=2))
+        return d.argmin(axis=1), d.min(axis=1)
+
+    def _table(self, values: np.ndarray) -> np.ndarray:
+        nearest, d = self._nearest(values)
+        target = np.array(list(self.classes.values()), dtype=np.uint8)[nearest]
+        return np.where(d <= self.tolerance, target, IGNORE_INDEX).astype(np.uint8)
+
+    def snap(self, mask: np.ndarray) -> np.ndarray:
+        """Raw values (H, W) or colours (H, W, 3) -> class indices."""
+        if mask.ndim == 2:
+            return self._table(np.arange(256).reshape(256, 1))[mask]
+        code = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
+        unique, inverse = np.unique(code, return_inverse=True)
+        rgb = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
+        return self._table(rgb)[inverse].reshape(mask.shape[:2])
+
+    def off_level(self, census: ValueCensus) -> OffLevel:
+        """How many of the pixels ``census`` counted were off every level, snapped, and too far."""
+        if not census.pixels:
+            return OffLevel()
+        values = list(census.pixels)
+        raw = np.array([v if isinstance(v, tuple) else (v,) for v in values], dtype=np.int64)
+        n = np.array([census.pixels[v] for v in values], dtype=np.int64)
+        _, d = self._nearest(raw)
+        return OffLevel(int(n.sum()), int(n[(d > 0) & (d <= self.tolerance)].sum()), int(n[d > self.tolerance].sum()))

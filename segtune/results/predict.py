@@ -116,6 +116,18 @@ def split_metrics(predictor: Predictor, data: SegData, split: str, full_resoluti
     return metrics.compute()
 
 
+def full_resolution_note(data: SegData, split: str = "test") -> str:
+    """What "full resolution" means for a split's metrics, in words (metrics.json, finish.json)."""
+    note = "original: each test mask at its own size, predictions resized back before argmax"
+    resized = len(set(data.resized_masks) & set(data.splits[split].tolist()))
+    if resized:  # dataset.mask_resize: those masks' own size was another; they are scored at their picture's
+        note += (
+            f"; {resized} {split} masks were stored at another size than their picture and are resized to it "
+            "nearest-neighbour (dataset.mask_resize), so they are scored at their picture's size"
+        )
+    return note
+
+
 def _read_rgb(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:

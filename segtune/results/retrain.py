@@ -15,7 +15,7 @@ from segtune.config import METRIC_LABELS, METRICS, TrainSettings
 from segtune.data import build_dataset
 from segtune.errors import DataError
 from segtune.results.overlay import strip
-from segtune.results.predict import TorchPredictor, predict_canvases, split_metrics
+from segtune.results.predict import TorchPredictor, full_resolution_note, predict_canvases, split_metrics
 from segtune.spec import RetrainSpec
 from segtune.training import checkpoint
 from segtune.training.device import pick_device
@@ -82,7 +82,7 @@ def retrain(
         "test_dice": test["dice"],
         "test_pixel_acc": test["pixel_acc"],
         "test_iou_per_class": dict(zip(data.classes, test["iou_per_class"], strict=True)),
-        "test_resolution": "original: each test mask at its own size, predictions resized back before argmax",
+        "test_resolution": full_resolution_note(data),
         "test_at_training_size": {
             "resolution": f"{data.canvas[0]}x{data.canvas[1]} canvas ({data.resize.mode}), padding ignored",
             "miou": at_training_size["miou"],

@@ -238,6 +238,9 @@ class Progress(tune.Callback):
         self.last_print = 0.0
         self.running: dict[str, int] = {}  # ray trial id -> epochs reported
 
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks into the run folder: not the stream
+        return {**self.__dict__, "out": None}
+
     def line(self, event: str = "") -> None:
         c = self.recorder.counts
         done = c.complete + c.pruned + c.failed
