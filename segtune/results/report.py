@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,21 @@ def parallel_figure(trials: list[FrozenTrial], metric: str) -> go.Figure:
     return _layout(fig, height=460, margin=dict(l=80, r=60, t=60, b=40))
 
 
+def importances(study: optuna.Study) -> dict[str, float]:
+    """What decides the best trials. Optuna's default evaluator (PED-ANOVA) takes the study's direction from the
+    study, but takes lower as better for any ``target``: so a single-objective study gives none, and a
+    multi-objective one ranks by its accuracy (the first objective), negated when it is maximised."""
+    if len(study.directions) == 1:
+        return optuna.importance.get_param_importances(study)
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    with warnings.catch_warnings():  # its warning that a target is taken as lower-is-better: it is, here
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+        return optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[0])
+
+
 def importance_figure(study: optuna.Study) -> go.Figure | str:
     try:
-        imp = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])  # the accuracy
+        imp = importances(study)
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
         return f"Not enough complete trials to estimate importances yet ({e})."
     if not imp:
