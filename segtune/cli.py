@@ -10,8 +10,8 @@ from segtune.errors import SegtuneError
 from segtune.spec import DEFAULT_STORAGE
 
 TRUST_CODE_HELP = (
-    "load a checkpoint whose model is a package.module:Class outside segtune: that imports and runs "
-    "the module, so only for checkpoints you trust"
+    "build a model that is a package.module:Class outside segtune, named by a checkpoint, a study store or a "
+    "spec exported from one: that imports and runs the module, so only for sources you trust"
 )
 DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1 (default: cuda when the machine has it, else cpu)"
 STORAGE_ENV = "SEGTUNE_STORAGE"  # a URL with a password belongs in the environment, not in argv (ps shows argv)
@@ -91,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--max-latency-ms", type=float, help="the most accurate complete trial within this latency")
     export.add_argument("--max-params-m", type=float, help="... within this many million parameters")
     export.add_argument("--max-gflops", type=float, help="... within this many GFLOPs")
+    export.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     retrain = sub.add_parser("retrain", help="train an exported spec, score it on the test split")
     retrain.add_argument("spec")
@@ -98,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--train-on", choices=["train", "train+val"], default="train")
     retrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     retrain.add_argument("--device", help=DEVICE_HELP)
+    retrain.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     finish = sub.add_parser("finish", help="re-check the best configurations on folds; TTA and ensemble; test")
     finish.add_argument("study")
@@ -106,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     finish.add_argument("--folds", type=int, default=5)
     finish.add_argument("-o", "--output", help="folder for fold models and finish.json (default: runs/STUDY-finish)")
     finish.add_argument("--device", help=DEVICE_HELP)
+    finish.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     export_model = sub.add_parser("export-model", help="a checkpoint or a finish ensemble as ONNX, checked")
     export_model.add_argument("model", help="model.pt, a trial's folder, or a finish folder (its ensemble)")
@@ -242,11 +245,15 @@ def _export(args: argparse.Namespace) -> int:
         for k, v in (("latency_ms", args.max_latency_ms), ("params_m", args.max_params_m), ("gflops", args.max_gflops))
         if v is not None
     }
-    doc = export.export(_open(args, args.study), args.storage, rank=args.rank, epochs=args.epochs, budget=budget)
+    study = _open(args, args.study)
+    doc = export.export(study, args.storage, args.rank, args.epochs, budget, trust_code=args.trust_code)
     path = export.write(doc, Path(args.output))
     p = doc["provenance"]
     label = METRIC_LABELS.get(p["metric"], p["metric"])
     print(f"wrote {path}: trial {p['trial']} of {p['study']!r} ({label} {p[p['metric']]:.4f}), {doc['epochs']} epochs")
+    module = export.code_module(doc["config"].get("arch"))
+    if module is not None:
+        print(f"note: its model {doc['config']['arch']!r} imports module {module}: retrain it with --trust-code")
     return 0
 
 
@@ -256,7 +263,7 @@ def _retrain(args: argparse.Namespace) -> int:
     from segtune import spec as spec_mod
     from segtune.results.retrain import retrain
 
-    spec = spec_mod.load_retrain(args.spec, args.overrides)
+    spec = spec_mod.load_retrain(args.spec, args.overrides, trust_code=args.trust_code)
     retrain(spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on, device=args.device)
     return 0
 
@@ -272,6 +279,7 @@ def _finish(args: argparse.Namespace) -> int:
         top=args.top,
         folds=args.folds,
         device=args.device,
+        trust_code=args.trust_code,
     )
     return 0
 

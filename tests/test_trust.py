@@ -145,7 +145,8 @@ def test_a_hand_written_retrain_spec_takes_defaults_and_metrics_json_is_strict(t
     path = tmp_path / "by-hand.yaml"
     path.write_text(yaml.safe_dump(spec))
     out_dir = tmp_path / "run"
-    segtune("retrain", str(path), "--out", str(out_dir), cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    env = {"PYTHONPATH": str(REPO)}
+    segtune("retrain", str(path), "--out", str(out_dir), "--trust-code", cwd=tmp_path, env=env)
 
     def refuse(constant: str) -> float:
         raise AssertionError(f"metrics.json holds {constant}, which is not JSON")
@@ -157,7 +158,7 @@ def test_a_hand_written_retrain_spec_takes_defaults_and_metrics_json_is_strict(t
     spec["config"]["aug_strenght"] = 0.5  # a typo: one line naming it, exit 2
     path.write_text(yaml.safe_dump(spec))
     proc = segtune(
-        "retrain", str(path), "--out", str(tmp_path / "run2"), check=False, cwd=tmp_path, env={"PYTHONPATH": str(REPO)}
+        "retrain", str(path), "--out", str(tmp_path / "run2"), "--trust-code", check=False, cwd=tmp_path, env=env
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "config.aug_strenght: unknown parameter" in proc.stderr

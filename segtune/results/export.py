@@ -15,6 +15,7 @@ from segtune import space
 from segtune.errors import StoreError
 from segtune.objectives import within
 from segtune.search import store
+from segtune.training.models import code_module, refuse_code
 
 
 def ranked_complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -55,6 +56,7 @@ def export(
     rank: int = 1,
     epochs: int | None = None,
     budget: dict[str, float] | None = None,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     ranked = ranked_complete(study)
     if not ranked:
@@ -66,6 +68,8 @@ def export(
             f"--rank: {rank} is out of range; study {study.study_name!r} has {len(ranked)} complete trials"
         )
     trial = ranked[rank - 1]
+    config = trial_config(study, trial)
+    refuse_code(config.get("arch"), trust_code, f"study {study.study_name!r} trial {trial.number}")
     metric = store.study_metric(study)
     spec = study.user_attrs.get("spec")
     if not spec:
@@ -73,7 +77,7 @@ def export(
     return {
         "name": f"{study.study_name}-trial{trial.number}",
         "dataset": spec["dataset"],
-        "config": trial_config(study, trial),
+        "config": config,
         "epochs": epochs or int(study.user_attrs.get("max_epochs", spec["search"]["max_epochs"])),
         "metric": metric,
         "train": spec.get("train", {}),
@@ -96,5 +100,11 @@ def export(
 def write(doc: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# segtune retrain spec, exported from study {doc['provenance']['study']!r}\n"
+    module = code_module(doc["config"].get("arch"))
+    if module is not None:  # say it where the next reader of the file will look
+        header += (
+            f"# its model is {doc['config']['arch']!r}: retraining it imports and runs module {module} "
+            "(segtune retrain refuses it without --trust-code)\n"
+        )
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -12,7 +12,7 @@ import torch.nn as nn
 from segtune.config import TrialConfig
 from segtune.data.resize import ResizePolicy
 from segtune.errors import SegtuneError
-from segtune.training.models import build_model, names_code
+from segtune.training.models import build_model, refuse_code
 
 FILENAME = "model.pt"
 REQUIRED = ("state_dict", "config", "classes", "image_size")
@@ -64,11 +64,7 @@ def load(
     if missing:
         raise SegtuneError(f"{path}: not a segtune checkpoint (missing {', '.join(missing)})")
     config = TrialConfig.from_dict(payload["config"], where=f"{path}: config")
-    if names_code(config.arch) and not trust_code:
-        raise SegtuneError(
-            f"{path}: its model is {config.arch!r}, code outside segtune that loading it would import and run; "
-            "pass --trust-code if you trust whoever wrote this checkpoint"
-        )
+    refuse_code(config.arch, trust_code, str(path))
     model = build_model(config, len(payload["classes"]))
     try:
         result = model.load_state_dict(payload["state_dict"], strict=False)

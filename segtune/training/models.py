@@ -30,6 +30,25 @@ def names_code(arch: str) -> bool:
     return arch not in ARCHITECTURES and arch not in NETS
 
 
+def code_module(arch: Any) -> str | None:
+    """The module building ``arch`` would import (``package.module:Class``), or None for segtune's and smp's own."""
+    if isinstance(arch, str) and ":" in arch and names_code(arch):
+        return arch.partition(":")[0]
+    return None
+
+
+def refuse_code(arch: Any, trust_code: bool, where: str) -> None:
+    """A configuration that comes from a study store (or a file written from one: a retrain spec, a checkpoint)
+    and names code outside segtune is refused before anything imports it, unless the user trusts whoever wrote
+    it (``--trust-code``): a shared store is not a place to run code from."""
+    module = code_module(arch)
+    if module is not None and not trust_code:
+        raise SegtuneError(
+            f"{where}: its model is {arch!r}, code outside segtune that building it would import and run "
+            f"(module {module}); pass --trust-code if you trust whoever wrote it"
+        )
+
+
 def check_arch(name: Any) -> str | None:
     if not isinstance(name, str):
         return f"must be an architecture name, got {name!r}"
