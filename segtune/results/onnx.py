@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import statistics
 import time
 import warnings
@@ -123,13 +124,37 @@ def export_model(
     flip: bool = False,
     meta: dict[str, Any] | None = None,
 ) -> ExportReport:
-    """Export, then check on ``canvases`` (real pictures on the policy's canvas, uint8 N x H x W x 3)."""
+    """Export, then check on ``canvases`` (real pictures on the policy's canvas, uint8 N x H x W x 3).
+
+    The file is written beside ``out`` and moved into place only once onnxruntime agrees with PyTorch: an export
+    that fails its check (or is interrupted) leaves neither ``out`` nor a partial file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        report = _export_checked(models, classes, resize, canvases, partial, out, flip, meta)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    report.path = out
+    return report
+
+
+def _export_checked(
+    models: list[nn.Module],
+    classes: list[str],
+    resize: ResizePolicy,
+    canvases: np.ndarray,
+    out: Path,
+    final: Path,
+    flip: bool,
+    meta: dict[str, Any] | None,
+) -> ExportReport:
+    """The export written to ``out`` and checked; ``final`` is where it goes once it passes."""
     import onnx
 
     ort = _runtime()
     module = Deployable([m.cpu().eval() for m in models], flip=flip).eval()
     images = torch.from_numpy(np.ascontiguousarray(canvases.transpose(0, 3, 1, 2)))
-    out.parent.mkdir(parents=True, exist_ok=True)
     dynamic = "batch, height, width"
     try:
         _export(module, images[:2], out, spatial=True)
@@ -157,6 +182,11 @@ def export_model(
     agree = float((expected.argmax(1) == got.argmax(1)).mean())
     predicted = len(np.unique(got.argmax(1)))
     report = ExportReport(out, dynamic, float(np.abs(expected - got).max()), agree, predicted, got.argmax(1).size, {})
+    if agree < AGREEMENT:
+        raise SegtuneError(
+            f"{final}: onnxruntime disagrees with PyTorch on {1 - agree:.3%} of the pixels "
+            f"(max |difference| {report.max_abs_diff:.2e}): not exported faithfully, nothing written"
+        )
     batch1, batch8 = images[:1], images[:8].repeat(max(1, 8 // len(images) + 1), 1, 1, 1)[:8]
     with torch.no_grad():
         report.latency_ms = {
@@ -165,11 +195,6 @@ def export_model(
             "onnx_b1": _median_ms(lambda b: session.run(None, {"image": b.numpy()}), batch1),
             "onnx_b8": _median_ms(lambda b: session.run(None, {"image": b.numpy()}), batch8),
         }
-    if agree < AGREEMENT:
-        raise SegtuneError(
-            f"{out}: onnxruntime disagrees with PyTorch on {1 - agree:.3%} of the pixels "
-            f"(max |difference| {report.max_abs_diff:.2e}): not exported faithfully"
-        )
     return report
 
 
