@@ -77,3 +77,15 @@ class TrainSettings:
 
     def replace(self, **changes: Any) -> TrainSettings:
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainSettings:
+        """As a study stored them (the ``train_settings`` attr); a field a later version added takes its default."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        if "costs" in kept:
+            kept["costs"] = tuple(kept["costs"])
+        return cls(**kept)

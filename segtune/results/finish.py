@@ -34,14 +34,15 @@ from segtune.data import build_dataset
 from segtune.data.base import SegData
 from segtune.errors import StoreError
 from segtune.results.export import trial_config
-from segtune.results.predict import TorchPredictor, split_metrics
+from segtune.results.predict import TorchPredictor, full_resolution_note, split_metrics
 from segtune.search import store
-from segtune.spec import validate
+from segtune.spec import TrainSpec, validate
 from segtune.tables import format_table
 from segtune.training import checkpoint
 from segtune.training.device import pick_device
 from segtune.training.loop import fit
 from segtune.training.metrics import json_safe
+from segtune.training.models import refuse_code
 from segtune.training.weights import weights_dir
 
 FINISH_ATTR = "finish"  # the study attr holding finish's results (the report reads it)
@@ -81,6 +82,28 @@ def stratified_folds(data: SegData, pool: np.ndarray, folds: int, seed: int) -> 
     return [np.array(sorted(f), np.int64) for f in assigned]
 
 
+def search_settings(study: optuna.Study, spec: dict[str, Any], metric: str) -> TrainSettings:
+    """The settings the search's trials trained with (precision, channels_last, loader workers), as the study
+    recorded them; for a study older than that record, as its stored spec's ``train`` section gives them. What
+    belongs to this machine or run is its own: the weights folder, no GPU memory cap (finish trains alone), torch's
+    threads, no costs measured, no copy of the best state (the last epoch's weights are scored)."""
+    recorded = study.user_attrs.get("train_settings")
+    if recorded:
+        settings = TrainSettings.from_dict(recorded)
+    else:
+        train = TrainSpec.model_validate(spec.get("train", {}))
+        workers = 0 if train.loader_workers == "auto" else train.loader_workers
+        settings = TrainSettings(precision=train.precision, channels_last=train.channels_last, loader_workers=workers)
+    return settings.replace(
+        metric=metric,
+        weights_dir=str(weights_dir()),
+        gpu_memory_fraction=None,
+        threads=None,
+        costs=(),
+        keep_best_state=False,
+    )
+
+
 @dataclass
 class FinishPlan:
     configs: list[tuple[int, TrialConfig, float]]  # (trial number, config, search value)
@@ -96,6 +119,7 @@ def finish(
     device: str | None = None,
     out: Any = None,
     seed: int = 0,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     out = out or sys.stdout
     spec = study.user_attrs.get("spec")
@@ -106,6 +130,8 @@ def finish(
     chosen = distinct_best(study, metric, top)
     if not chosen:
         raise StoreError(f"study {study.study_name!r} has no complete trial to finish")
+    for trial, config in chosen:  # before anything is built: a shared store is not a place to run code from
+        refuse_code(config.arch, trust_code, f"study {study.study_name!r} trial {trial.number}")
     if folds < 2:
         raise StoreError("--folds: at least 2")
     per_epoch = [s for t, _ in chosen for s in t.user_attrs.get("epoch_seconds", [])]
@@ -123,13 +149,7 @@ def finish(
     pool = np.concatenate([data.splits["train"], data.splits["val"]])
     fold_sets = stratified_folds(data, pool, folds, seed)
     dev = pick_device(device)
-    train_spec = spec.get("train", {})
-    settings = TrainSettings(
-        precision=train_spec.get("precision", "auto"),
-        metric=metric,
-        keep_best_state=False,
-        weights_dir=str(weights_dir()),
-    )
+    settings = search_settings(study, spec, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "finish.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
@@ -144,6 +164,7 @@ def finish(
         trials=[t.number for t, _ in chosen],
         search_values=[store.objective_value(t) for t, _ in chosen],
         configs=[c.to_dict() for _, c in chosen],
+        settings=settings.to_dict(),  # what the folds trained and were scored with: the search's
     )
     results: dict[str, dict[str, Any]] = record.setdefault("results", {})
 
@@ -175,10 +196,13 @@ def finish(
             model = fitted.model
             assert model is not None
             plain = split_metrics(
-                TorchPredictor([model], data.classes, data.resize, dev), data, "finish_held", full_resolution=False
+                TorchPredictor([model], data.classes, data.resize, dev, precision=settings.precision),
+                data,
+                "finish_held",
+                full_resolution=False,
             )
             flipped = split_metrics(
-                TorchPredictor([model], data.classes, data.resize, dev, flip=True),
+                TorchPredictor([model], data.classes, data.resize, dev, flip=True, precision=settings.precision),
                 data,
                 "finish_held",
                 full_resolution=False,
@@ -206,7 +230,9 @@ def finish(
     record["summary"] = summary
     winner = summary["winner"]
     fold_models = [checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev)[0] for k in range(folds)]
-    final = TorchPredictor(fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"])
+    final = TorchPredictor(
+        fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"], precision=settings.precision
+    )
     test = split_metrics(final, data, "test", full_resolution=True)
     record["test"] = {
         "miou": test["miou"],
@@ -214,7 +240,7 @@ def finish(
         "pixel_acc": test["pixel_acc"],
         "iou_per_class": dict(zip(data.classes, test["iou_per_class"], strict=True)),
         "images": len(data.splits["test"]),
-        "resolution": "original",
+        "resolution": full_resolution_note(data),
         "model": f"ensemble of the {folds} fold models of configuration {winner + 1}"
         + (", flip TTA" if summary["flip_tta"] else ", no TTA"),
     }

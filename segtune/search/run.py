@@ -235,6 +235,7 @@ def run_study(
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     study = prepare_study(spec, storage_url, study_name, data, run_id)
     settings = train_settings(spec, resources)
+    study.set_user_attr("train_settings", settings.to_dict())  # finish trains and scores with the same
 
     # Tune starts one trial at a time with a custom searcher unless told how many may wait for a
     # slot; with one, a slot freed while a trial starts (several seconds) would sit idle
