@@ -1,12 +1,15 @@
 """Record full learning curves once, for the replay benchmark (benchmarks/replay.py).
 
     python benchmarks/record_curves.py --data-root ../shared/datasets/oxford-iiit-pet-sample
+    python benchmarks/record_curves.py --data-root ../shared/datasets/kvasir-seg --max-epochs 30 \
+        --train 120 --val 40 --table benchmarks/curves/kvasir_seg_64px_30ep.jsonl.gz
 
 Trains every configuration of a fixed list to ``--max-epochs`` with segtune's own training loop
-(``training.loop.fit``) on the Oxford-IIIT Pet sample (3-class trimaps), and stores each epoch's
-validation metrics and seconds (train + validation). The list is the hand-picked configurations
-of the notebooks segtune replaces, then ``--configs`` draws from :data:`SPACE` with a seeded random
-sampler. The space was fixed before any result was seen.
+(``training.loop.fit``) on a dataset read as `segtune init` reads it (the Oxford-IIIT Pet sample: 3-class
+trimaps; Kvasir-SEG: polyp vs background from its JPEG masks), and stores each epoch's validation metrics and
+seconds (train + validation). ``--train`` / ``--val`` keep a fixed subset (the first images of each seeded
+split). The list is the hand-picked configurations of the notebooks segtune replaces, then ``--configs``
+draws from :data:`SPACE` with a seeded random sampler. The space was fixed before any result was seen.
 
 Resumable: the table is rewritten (atomically) after every configuration, and a restart skips what
 it holds, so the recording can outlive a session. The first start writes the drawn list into the
@@ -32,7 +35,8 @@ import torch
 from segtune import space
 from segtune.config import DEFAULTS, TrialConfig
 from segtune.data import build_dataset
-from segtune.spec import OxfordPetsSpec
+from segtune.data.recognise import detect
+from segtune.spec import validate
 from segtune.training.loop import fit
 
 HERE = Path(__file__).resolve().parent
@@ -155,13 +159,15 @@ def record_one(entry: dict[str, Any], data: Any, max_epochs: int) -> dict[str, A
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", required=True, help="folder holding oxford-iiit-pet/ (torchvision's layout)")
+    p.add_argument("--data-root", required=True, help="a dataset folder `segtune init` reads (the pets sample, ...)")
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     p.add_argument("--configs", type=int, default=100, help="random draws after the hand picks")
     p.add_argument("--max-epochs", type=int, default=12)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train", type=int, help="train on the first N train images of the seeded split (all: unset)")
+    p.add_argument("--val", type=int, help="validate on the first N val images (all: unset)")
     p.add_argument(
         "--pause-file",
         type=Path,
@@ -182,13 +188,7 @@ def main() -> None:
                 for name in ("segtune", "torch", "segmentation-models-pytorch", "albumentations", "optuna")
             },
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)",
-            "dataset": {
-                "name": "oxford_pets",
-                "target": "trimap",
-                "image_size": args.size,
-                "val_fraction": 0.2,
-                "seed": 42,
-            },
+            "dataset": dataset_section(Path(args.data_root), args.size, args.train, args.val),
             "max_epochs": args.max_epochs,
             "space": SPACE,
             "entries": draw(args.configs, args.seed),
@@ -200,19 +200,7 @@ def main() -> None:
     done = {c["id"] for c in curves}
     todo = [e for e in header["entries"] if e["id"] not in done]
     print(f"{len(done)} configurations recorded, {len(todo)} to go -> {args.table}", flush=True)
-    ds = header["dataset"]
-    data = build_dataset(
-        OxfordPetsSpec(
-            name="oxford_pets",
-            root=args.data_root,
-            download=False,
-            target=ds["target"],
-            image_size=ds["image_size"],
-            val_fraction=ds["val_fraction"],
-            seed=ds["seed"],
-        )
-    )
-    data.splits["test"] = data.splits["test"][:0]  # the replay needs train and val only
+    data = load_data(header["dataset"], Path(args.data_root))
     for entry in todo:
         while args.pause_file is not None and args.pause_file.exists():
             time.sleep(5)
@@ -227,6 +215,25 @@ def main() -> None:
             + (f", FAILED {curve['failed']}" if curve["failed"] else ""),
             flush=True,
         )
+
+
+def dataset_section(root: Path, size: int, train: int | None, val: int | None) -> dict[str, Any]:
+    """The folder as `segtune init` reads it (its root left out: the table is the same wherever the data is),
+    at ``size`` px, with the subset kept."""
+    dataset = {k: v for k, v in detect(root).dataset.items() if k != "root"}
+    return {**dataset, "image_size": size, "train_images": train, "val_images": val}
+
+
+def load_data(section: dict[str, Any], root: Path) -> Any:
+    """Train and val of the recorded dataset (tables made before subsets were recorded: all of both)."""
+    subset = {"train": section.get("train_images"), "val": section.get("val_images")}
+    dataset = {k: v for k, v in section.items() if k not in ("train_images", "val_images")}
+    spec = validate({"study": "record", "dataset": {**dataset, "root": str(root)}}, source="curve table")
+    data = build_dataset(spec.dataset, only=("train", "val"))
+    for split, n in subset.items():
+        if n is not None:
+            data.splits[split] = data.splits[split][:n]
+    return data
 
 
 def space_text(params: dict[str, Any]) -> str:
