@@ -117,7 +117,7 @@ def studies_table(storage: optuna.storages.BaseStorage) -> str:
     """One row per study: trial counts by state, best value, last activity."""
     rows = []
     for frozen in storage.get_all_studies():
-        trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+        trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
         count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
         values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
         stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]

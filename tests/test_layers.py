@@ -68,3 +68,48 @@ def test_the_layers_exist_and_the_top_level_is_small() -> None:
     assert top <= {"cli", "spec", "space", "config", "objectives", "check", "init", "tables", "errors"}, top
     for layer in ("data", "training", "search", "results"):
         assert (PACKAGE / layer / "__init__.py").is_file(), layer
+
+
+def optuna_private_names() -> set[str]:
+    """The private attributes of Optuna's study and trial objects (``_storage``, ``_study_id``, ``_trial_id``, ...)."""
+    import optuna
+
+    study = optuna.create_study()
+    trial = study.ask()
+    names: set[str] = set()
+    for obj in (study, trial, optuna.trial.FrozenTrial, optuna.study.StudySummary, optuna.study.Study, optuna.Trial):
+        names |= {k for k in getattr(obj, "__dict__", {}) if k.startswith("_") and not k.startswith("__")}
+        kind = obj if isinstance(obj, type) else type(obj)
+        names |= {k for k in dir(kind) if k.startswith("_") and not k.startswith("__")}
+    return names - {"_abc_impl"}
+
+
+def private_reads(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """Reads of those names on anything but ``self`` / ``cls``: ``x._study_id``, ``getattr(x, "_storage")``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in names:
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
+            literal = node.args[1] if len(node.args) > 1 else None
+            if isinstance(literal, ast.Constant) and literal.value in names:
+                found.append((node.lineno, f"{node.func.id} {literal.value}"))
+    return found
+
+
+def test_optunas_private_attributes_are_read_in_one_module_only() -> None:
+    names = optuna_private_names()
+    assert {"_storage", "_study_id", "_trial_id"} <= names
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} reads {what}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PACKAGE / "search" / "store.py"
+        for line, what in private_reads(path.read_text(), names)
+    ]
+    assert not bad, "\n".join(bad)
+    # the check finds both forms it is meant to find
+    assert private_reads("study._study_id\ngetattr(study, '_storage')\nself._storage", names) == [
+        (1, "_study_id"),
+        (2, "getattr _storage"),
+    ]

@@ -110,8 +110,10 @@ def with_retries(name: str, call: Callable[[int], Any]) -> Any:
 
 
 # Optuna wraps every RDBStorage in its _CachedStorage (optuna.create_study / load_study), which calls
-# these private methods of its backend. They are retried like the public ones; this module is the one
-# place segtune touches Optuna's private storage API (tests/test_store_faults.py checks the list).
+# these private methods of its backend. They are retried like the public ones. This module is the one
+# place segtune touches Optuna's private API: these storage methods (tests/test_store_faults.py checks the
+# list), and the private attributes of Optuna's objects that its helpers below read: Study._storage,
+# Study._study_id, FrozenTrial._trial_id (tests/test_layers.py fails on such a read anywhere else).
 CACHED_STORAGE_CALLS = (
     "_create_new_trial",
     "_set_trial_param",
