@@ -38,8 +38,8 @@ fi
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then cp "$PIP_CERT" build-extra/ca.crt; fi
 t=$(date +%s)
 "$DOCKER" build -q -f Dockerfile -t segtune:local --build-arg BASE=segtune-base:bookworm \
-  --build-arg TORCH="${SMOKE_TORCH:-2.14.1}" --build-arg TORCHVISION="${SMOKE_TORCHVISION:-0.29.1}" \
-  --build-arg TORCH_INDEX= .. >/dev/null
+  ${SMOKE_TORCH:+--build-arg TORCH=$SMOKE_TORCH} ${SMOKE_TORCHVISION:+--build-arg TORCHVISION=$SMOKE_TORCHVISION} \
+  .. >/dev/null
 say "image segtune:local built in $(elapsed "$t") s"
 t=$(date +%s)
 "$DOCKER" build -q -t segtune-postgres:local --build-arg BASE=segtune-base:bookworm postgres >/dev/null

@@ -52,3 +52,18 @@ def test_dockerfile_is_cuda_based_non_root_and_copies_what_exists() -> None:
     for line in re.findall(r"^COPY (.+)$", text, re.M):
         for src in line.split()[:-1]:
             assert (REPO / src).exists(), src
+
+
+def test_the_image_users_build_has_the_torch_every_test_runs() -> None:
+    """The Dockerfile's default torch / torchvision pair is the one installed here (what CI's tests and
+    docker/smoke.sh run); the CUDA-index build is an override, and smoke.sh builds the default."""
+    from importlib import metadata
+
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(.*)$", dockerfile, flags=re.M))
+    installed = {name: metadata.version(name).split("+")[0] for name in ("torch", "torchvision")}
+    assert (args["TORCH"], args["TORCHVISION"]) == (installed["torch"], installed["torchvision"])
+    assert args["TORCH_INDEX"] in ("", "''", '""')  # PyPI
+    assert "--build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128" in dockerfile  # the documented override
+    smoke = (DOCKER / "smoke.sh").read_text()
+    assert "TORCH_INDEX" not in smoke and not re.search(r"SMOKE_TORCH:-", smoke)  # no pair of its own
