@@ -24,6 +24,7 @@ from ray import tune
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
 from segtune.search.costs import measure
+from segtune.search.quiet import NodeQuiet
 from segtune.search.recorder import TRIAL_KEY
 from segtune.search.warmup import WARMUP_KEY, WARMUP_PREFIX, is_warmup, wait_at
 from segtune.training import checkpoint
@@ -116,10 +117,6 @@ def train_trial(
     node_id = ray.get_runtime_context().get_node_id()
     gpu_ids, device = assigned_device()
     measured: dict[str, Any] = {}
-    if settings.costs:  # before training, with the trial's own threads (search.objectives / constraints)
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        measured = measure(cfg, data.num_classes, data.canvas, device, list(settings.costs))
 
     def on_epoch(epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None:
         nonlocal best
@@ -151,7 +148,16 @@ def train_trial(
         )
         tune.report(report)
 
+    # a study that times its models: every trial's steps hold the node's timing off (search/quiet.py)
+    node = NodeQuiet() if "latency_ms" in settings.costs else None
+    guard = node.step if node is not None else contextlib.nullcontext
     try:
-        fit(cfg, data, max_epochs, on_epoch, device=device, settings=settings, seed=number)
+        if settings.costs:  # before training, with the trial's own threads (search.objectives / constraints)
+            if settings.threads:
+                torch.set_num_threads(settings.threads)
+            measured.update(measure(cfg, data.num_classes, data.canvas, device, list(settings.costs), node))
+        fit(cfg, data, max_epochs, on_epoch, device=device, settings=settings, seed=number, step_guard=guard)
     finally:  # the worker serves the next trial: free this one's memory
+        if node is not None:
+            node.close()
         release_memory()

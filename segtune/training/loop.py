@@ -11,6 +11,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EpochCallback = Callable[[int, dict[str, Any], nn.Module], bool | None]
+StepGuard = Callable[[], AbstractContextManager[Any]]  # around each step: a search holds its node's timing off
 
 
 CHECK_EVERY = 16  # steps between looks at the loss on the host (each look waits for the device)
@@ -149,7 +151,12 @@ def loader(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: DataLoader, num_classes: int, device: torch.device, precision: str = "auto"
+    model: nn.Module,
+    batches: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    precision: str = "auto",
+    step_guard: StepGuard = nullcontext,
 ) -> dict[str, Any]:
     """Metrics of ``model`` over a loader, with the normalisation and the precision of training."""
     norm = Normalizer().to(device)
@@ -157,10 +164,11 @@ def evaluate(
     model.eval()
     plan = precision_for(precision, device)
     for images, masks in batches:
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True).long()
-        with plan.autocast(device):
-            logits = model(norm(images))
-        metrics.update(logits.float(), masks)
+        with step_guard():
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True).long()
+            with plan.autocast(device):
+                logits = model(norm(images))
+            metrics.update(logits.float(), masks)
     return metrics.compute()
 
 
@@ -174,12 +182,14 @@ def fit(
     train_split: str = "train",
     val_split: str = "val",
     seed: int = 0,
+    step_guard: StepGuard = nullcontext,
 ) -> FitResult:
     """Train ``config`` on ``data`` for up to ``epochs``, validating after each one.
 
     The epoch that scores best on ``settings.metric`` is kept (``FitResult.best_state``). Raises
     NonFiniteLoss when the loss turns NaN or infinite, naming the epoch and step, and a CUDA
-    OutOfMemoryError that names the batch size.
+    OutOfMemoryError that names the batch size. ``step_guard`` is entered around every training and validation
+    step (a search's trials hold their node's model timing off with it; search/quiet.py).
     """
     settings = settings or TrainSettings()
     dev = pick_device(device)
@@ -224,34 +234,29 @@ def fit(
         first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # the first step whose loss was not finite
         steps = len(train_batches)
         for step, (images, masks) in enumerate(train_batches):
-            images, masks = images.to(dev, non_blocking=True), masks.to(dev, non_blocking=True).long()
-            x = norm(images)
-            if memory_format is not None:
-                x = x.contiguous(memory_format=memory_format)
-            try:
-                with plan.autocast(dev):
-                    loss = criterion(model(x).float(), masks)
-                scaler.scale(loss / accum).backward()
-            except torch.cuda.OutOfMemoryError as e:
-                raise out_of_memory(e, config, dev) from None
-            # no host sync per step: the check stays on the device, and the host looks every CHECK_EVERY steps
-            bad = ~torch.isfinite(loss.detach())
-            first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
-            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
-                at = int(first_bad)
-                if at >= 0:
-                    raise NonFiniteLoss(
-                        f"loss is not finite at epoch {epoch} step {at + 1} (lr={config.lr:.3g}, loss={config.loss})"
-                    )
-            if (step + 1) % accum == 0 or step + 1 == steps:
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-                if sched is not None:
-                    sched.step()
-            loss_sum += loss.detach()
+            with step_guard():
+                x, y = norm(images.to(dev, non_blocking=True)), masks.to(dev, non_blocking=True).long()
+                if memory_format is not None:
+                    x = x.contiguous(memory_format=memory_format)
+                try:
+                    with plan.autocast(dev):
+                        loss = criterion(model(x).float(), y)
+                    scaler.scale(loss / accum).backward()
+                except torch.cuda.OutOfMemoryError as e:
+                    raise out_of_memory(e, config, dev) from None
+                # no host sync per step: the check stays on the device, and the host looks every CHECK_EVERY steps
+                first_bad = torch.where(~torch.isfinite(loss.detach()) & (first_bad < 0), step, first_bad)
+                if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+                    check_finite(first_bad, epoch, config)
+                if (step + 1) % accum == 0 or step + 1 == steps:
+                    scaler.step(opt)
+                    scaler.update()
+                    opt.zero_grad(set_to_none=True)
+                    if sched is not None:
+                        sched.step()
+                loss_sum += loss.detach()
         train_loss = float(loss_sum / steps) if steps else float("nan")
-        val = evaluate(model, val_batches, data.num_classes, dev, settings.precision)
+        val = evaluate(model, val_batches, data.num_classes, dev, settings.precision, step_guard)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -273,6 +278,15 @@ def fit(
     result.seconds = time.perf_counter() - started
     result.model = model
     return result
+
+
+def check_finite(first_bad: torch.Tensor, epoch: int, config: TrialConfig) -> None:
+    """Looks at the device's record of the first step whose loss was not finite (one host sync)."""
+    at = int(first_bad)
+    if at >= 0:
+        raise NonFiniteLoss(
+            f"loss is not finite at epoch {epoch} step {at + 1} (lr={config.lr:.3g}, loss={config.loss})"
+        )
 
 
 def out_of_memory(error: torch.cuda.OutOfMemoryError, config: TrialConfig, device: torch.device) -> Exception:
