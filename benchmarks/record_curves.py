@@ -2,7 +2,7 @@
 
     python benchmarks/record_curves.py --data-root ../shared/datasets/oxford-iiit-pet-sample
     python benchmarks/record_curves.py --data-root ../shared/datasets/kvasir-seg --max-epochs 30 \
-        --train 120 --val 40 --table benchmarks/curves/kvasir_seg_64px_30ep.jsonl.gz
+        --train 96 --val 32 --table benchmarks/curves/kvasir_seg_64px_30ep.jsonl.gz
 
 Trains every configuration of a fixed list to ``--max-epochs`` with segtune's own training loop
 (``training.loop.fit``) on a dataset read as `segtune init` reads it (the Oxford-IIIT Pet sample: 3-class

@@ -4,17 +4,23 @@ run without --trust-code, no unfaithful ONNX file left behind, `finish` with the
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import torch
 
 from segtune import cli
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data.resize import ResizePolicy
 from segtune.errors import SegtuneError
 from segtune.results.report import importance_figure
+from segtune.search import costs
+from segtune.search.costs import measure
+from segtune.search.quiet import NodeQuiet
 from segtune.training.models import build_model
 from tests.test_trust import EVIL
 
@@ -124,3 +130,45 @@ def test_finish_trains_and_scores_with_the_settings_the_search_used(
     used = json.loads((tmp_path / "f" / "finish.json").read_text())["settings"]
     assert used["channels_last"] is True and used["loader_workers"] == 1 and used["precision"] == "fp32"
     assert used["keep_best_state"] is False and used["gpu_memory_fraction"] is None  # finish's own: it runs alone
+
+
+def test_a_model_is_timed_only_while_its_neighbours_wait_between_steps(tmp_path: Path) -> None:
+    """Neighbours hold the node's shared lock around each step; the timing takes it exclusively: it starts only
+    once the step in flight has ended, and no step runs until it is done."""
+    steps: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def neighbour() -> None:  # a trial training: back-to-back 20 ms steps
+        node = NodeQuiet(tmp_path)
+        while not stop.is_set():
+            with node.step():
+                started = time.monotonic()
+                time.sleep(0.02)
+                steps.append((started, time.monotonic()))
+        node.close()
+
+    threads = [threading.Thread(target=neighbour) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    timer = NodeQuiet(tmp_path)
+    with timer.quiet():
+        quiet_from = time.monotonic()
+        time.sleep(0.2)
+        quiet_to = time.monotonic()
+    time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not [s for s in steps if s[0] < quiet_to and s[1] > quiet_from], "a step ran while the model was timed"
+    assert any(s[1] <= quiet_from for s in steps) and any(s[0] >= quiet_to for s in steps)
+    assert timer.waited_s < 0.1  # a step's length, not starved by neighbours whose steps follow back to back
+
+
+def test_every_trial_on_a_node_stores_the_same_latency_for_one_model(tmp_path: Path) -> None:
+    config, canvas = TrialConfig(arch="SmallUNet"), (64, 64)
+    first = measure(config, 2, canvas, torch.device("cpu"), ["latency_ms"], NodeQuiet(tmp_path))
+    costs._cache.clear()  # another worker process: nothing cached in it
+    second = measure(config, 2, canvas, torch.device("cpu"), ["latency_ms"], NodeQuiet(tmp_path))
+    assert first["latency_ms"] == second["latency_ms"] > 0
+    assert "latency_quiet_wait_s" in first and "latency_quiet_wait_s" not in second  # timed once, in quiet

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
-from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
 
 from segtune import space
 from segtune.errors import SpecError
-from segtune.search.recorder import TRIAL_KEY
 from segtune.search.replay import CurveTable, Strategy, replay
-from segtune.search.rungs import Rungs, RungScheduler
+from segtune.search.rungs import Rungs
+from tests.conftest import segtune
 
 SPACE = {"lr": {"choice": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]}}
 
@@ -57,24 +56,61 @@ def test_a_recorded_curve_is_replayed_exactly(tmp_path: Path) -> None:
     assert result.incumbent == [(pytest.approx(sum(seconds)), 4, 0.5)]
 
 
-class _Controller:
-    """What RungScheduler is handed by Tune; it never looks at it."""
+DECIDE = {
+    "study": "decide",
+    "dataset": {"name": "synthetic", "num_images": 24, "image_size": 32, "num_classes": 2},
+    "space": {"arch": "SmallUNet", "lr": {"loguniform": [1.0e-3, 3.0e-2]}, "batch_size": 4, "augment": "none"},
+    # auto rungs, one trial at a time: trials reach their rungs in one order, which the replay follows
+    "search": {
+        "sampler": "random",
+        "trials": 7,
+        "max_epochs": 5,
+        "seed": 3,
+        "max_concurrent": 1,
+        "starting_points": [{"lr": 0.005}],
+    },
+}
 
 
-def test_run_and_the_replay_make_the_same_stop_decisions(tmp_path: Path) -> None:
-    curves = [([0.1 * k + 0.01 * e for e in range(9)], [1.0 + k / 7] * 9) for k in range(6)]
-    table = write_table(tmp_path / "t.jsonl.gz", curves, max_epochs=9)
-    strategy = Strategy("asha", sampler="random", grace_period=1, reduction_factor=3, min_first_rung=2)
-    result = replay(table, strategy, seed=3, slots=2, budget_epochs=40)
-    assert any(stop for *_, stop in result.events) and not all(stop for *_, stop in result.events)
+@pytest.fixture(scope="module")
+def decided(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, dict]:
+    """A real `segtune run`: Ray Tune, the searcher, the RungScheduler run builds from the spec, the recorder."""
+    tmp = tmp_path_factory.mktemp("decide")
+    (tmp / "decide.yaml").write_text(yaml.safe_dump(DECIDE))
+    url = f"sqlite:///{tmp / 'decide.db'}"
+    segtune("run", str(tmp / "decide.yaml"), "--storage", url, "--set", f"results_dir={tmp / 'runs'}", cwd=tmp)
+    return optuna.load_study(study_name="decide", storage=url), DECIDE
 
-    # the same results, in the same order, through Ray Tune's scheduler interface (real Trial objects)
-    scheduler = RungScheduler(Rungs(9, 1, 3, min_first_rung=2), "val_miou", trial_key=TRIAL_KEY)
-    trials: dict[int, Trial] = {}
-    for number, epoch, value, stopped in result.events:
-        trial = trials.setdefault(number, Trial("segtune", config={TRIAL_KEY: number}, stub=True))
-        decision = scheduler.on_trial_result(_Controller(), trial, {"epoch": epoch, "val_miou": value})
-        assert decision == (TrialScheduler.STOP if stopped else TrialScheduler.CONTINUE), (number, epoch)
+
+def run_decisions(study: optuna.Study) -> list[tuple[int, int, str]]:
+    return [(t.number, len(t.intermediate_values), t.state.name) for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def replay_decisions(study: optuna.Study, spec: dict, **drift: object) -> list[tuple[int, int, str]]:
+    """The run's own per-epoch values, replayed by search/replay.py with the run's spec (and ``drift``)."""
+    search = spec["search"]
+    table = CurveTable.from_study(study, spec["space"], search["max_epochs"])
+    strategy = Strategy("as run", sampler=search["sampler"], starting_points=True, **drift)
+    storage = optuna.storages.InMemoryStorage()
+    result = replay(table, strategy, search["seed"], 1, budget_epochs=10**6, storage=storage, trials=len(study.trials))
+    return run_decisions(optuna.load_study(study_name=result.study_name, storage=storage))
+
+
+@pytest.mark.e2e
+def test_run_and_the_replay_make_the_same_stop_decisions(decided: tuple[optuna.Study, dict]) -> None:
+    study, spec = decided
+    made = run_decisions(study)
+    assert any(state == "PRUNED" for *_, state in made) and any(state == "COMPLETE" for *_, state in made), made
+    assert replay_decisions(study, spec) == made
+
+
+@pytest.mark.e2e
+def test_a_settings_drift_between_run_and_the_replay_is_caught(decided: tuple[optuna.Study, dict]) -> None:
+    """The comparison above can fail: the replay told another first rung decides otherwise on the same curves."""
+    study, spec = decided
+    made = run_decisions(study)
+    assert any(e == 1 and state == "PRUNED" for _, e, state in made)  # judged at epoch 1, as auto's grace says
+    assert replay_decisions(study, spec, grace_period=2) != made
 
 
 def test_a_trial_alone_at_its_rung_goes_on_unless_the_first_rung_needs_more_results() -> None:

@@ -80,6 +80,20 @@ class CurveTable:
         ]
         return cls(header, sorted(curves, key=lambda c: c.id))
 
+    @classmethod
+    def from_study(cls, study: optuna.Study, space_raw: dict[str, Any], max_epochs: int) -> CurveTable:
+        """A study's trials as a table, in trial order: each one's parameters, its value of each epoch it ran and
+        its seconds. Replaying it over the same settings must make the decisions `run` made; a replay that goes on
+        past the epoch where `run` stopped a trial finds no value there, and the trial ends FAIL."""
+        curves = []
+        for t in sorted(study.trials, key=lambda t: t.number):
+            values = tuple(t.intermediate_values[e] for e in sorted(t.intermediate_values))
+            seconds = tuple(t.user_attrs.get("epoch_seconds") or [1.0] * len(values))
+            source = "hand" if t.user_attrs.get("starting_point") else "random"
+            short = f"run stopped it after epoch {len(values)}" if len(values) < max_epochs else None
+            curves.append(Curve(t.number, source, dict(t.params), values, seconds, short))
+        return cls({"max_epochs": max_epochs, "space": space_raw}, curves)
+
     def finals(self) -> list[float]:
         return [f for c in self.curves if (f := c.final(self.max_epochs)) is not None]
 
@@ -184,8 +198,10 @@ def replay(
     budget_epochs: int = 120,
     storage: optuna.storages.BaseStorage | str | None = None,
     trial_overhead_s: float = 0.0,
+    trials: int | None = None,
 ) -> ReplayResult:
-    """One simulated search: ``slots`` trials side by side until ``budget_epochs`` trial-epochs are spent."""
+    """One simulated search: ``slots`` trials side by side until ``budget_epochs`` trial-epochs are spent (or
+    ``trials`` trials were started)."""
     spec = replay_spec(table, strategy, trials=10_000, seed=seed, budget_epochs=budget_epochs)
     chosen = defaults.resolve(spec.search, slots)
     study = optuna.create_study(storage=storage, sampler=make_sampler(spec, chosen), direction="maximize")
@@ -209,8 +225,13 @@ def replay(
     clock, seq, best = 0.0, 0, -math.inf
     states = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL")}
 
+    started = 0
+
     def start(now: float) -> bool:
-        nonlocal seq
+        nonlocal seq, started
+        if trials is not None and started >= trials:
+            return False
+        started += 1
         suggestion = searcher.suggest(f"replay-{seq}")
         if not isinstance(suggestion, dict):
             return False
