@@ -16,6 +16,13 @@ Definitions (issue "Every trial-second trains"), all read from the study store:
   ask (search/warmup.py), so their start-up is in the start-up column, with Ray's;
 - run: from calling ``run_study`` to the last tell (start-up, wall and all), to compare whole runs.
 
+``--user-clock N`` measures what a user waits for instead: ``segtune run`` as a command, N times per study, from
+starting the process to its exit. Utilisation on that clock = training seconds / (slots x the command's wall
+time), and the wall time is broken into its parts, from the lines the command prints as they come and the store:
+imports and decoding (to the "decoded" line), Ray's start and the store (to the "study ... in" line), the workers'
+start (to the first ask), the search (first ask to last tell: gaps and the tail inside it), and the exit (last
+tell to the process's end: Tune's and Ray's shutdown, the final table).
+
 Then the speed of training inside a trial against a bare PyTorch loop written here for the comparison
 (same model, batch size, image size, augmentation, validation every epoch, data and threads), both
 without their first epoch: the trial's time per epoch includes its Tune reporting and checkpoint writes.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -41,6 +49,7 @@ import numpy as np
 import optuna
 import torch
 import torch.nn.functional as F
+import yaml
 
 from segtune import spec as spec_mod
 from segtune.data import build_dataset
@@ -153,6 +162,74 @@ def search_once(raw: dict[str, Any], store: str, fresh: bool, tmp: Path) -> dict
     started = time.time()
     study = search.run_study(spec, f"sqlite:///{store}", raw["study"])
     return utilisation(study, started)
+
+
+def command_once(raw: dict[str, Any], tmp: Path, run: int) -> dict[str, Any]:
+    """``segtune run`` as a user starts it, timed from process start to exit, its output lines stamped as they come."""
+    name = f"{raw['study']}-{run}"
+    spec_path = tmp / f"{name}.yaml"
+    spec_path.write_text(yaml.safe_dump({**raw, "results_dir": str(tmp / "runs")}))
+    store = f"sqlite:///{tmp / name}.db"
+    lines: list[tuple[float, str]] = []
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segtune", "run", str(spec_path), "--storage", store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append((time.time(), line.rstrip()))
+    if proc.wait() != 0:
+        raise RuntimeError("segtune run failed:\n" + "\n".join(text for _, text in lines[-20:]))
+    ended = time.time()
+
+    def at(prefix: str) -> float:
+        return next(when for when, text in lines if text.startswith(prefix))
+
+    study = optuna.load_study(study_name=raw["study"], storage=store)
+    inside = utilisation(study, started)
+    trials = ran(study)
+    first_ask = min(t.datetime_start.timestamp() for t in trials)
+    last_tell = max(t.datetime_complete.timestamp() for t in trials)
+    slots = int(study.user_attrs["slots"])
+    return {
+        **inside,
+        "command_s": ended - started,
+        "utilisation_user": inside["training_s"] / (slots * (ended - started)),
+        "imports_decode_s": at("decoded ") - started,
+        "ray_store_s": at("study ") - at("decoded "),
+        "workers_start_s": first_ask - at("study "),
+        "search_s": last_tell - first_ask,
+        "exit_s": ended - last_tell,
+    }
+
+
+def user_clock(studies: list[tuple[str, dict[str, Any]]], repeats: int, tmp: Path) -> None:
+    """Utilisation over the whole command, ``repeats`` runs per study: the median, the spread, and the parts."""
+    for name, raw in studies:
+        runs = [command_once(raw, tmp, i) for i in range(repeats)]
+        for i, r in enumerate(runs):
+            print(
+                f"{name} run {i + 1}: command {r['command_s']:.1f} s, utilisation {r['utilisation_user']:.2f} "
+                f"(inside the search {r['utilisation']:.2f}); imports + decode {r['imports_decode_s']:.1f} s, Ray + "
+                f"store {r['ray_store_s']:.1f} s, workers {r['workers_start_s']:.1f} s, search {r['search_s']:.1f} s "
+                f"(tail {r['tail_s']:.1f} s, gap median {r['gap_median_s']:.2f} s), exit {r['exit_s']:.1f} s",
+                flush=True,
+            )
+        values = sorted(r["utilisation_user"] for r in runs)
+        parts = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("imports_decode_s", "ray_store_s", "workers_start_s", "search_s", "tail_s", "exit_s")
+        }
+        print(
+            f"{name}: utilisation on the user's clock, median {statistics.median(values):.2f} over {repeats} runs "
+            f"(range {values[0]:.2f}-{values[-1]:.2f}); median parts: "
+            + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s" for k, v in parts.items()),
+            flush=True,
+        )
 
 
 def worker_import_seconds(repeats: int = 3) -> float:
@@ -307,6 +384,7 @@ def main() -> None:
     p.add_argument("--speed-images", type=int, default=100, help="images per split in the loop comparison")
     p.add_argument("--speed-repeats", type=int, default=2, help="trial and bare loop in turns, this many times")
     p.add_argument("--skip", nargs="*", default=[], choices=["demo", "short", "speed"])
+    p.add_argument("--user-clock", type=int, metavar="N", help="time `segtune run` itself, N runs per study, and stop")
     args = p.parse_args()
     rows, memory = [], []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -318,6 +396,9 @@ def main() -> None:
             studies.append((f"demo, {args.demo_trials} trials", demo))
         if "short" not in args.skip:
             studies.append(("synthetic, 24 short trials", SHORT_TRIALS))
+        if args.user_clock:
+            user_clock(studies, args.user_clock, tmp)
+            return
         for name, raw in studies:
             r = search_once(raw, str(tmp / f"{raw['study']}.db"), args.fresh_workers, tmp)
             rows.append(
