@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--study", help="study name (default: the spec's); an existing study gets more trials")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     run.add_argument("--top", type=int, default=10, help="rows of the final table")
+    _artifacts_arg(run)
     run.add_argument(
         "--allow-spec-change",
         action="store_true",
@@ -74,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     _storage_arg(dash)
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080)
+    _artifacts_arg(dash)
 
     report = sub.add_parser("report", help="plotly HTML report of a study")
     report.add_argument("study")
@@ -81,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", help="HTML file (default: dashboards/STUDY.html)")
     report.add_argument("--images", type=int, default=4, help="validation images to show with predictions")
     report.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
+    _artifacts_arg(report)
 
     export = sub.add_parser("export", help="write the best trial as a retrain spec")
     export.add_argument("study")
@@ -110,9 +113,16 @@ def parser() -> argparse.ArgumentParser:
     finish.add_argument("--device", help=DEVICE_HELP)
     finish.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
-    export_model = sub.add_parser("export-model", help="a checkpoint or a finish ensemble as ONNX, checked")
-    export_model.add_argument("model", help="model.pt, a trial's folder, or a finish folder (its ensemble)")
-    export_model.add_argument("-o", "--output", default="model.onnx")
+    export_model = sub.add_parser("export-model", help="a model as ONNX (checked) or as an smp model folder")
+    export_model.add_argument(
+        "model", help="model.pt, a trial's folder, a finish folder (its ensemble), or a STUDY of --storage"
+    )
+    export_model.add_argument("-o", "--output", help="model.onnx (default), or a folder with --format smp (model)")
+    export_model.add_argument("--format", choices=["onnx", "smp"], default="onnx", help="smp: save_pretrained folder")
+    export_model.add_argument("--rank", type=int, default=1, help="a STUDY's N-th best complete trial (default: 1)")
+    export_model.add_argument("--trial", type=int, help="a STUDY's trial N instead of the best")
+    _storage_arg(export_model)
+    _artifacts_arg(export_model)
     export_model.add_argument(
         "--images",
         nargs="*",
@@ -122,12 +132,25 @@ def parser() -> argparse.ArgumentParser:
     export_model.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     predict = sub.add_parser("predict", help="masks and overlays for images, at their own size")
-    predict.add_argument("checkpoint", help="model.pt from retrain, a trial's folder, or an exported model.onnx")
+    predict.add_argument(
+        "checkpoint", help="model.pt from retrain, a trial's folder, an exported model.onnx, or a STUDY of --storage"
+    )
     predict.add_argument("images", nargs="+")
     predict.add_argument("-o", "--output", default="predictions")
     predict.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
     predict.add_argument("--device", help=DEVICE_HELP)
+    predict.add_argument("--trial", type=int, help="a STUDY's trial N (default: its best complete trial)")
+    _storage_arg(predict)
+    _artifacts_arg(predict)
     return p
+
+
+def _artifacts_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--artifacts",
+        help="where every trial's model is: a folder or s3://bucket/prefix (default: $SEGTUNE_ARTIFACTS, else what "
+        "the study recorded, else the spec's, else a folder beside the SQLite store)",
+    )
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
@@ -154,7 +177,13 @@ def _run(args: argparse.Namespace) -> int:
         check_models(spec)
     try:
         study = search.run_study(
-            spec, storage, name, address=args.address, resume=args.resume, allow_spec_change=args.allow_spec_change
+            spec,
+            storage,
+            name,
+            address=args.address,
+            resume=args.resume,
+            allow_spec_change=args.allow_spec_change,
+            artifacts_url=args.artifacts,
         )
     except SearchInterrupted as e:
         print(f"\ntrials of study {name!r} so far ({len(e.study.trials)} in the store):")
@@ -217,7 +246,7 @@ def _status(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from segtune.results.dashboard import serve
 
-    serve(args.storage, args.host, args.port)
+    serve(args.storage, args.host, args.port, artifacts_url=args.artifacts)
     return 0
 
 
@@ -227,9 +256,8 @@ def _report(args: argparse.Namespace) -> int:
     from segtune.results import report
 
     study = _open(args, args.study)
-    path, figures = report.build(
-        study, Path(args.output or f"dashboards/{args.study}.html"), images=args.images, trust_code=args.trust_code
-    )
+    out = Path(args.output or f"dashboards/{args.study}.html")
+    path, figures = report.build(study, out, args.images, trust_code=args.trust_code, artifacts_url=args.artifacts)
     print(f"wrote {path} ({figures} figures)")
     return 0
 
@@ -287,16 +315,23 @@ def _finish(args: argparse.Namespace) -> int:
 def _export_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from segtune.results.deploy import export
+    from segtune.results import fetch
+    from segtune.results.deploy import export, export_smp
 
-    export(args.model, Path(args.output), args.images, trust_code=args.trust_code)
+    source = fetch.resolve(args.model, args.storage, args.trial, args.rank, args.artifacts)
+    if args.format == "smp":
+        export_smp(source, Path(args.output or "model"), trust_code=args.trust_code, name=args.model)
+    else:
+        export(source, Path(args.output or "model.onnx"), args.images, trust_code=args.trust_code)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from segtune.results import fetch
     from segtune.results.predict import predict_files
 
-    written = predict_files(args.checkpoint, args.images, args.output, trust_code=args.trust_code, device=args.device)
+    model = fetch.resolve(args.checkpoint, args.storage, args.trial, 1, args.artifacts)
+    written = predict_files(model, args.images, args.output, trust_code=args.trust_code, device=args.device)
     print(f"wrote {len(written)} masks and overlays to {args.output}/")
     return 0
 

@@ -74,6 +74,7 @@ class TrainSettings:
     gpu_memory_fraction: float | None = None  # a trial's cap of its GPU's memory (its share of the GPU)
     keep_best_state: bool = True  # a copy of the best epoch's weights in memory (trials write theirs to disk)
     costs: tuple[str, ...] = ()  # what each trial measures before it trains (objectives.COSTS)
+    checkpoint_every: int = 1  # a search's trials save a resumable state every this many epochs (0: never)
 
     def replace(self, **changes: Any) -> TrainSettings:
         return dataclasses.replace(self, **changes)

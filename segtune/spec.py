@@ -291,8 +291,20 @@ class SearchSpec(_Strict):
     )
     min_first_rung: int | Literal["auto"] = Field("auto", description="results rung 1 needs to pass a trial")
     brackets: int | Literal["auto"] = Field("auto", description="ASHA brackets (Hyperband-style); auto: 1")
+    first_rung: Literal["auto", "plateau", "grace"] = Field(
+        "auto", description="plateau: a trial is judged once off the majority-class plateau; grace: at grace_period"
+    )
+    promotion: bool | Literal["auto"] = Field(
+        "auto", description="a trial a rung stops is paused, and resumed when later results promote it"
+    )
     budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
-    starting_points: list[dict[str, Any]] = Field(default_factory=list, description="configurations run first")
+    budget_rule: Literal["finish", "exact"] = Field(
+        "finish", description="finish: running trials finish past the budget; exact: never past it (search/budget.py)"
+    )
+    starting_points: list[dict[str, Any] | Literal["auto"]] | Literal["auto"] = Field(
+        default_factory=list,
+        description="configurations run first; auto: the winners of earlier studies on alike data (search/transfer.py)",
+    )
     objectives: list[str] | None = Field(None, description="e.g. [val_miou, latency_ms]: accuracy against costs")
     constraints: dict[str, float] = Field(default_factory=dict, description="e.g. {latency_ms: 20}: cost limits")
 
@@ -318,6 +330,17 @@ class SearchSpec(_Strict):
             if limit <= 0:
                 raise ValueError(f"constraints: {name} must be a limit > 0, got {limit}")
         return self
+
+    @property
+    def own_starting_points(self) -> list[dict[str, Any]]:
+        """The configurations the spec writes out (``auto`` asks for earlier studies' winners besides them)."""
+        points = [] if self.starting_points == "auto" else self.starting_points
+        return [p for p in points if isinstance(p, dict)]
+
+    @property
+    def transfer(self) -> bool:
+        """``starting_points: auto`` (or ``auto`` among them): start from earlier studies' winners too."""
+        return self.starting_points == "auto" or "auto" in self.starting_points
 
     @property
     def objective_names(self) -> list[str]:
@@ -385,6 +408,9 @@ class TrainSpec(_Strict):
     channels_last: bool = False
     loader_workers: int | Literal["auto"] = "auto"
     cap_gpu_memory: bool = Field(True, description="cap each trial's GPU memory at its share of the GPU")
+    checkpoint_every: int = Field(
+        1, ge=0, description="epochs between a trial's resumable states (a lost node costs at most this); 0: none"
+    )
 
 
 class StudySpec(_Strict):
@@ -395,6 +421,7 @@ class StudySpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     train: TrainSpec = TrainSpec()
     storage: str = DEFAULT_STORAGE
+    artifacts: str | None = None  # every trial's model: a folder or s3://bucket/prefix (default: beside the SQLite)
     results_dir: str = "runs"
 
 
@@ -451,7 +478,7 @@ def validate(raw: Any, source: str = "spec", check_root: bool = True) -> StudySp
     try:
         params = space.parse_space(spec.space)
         space.validate_space(params, num_classes=num_classes(spec.dataset))
-        for i, point in enumerate(spec.search.starting_points):
+        for i, point in enumerate(spec.search.own_starting_points):
             space.starting_point_params(params, point, num_classes(spec.dataset), f"search.starting_points[{i}]")
     except SpecError as e:
         raise SpecError(f"{source}: {e}") from None

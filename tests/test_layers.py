@@ -53,11 +53,13 @@ def test_layers_import_only_downstream(layer: str, forbidden: tuple[str, ...]) -
 
 
 def test_results_reach_the_search_only_through_the_store() -> None:
+    """The study store, and its companion the artifact store (search/artifacts.py): nothing else of search/."""
     bad = [
         f"{path.relative_to(PACKAGE.parent)} imports {name}"
         for path in modules("results")
         for name in sorted(imports(path))
-        if name.startswith("segtune.search") and name not in ("segtune.search", "segtune.search.store")
+        if name.startswith("segtune.search")
+        and name not in ("segtune.search", "segtune.search.store", "segtune.search.artifacts")
     ]
     assert not bad, "\n".join(bad)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 import threading
 from typing import Any
 
 from segtune.errors import SegtuneError
-from segtune.search import store
+from segtune.search import artifacts, store
 
 
 def _check_port(host: str, port: int) -> None:
@@ -31,7 +32,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any = None) -> None:
+def artifact_location(storage_url: str, storage: Any, given: str | None) -> str:
+    """The artifact store to show beside the trials: ``--artifacts`` / ``$SEGTUNE_ARTIFACTS``, else the one the
+    store's studies recorded when they all agree, else the default beside the SQLite file."""
+    recorded = {s.user_attrs.get(artifacts.ATTR) for s in storage.get_all_studies()} - {None}
+    chosen = given or os.environ.get(artifacts.ENV) or (recorded.pop() if len(recorded) == 1 else None)
+    return chosen or artifacts.default_location(storage_url)
+
+
+def serve(
+    storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any = None, artifacts_url: str | None = None
+) -> None:
     """Serve until Ctrl-C. The server runs in a daemon thread and the main thread only waits, so
     Ctrl-C stops it at once even when it lands while the server is answering a request (wsgiref
     would swallow a KeyboardInterrupt raised inside a request handler and keep serving)."""
@@ -39,6 +50,8 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any 
 
     out = out or sys.stdout
     storage = store.open_storage(storage_url, must_exist=True)
+    where = artifact_location(storage_url, storage, artifacts_url)
+    artifact_store = artifacts.open_store(where)
     _check_port(host, port)
     if not is_loopback(host):
         print(
@@ -49,10 +62,12 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Any 
             file=sys.stderr,
             flush=True,
         )
-    server = threading.Thread(target=run_server, args=(storage,), kwargs={"host": host, "port": port}, daemon=True)
+    kwargs = {"host": host, "port": port, "artifact_store": artifact_store}  # each trial's model and overlay
+    server = threading.Thread(target=run_server, args=(storage,), kwargs=kwargs, daemon=True)
     server.start()
     print(
-        f"optuna-dashboard for {store.redact(storage_url)} on http://{host}:{port}/ (Ctrl-C stops it)",
+        f"optuna-dashboard for {store.redact(storage_url)} (artifacts: {where}) on http://{host}:{port}/ "
+        "(Ctrl-C stops it)",
         file=out,
         flush=True,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from segtune.errors import SegtuneError
 from segtune.results.onnx import ExportReport, export_model
 from segtune.spec import validate
 from segtune.training import checkpoint
+from segtune.training.loop import IMAGENET_MEAN, IMAGENET_STD
+from segtune.training.models import ARCHITECTURES
 
 CHECK_IMAGES = 16
 
@@ -83,3 +87,94 @@ def export(
     if report.classes_predicted < 2:
         print("note: the model predicts one class on these pictures, so their agreement says little", file=stream)
     return report
+
+
+NORMALISATION = {
+    "input": "RGB, float, N x 3 x H x W",
+    "scale": "divide 0-255 pixels by 255",
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
+}
+
+
+def model_card(meta: dict[str, Any], name: str, test: dict[str, Any] | None) -> str:
+    """What a reader of the folder needs: where the model comes from, what it was trained on, how well it does
+    and at which resolution, its classes, how pictures go in."""
+    config = meta["config"]
+    policy = ResizePolicy.from_checkpoint(meta)
+    metrics = meta.get("metrics") or {}
+    val = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float))
+    if test:
+        scored = (
+            f"test mIoU {test['test_miou']:.4f}, Dice {test['test_dice']:.4f}, pixel accuracy "
+            f"{test['test_pixel_acc']:.4f} on {test['test_images']} pictures; resolution: {test['test_resolution']}"
+        )
+    else:
+        scored = "not scored on the test split (a search trial's weights: `segtune retrain` scores it there)"
+    lines = [
+        "---",
+        "library_name: segmentation-models-pytorch",
+        "tags: [segmentation-models-pytorch, semantic-segmentation, segtune]",
+        "---",
+        f"# {config['arch']} / {config['encoder']}, from segtune ({name})",
+        "",
+        "Load it without segtune, offline: `segmentation_models_pytorch.from_pretrained(THIS_FOLDER)` (its config",
+        "says `encoder_weights: null`: every weight is in `model.safetensors`, nothing is downloaded).",
+        "",
+        "## Where it comes from",
+        f"- {name}: trial {meta.get('trial', '-')}, epoch {meta.get('epoch', '-')}",
+        f"- configuration: {json.dumps(config, sort_keys=True)}",
+        "",
+        "## How well it does",
+        f"- validation (on the training-size canvas, padding ignored): {val or '-'}",
+        f"- test: {scored}",
+        "",
+        "## Classes",
+        *[f"- {i}: {c}" for i, c in enumerate(meta["classes"])],
+        "",
+        "## Pictures in, masks out",
+        f"- resize: {policy.mode}; the canvas is {policy.canvas[0]} x {policy.canvas[1]} "
+        + (
+            "(each picture fitted inside it, aspect ratio kept, padded bottom and right; crop the prediction back "
+            "and resize it to the picture)"
+            if policy.mode == "pad"
+            else "(each picture stretched to it)"
+        ),
+        f"- normalisation: pixels / 255, then (x - mean) / std with ImageNet's mean {list(IMAGENET_MEAN)} and std "
+        f"{list(IMAGENET_STD)} (also in `preprocessing.json`)",
+        "- output: logits N x classes x H x W; argmax over classes gives the mask",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_smp(source: str | Path, out: Path, trust_code: bool = False, name: str = "", stream: Any = None) -> Path:
+    """A checkpoint as smp's ``save_pretrained`` folder plus a model card, loadable with
+    ``smp.from_pretrained(out)`` where neither segtune nor a network is. Written beside ``out``, then moved there."""
+    stream = stream or sys.stdout
+    path = Path(source)
+    model, meta = checkpoint.load(path, trust_code=trust_code)
+    arch = meta["config"]["arch"]
+    if arch not in ARCHITECTURES:
+        raise SegtuneError(
+            f"{path}: its model {arch!r} is segtune's own network (or a class of yours), not an smp model; export it "
+            "as ONNX instead: segtune export-model MODEL -o model.onnx"
+        )
+    folder = path.parent if path.is_file() else path
+    metrics_file = folder / "metrics.json"  # a retrain's test metrics, when this is a retrain's model
+    test = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(str(partial))
+        (partial / "README.md").write_text(model_card(meta, name or str(source), test))
+        (partial / "preprocessing.json").write_text(
+            json.dumps({**NORMALISATION, "resize": ResizePolicy.from_checkpoint(meta).to_dict()}, indent=2)
+        )
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    print(f"wrote {out}/ (smp save_pretrained: config.json, model.safetensors, README.md model card)", file=stream)
+    return out

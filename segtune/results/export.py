@@ -50,6 +50,13 @@ def within_budget(study: optuna.Study, ranked: list[optuna.trial.FrozenTrial], b
     return kept
 
 
+def planned_epochs(study: optuna.Study, trial: optuna.trial.FrozenTrial, spec: dict[str, Any]) -> int:
+    """The epochs a trial's schedule ran: the search's ``max_epochs``, or fewer for a trial an exact budget
+    shortened (search/budget.py): it retrains as it ran."""
+    planned = trial.user_attrs.get("epochs_planned")
+    return int(planned or study.user_attrs.get("max_epochs", spec["search"]["max_epochs"]))
+
+
 def export(
     study: optuna.Study,
     storage_url: str,
@@ -78,7 +85,7 @@ def export(
         "name": f"{study.study_name}-trial{trial.number}",
         "dataset": spec["dataset"],
         "config": config,
-        "epochs": epochs or int(study.user_attrs.get("max_epochs", spec["search"]["max_epochs"])),
+        "epochs": epochs or planned_epochs(study, trial, spec),
         "metric": metric,
         "train": spec.get("train", {}),
         "provenance": {

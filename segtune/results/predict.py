@@ -18,9 +18,9 @@ import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
 from segtune.data.base import SegData
+from segtune.data.overlay import blend
 from segtune.data.resize import ResizePolicy
 from segtune.errors import DataError
-from segtune.results.overlay import blend
 from segtune.training import checkpoint
 from segtune.training.device import pick_device, precision_for
 from segtune.training.loop import Normalizer

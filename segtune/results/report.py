@@ -16,9 +16,10 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from segtune.config import METRIC_LABELS
-from segtune.errors import SegtuneError
+from segtune.errors import SegtuneError, StoreError
 from segtune.objectives import COSTS, direction, pareto_front, study_objectives, trial_points
 from segtune.results.export import ranked_complete
+from segtune.results.fetch import trial_model
 from segtune.search import store
 from segtune.tables import best_first, fmt, metric_columns, params_text
 from segtune.training import checkpoint
@@ -267,16 +268,20 @@ def finish_text(record: dict[str, Any]) -> str:
     return " ".join(lines)
 
 
-def images_figure(study: optuna.Study, best: FrozenTrial, count: int, trust_code: bool = False) -> go.Figure | str:
-    """image | ground truth | best trial's prediction, for the first validation images."""
+def images_figure(
+    study: optuna.Study, best: FrozenTrial, count: int, trust_code: bool = False, artifacts_url: str | None = None
+) -> go.Figure | str:
+    """image | ground truth | best trial's prediction, for the first validation images (the model from where the
+    trial wrote it, or from the study's artifact store)."""
     from segtune.data import build_dataset
-    from segtune.results.overlay import strip
+    from segtune.data.overlay import strip
     from segtune.results.predict import TorchPredictor, predict_canvases
     from segtune.spec import validate
 
-    ckpt = best.user_attrs.get("checkpoint")
-    if not ckpt or not Path(ckpt, checkpoint.FILENAME).is_file():
-        return f"The best trial's checkpoint is not on this machine ({ckpt}); no predictions to show."
+    try:
+        ckpt = trial_model(study, best.number, artifacts_url)
+    except StoreError as e:
+        return f"The best trial's model cannot be had here: {e}; no predictions to show."
     spec_raw = dict(study.user_attrs["spec"])
     spec_raw["dataset"] = {**spec_raw["dataset"], "limit": count, "allow_missing_classes": True}  # val images only
     try:
@@ -305,7 +310,9 @@ def images_figure(study: optuna.Study, best: FrozenTrial, count: int, trust_code
     )
 
 
-def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = False) -> tuple[Path, int]:
+def build(
+    study: optuna.Study, out: Path, images: int = 4, trust_code: bool = False, artifacts_url: str | None = None
+) -> tuple[Path, int]:
     """Write the report; returns its path and the number of plotly figures in it."""
     trials = study.get_trials(deepcopy=False)
     metric = store.study_metric(study)
@@ -341,7 +348,10 @@ def build(study: optuna.Study, out: Path, images: int = 4, trust_code: bool = Fa
         sections.append(("Finish: what was chosen, and why", finish_text(finished)))
     if best is not None:
         sections.append(
-            ("Validation images with the best trial's prediction", images_figure(study, best, images, trust_code))
+            (
+                "Validation images with the best trial's prediction",
+                images_figure(study, best, images, trust_code, artifacts_url),
+            )
         )
 
     parts, figures = [], 0

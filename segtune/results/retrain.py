@@ -13,8 +13,8 @@ from PIL import Image
 
 from segtune.config import METRIC_LABELS, METRICS, TrainSettings
 from segtune.data import build_dataset
+from segtune.data.overlay import strip
 from segtune.errors import DataError
-from segtune.results.overlay import strip
 from segtune.results.predict import TorchPredictor, full_resolution_note, predict_canvases, split_metrics
 from segtune.spec import RetrainSpec
 from segtune.training import checkpoint

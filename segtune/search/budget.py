@@ -1,4 +1,15 @@
-"""A search's compute budget in trial-epochs (``search.budget_epochs``), shared by the searcher and the recorder."""
+"""A search's compute budget in trial-epochs (``search.budget_epochs``), shared by the searcher and the recorder.
+
+Two rules (``search.budget_rule``):
+
+- ``finish`` (the default): once the budget is spent no trial starts; running trials go on until they finish or a
+  rung stops them, so a search may end past its budget (`run` prints by how much). A trial that was handed out
+  holds its first ``first_rung`` epochs reserved: Tune asks for the next trials while the current ones still run,
+  and without the reservation a search would hand out a slot's worth of trials more than its budget pays for.
+- ``exact``: never past the budget. Each trial holds every epoch it may train reserved, and a trial that starts
+  when fewer than ``max_epochs`` remain is told how many it has: it runs a schedule that ends there (its learning
+  rate schedule too). A rung that stops a trial early gives its unused epochs back.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +18,44 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Budget:
-    """Trial-epochs trained so far against the limit (None: no limit). Once spent, no trial starts;
-    running trials go on until they finish or a rung stops them.
-
-    A trial that was handed out but has not trained its first ``first_rung`` epochs yet holds them
-    reserved: Tune asks for the next trials while the current ones still run, and without the reservation
-    a search would hand out a slot's worth of trials more than its budget pays for. What stays uncounted
-    is what running trials train past their first rung.
-    """
+    """Trial-epochs trained so far against the limit (None: no limit)."""
 
     epochs: int | None = None
     used: int = 0
     first_rung: int = 1  # epochs every started trial is sure to train: the grace period (max_epochs without ASHA)
-    reserved: dict[int, int] = field(default_factory=dict)  # trial number -> its first-rung epochs not yet trained
+    rule: str = "finish"
+    max_epochs: int = 1
+    reserved: dict[int, int] = field(default_factory=dict)  # trial number -> its reserved epochs not yet trained
+
+    @property
+    def exact(self) -> bool:
+        return self.epochs is not None and self.rule == "exact"
+
+    @property
+    def left(self) -> int | None:
+        """Epochs no trial holds yet (None: no limit)."""
+        return None if self.epochs is None else self.epochs - self.used - sum(self.reserved.values())
 
     @property
     def spent(self) -> bool:
-        return self.epochs is not None and self.used + sum(self.reserved.values()) >= self.epochs
+        return self.epochs is not None and (self.left or 0) <= 0
 
-    def start(self, trial: int) -> None:
+    def start(self, trial: int) -> int:
+        """Trial ``trial`` starts: the epochs it may train (``max_epochs``, fewer at the end of an exact budget)."""
+        if self.exact:
+            granted = max(0, min(self.max_epochs, self.left or 0))
+            self.reserved[trial] = granted
+            return granted
         self.reserved[trial] = self.first_rung
+        return self.max_epochs
+
+    def resume(self, trial: int, epochs_left: int) -> bool:
+        """A paused trial runs on: an exact budget reserves the rest of its schedule, if it still can."""
+        if self.exact:
+            if (self.left or 0) < epochs_left:
+                return False
+            self.reserved[trial] = epochs_left
+        return True
 
     def epoch(self, trial: int) -> None:
         self.used += 1
@@ -38,3 +67,12 @@ class Budget:
 
     def text(self) -> str:
         return f"{self.used}/{self.epochs} trial-epochs" if self.epochs is not None else f"{self.used} trial-epochs"
+
+    def overshoot(self) -> str | None:
+        """What the search trained past its budget, in words (the ``finish`` rule lets running trials finish)."""
+        if self.epochs is None or self.used <= self.epochs:
+            return None
+        return (
+            f"budget: {self.used} trial-epochs trained for a budget of {self.epochs} (+{self.used - self.epochs}: "
+            "running trials finished past it; search.budget_rule: exact never goes past)"
+        )

@@ -11,6 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+# the first rung's and promotion's defaults (README "How the search decides": the two-table replay behind them)
+PLATEAU_BY_DEFAULT = True
+PROMOTE_BY_DEFAULT = True
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -22,12 +26,16 @@ class SearchSettings:
     brackets: int
     n_startup_trials: int
     startup: str
+    plateau: bool = False  # a trial still on the majority-class plateau is judged later (search/rungs.py)
+    promote: bool = False  # a stop is a pause that later results may undo
 
     def text(self) -> str:
         return (
             f"grace {self.grace_period}, rf {self.reduction_factor:g}, first rung waits for "
-            f"{self.min_first_rung}, {self.brackets} bracket(s), {self.n_startup_trials} {self.startup} "
-            "start-up trials"
+            f"{self.min_first_rung}"
+            + (", judged once off the majority-class plateau" if self.plateau else "")
+            + (", paused trials promoted" if self.promote else "")
+            + f", {self.brackets} bracket(s), {self.n_startup_trials} {self.startup} start-up trials"
         )
 
 
@@ -78,4 +86,6 @@ def resolve(search: Any, slots: int = 1) -> SearchSettings:
     startup = search.n_startup_trials
     if startup == "auto":
         startup = n_startup_trials(expected_trials(search))
-    return SearchSettings(grace, float(rf), first, brackets, startup, search.startup)
+    plateau = PLATEAU_BY_DEFAULT if search.first_rung == "auto" else search.first_rung == "plateau"
+    promote = search.promotion if search.promotion != "auto" else PROMOTE_BY_DEFAULT
+    return SearchSettings(grace, float(rf), first, brackets, startup, search.startup, plateau, bool(promote))

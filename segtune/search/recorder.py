@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -17,7 +19,11 @@ from segtune.search.budget import Budget
 from segtune.search.writer import StoreWriter
 from segtune.training.metrics import json_safe
 
+HIDDEN_PREFIX = "_segtune"  # config keys that are no hyperparameter: what the search tells a trial
 TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
+RESUME_KEY = "_segtune_resume_from"  # --resume: the state (on the driver's disk) a re-run trial goes on from
+EPOCHS_KEY = "_segtune_epochs"  # an exact budget's last trials: the epochs their schedule ends at (< max_epochs)
+PROMOTED_KEY = "_segtune_promoted"  # a paused trial promoted: the epoch it was paused at (it goes on from its state)
 
 
 def is_optuna_trial(trial: Any) -> bool:
@@ -90,6 +96,9 @@ class StoreRecorder(tune.Callback):
         budget: Budget | None = None,
         objectives: list[str] | None = None,
         constraints: dict[str, float] | None = None,
+        artifacts: str | None = None,
+        states: str | None = None,
+        rungs: Any = None,
     ):
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
@@ -99,9 +108,18 @@ class StoreRecorder(tune.Callback):
         self.multi = len(self.objectives) > 1
         self.writer = writer or StoreWriter()
         self.budget = budget or Budget()
+        self.artifacts = artifacts  # where every trial's files go (search/artifacts.py); None: nowhere
+        self.states = states  # the run's folder of resumable states, on the driver's disk
+        self.rungs = rungs  # the rung policy (search/rungs.py): which ended trials are only paused
+        self._artifact_store: Any = None  # opened on the writer's thread
         self._study: optuna.Study | None = None  # used on the writer's thread only
-        self._epoch_seconds: dict[str, list[float]] = {}  # Ray trial id -> seconds of each epoch so far
-        self._epoch_values: dict[str, list[float | None]] = {}  # the same, the metric (multi-objective)
+        # per Optuna trial number (a promoted trial is a new Ray trial of the same Optuna trial):
+        self._epoch_seconds: dict[int, list[float]] = {}  # seconds of each epoch so far
+        self._epoch_values: dict[int, list[float | None]] = {}  # the metric of each epoch (multi-objective)
+        self._last: dict[int, dict[str, Any]] = {}  # its last epoch's result
+        self._failed: dict[int, str] = {}  # the error it reported (its own: never retried)
+        self._nodes: dict[int, list[str]] = {}  # the nodes it trained on, in order
+        self._restarts: dict[int, int] = {}
         self._ended: set[str] = set()  # Ray trial ids whose end is recorded
         self.counts = Counts()
 
@@ -112,7 +130,11 @@ class StoreRecorder(tune.Callback):
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:
-        return pickle_state(self)
+        return {**pickle_state(self), "_artifact_store": None}
+
+    def failure_of(self, trial: Any) -> str | None:
+        """The error a trial reported as its outcome (search/trainable.py), if it did."""
+        return self._failed.get(trial.config[TRIAL_KEY])
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """Tune errors a trial whose reused worker could not be reset without telling any callback: such a trial
@@ -127,22 +149,36 @@ class StoreRecorder(tune.Callback):
         if not is_optuna_trial(trial):
             return
         number, epoch = trial.config[TRIAL_KEY], int(result["epoch"])
+        if "failed" in result:  # the trial's own error, as its last result: recorded when it ends
+            self._failed[trial.config[TRIAL_KEY]] = str(result["failed"])
+            return
+        last = self._last.get(trial.config[TRIAL_KEY])
+        if last is not None and epoch <= int(last["epoch"]):
+            return  # restarted from an older state: an epoch recorded already (the first value stays)
+        self._last[trial.config[TRIAL_KEY]] = result
         self.budget.epoch(number)  # one trial-epoch (search.budget_epochs)
         value = result.get(self.metric)
         attrs: dict[str, Any] = {}
         reported = None
+        seconds = self._epoch_seconds.setdefault(trial.config[TRIAL_KEY], [])
+        values = self._epoch_values.setdefault(trial.config[TRIAL_KEY], [])
+        if result.get("resumed_history") and not seconds:  # a --resume re-run: the epochs before its state
+            seconds += [round(float(r.get("epoch_seconds", 0.0)), 3) for r in result["resumed_history"]]
+            values += [json_safe(r.get(self.metric)) for r in result["resumed_history"]]
         if self.multi:  # Optuna refuses report() in a multi-objective study: one value per epoch goes here
-            values = self._epoch_values.setdefault(trial.trial_id, [])
             values.append(json_safe(value))
             attrs["epoch_values"] = list(values)
         elif value is not None and math.isfinite(value):
             reported = float(value)
         attrs["epochs_run"] = epoch
-        seconds = self._epoch_seconds.setdefault(trial.trial_id, [])
         seconds.append(round(float(result.get("epoch_seconds", 0.0)), 3))
         attrs["epoch_seconds"] = list(seconds)  # train + validation of each epoch: a trial's training time
+        if result.get("state_epoch"):  # its newest resumable state (search/keeper.py), on the driver's disk
+            attrs.update(state_epoch=result["state_epoch"], state_folder=self.states)
         excess: dict[str, float] = {}
-        if epoch == 1:  # where it runs: for `status`, and to find a stuck worker
+        nodes = self._nodes.setdefault(trial.config[TRIAL_KEY], [])
+        if not nodes or nodes[-1] != result.get("node_id"):  # where it runs: `status`, a stuck or lost node
+            nodes.append(result.get("node_id"))
             attrs.update(
                 node_id=result.get("node_id"),
                 node_ip=result.get("node_ip"),
@@ -150,16 +186,39 @@ class StoreRecorder(tune.Callback):
                 worker_pid=result.get("pid"),
                 worker_rss_start_mb=json_safe(result.get("rss_start_mb")),
                 worker_loaded_at=result.get("worker_loaded_at"),  # was it up before the ask?
-                train_started_at=result.get("started_at"),
                 gpu_ids=result.get("gpu_ids", []),  # the GPUs Ray gave it
                 device=result.get("device"),
             )
+            if len(nodes) > 1:
+                attrs["nodes"] = list(nodes)
+            else:
+                attrs["train_started_at"] = result.get("started_at")
+        if len(nodes) == 1 and len(seconds) == 1:
             # the model's costs (search.objectives / constraints), and how far over each limit it is: Optuna's
             # constraint values, written here because the study that tells has no sampler to write them
             costs = {k.removeprefix("cost_"): v for k, v in result.items() if k.startswith("cost_")}
             attrs.update(costs)
             excess = dict(zip(self.constraints, violations(costs, self.constraints), strict=True))
         self.writer.submit(lambda: self._write_epoch(number, epoch, reported, attrs, excess))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Its worker or node died and Tune runs it again, elsewhere if need be, from its newest state: the Optuna
+        trial stays one trial, RUNNING, and says where it moved."""
+        if not is_optuna_trial(trial):
+            return
+        number = trial.config[TRIAL_KEY]
+        restarts = self._restarts[trial.config[TRIAL_KEY]] = self._restarts.get(trial.config[TRIAL_KEY], 0) + 1
+        lost = self._where(trial)
+        self.writer.submit(lambda: self._write_attrs(number, {"restarts": restarts, "lost_node": lost}))
+
+    def _where(self, trial: Any) -> str:
+        last = self._last.get(trial.config[TRIAL_KEY]) or {}
+        return f"{last.get('hostname', '?')} ({last.get('node_ip') or last.get('node_id', '?')})"
+
+    def _write_attrs(self, number: int, attrs: dict[str, Any]) -> None:
+        handle = store.trial_handle(self.study, number)
+        for k, v in attrs.items():
+            handle.set_user_attr(k, v)
 
     def _write_epoch(
         self, number: int, epoch: int, value: float | None, attrs: dict[str, Any], excess: dict[str, float]
@@ -173,7 +232,7 @@ class StoreRecorder(tune.Callback):
             handle.set_constraint(name, over)
 
     def _finish_attrs(self, trial: Any) -> dict[str, Any]:
-        last = trial.last_result or {}
+        last = self._last.get(trial.config[TRIAL_KEY]) or {}
         attrs = {
             "epochs_run": last.get("epoch", 0),
             "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
@@ -186,9 +245,12 @@ class StoreRecorder(tune.Callback):
         if last.get("started_at") is not None:  # when its last epoch ended, and its worker's memory by then
             attrs["train_ended_at"] = round(last["started_at"] + last.get("epoch_seconds", 0.0), 3)
             attrs["worker_rss_mb"] = json_safe(last.get("rss_mb"))
-        self._epoch_seconds.pop(trial.trial_id, None)
-        self._epoch_values.pop(trial.trial_id, None)
         return attrs
+
+    def _forget(self, number: int) -> None:
+        """The trial ended for good (not paused): its running lists go."""
+        for d in (self._epoch_seconds, self._epoch_values, self._nodes, self._last, self._restarts):
+            d.pop(number, None)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not is_optuna_trial(trial):
@@ -196,9 +258,25 @@ class StoreRecorder(tune.Callback):
         number = trial.config[TRIAL_KEY]
         self._ended.add(trial.trial_id)
         self.budget.end(number)
+        failed = self._failed.get(trial.config[TRIAL_KEY])
+        if failed is not None:
+            self._record_failure(trial, failed)
+            return
+        files = self._files(trial)
         attrs = self._finish_attrs(trial)
-        costs = [(trial.last_result or {}).get(f"cost_{c}") for c in self.costs] if self.multi else None
-        state, values = outcome.outcome(attrs["epochs_run"], self.max_epochs, attrs.get(self.metric), costs)
+        last = self._last.get(number, {})
+        if self.rungs is not None and number in self.rungs.paused:  # stays RUNNING: later results may promote it
+            attrs.update(paused=True, paused_at_epoch=attrs["epochs_run"])
+            if files is not None:
+                attrs.update(files_at=list(files))  # where its files are, for its end (prune_paused)
+            self.writer.submit(lambda: self._write_attrs(number, attrs))
+            return
+        self._forget(number)
+        if trial.config.get(RESUME_KEY):  # the dead trial's state it went on from: done with
+            attrs["resumed_state"] = trial.config[RESUME_KEY]
+        costs = [last.get(f"cost_{c}") for c in self.costs] if self.multi else None
+        planned = int(trial.config.get(EPOCHS_KEY, self.max_epochs))  # COMPLETE: it ran every epoch it planned
+        state, values = outcome.outcome(attrs["epochs_run"], planned, attrs.get(self.metric), costs)
         if state == TrialState.COMPLETE:
             self.counts.complete += 1
         else:  # stopped at a rung (or by a stopper): Optuna's PRUNED, valued at its last epoch
@@ -206,26 +284,93 @@ class StoreRecorder(tune.Callback):
         best = attrs.get(self.metric)
         if best is not None and best > self.counts.best:
             self.counts.best, self.counts.best_trial = best, number
-        self.writer.submit(lambda: self._write_end(number, attrs, state, values))
+        self.writer.submit(lambda: self._write_end(number, attrs, state, values, files))
 
-    def _write_end(self, number: int, attrs: dict[str, Any], state: TrialState, values: list[float] | None) -> None:
+    def _files(self, trial: Any) -> tuple[str, str, bool] | None:
+        """Where a trial's files are: its folder, the node holding it, whether the driver's disk is that disk."""
+        last = self._last.get(trial.config[TRIAL_KEY]) or {}
+        if self.artifacts is None or not last.get("checkpoint"):
+            return None
+        return last["checkpoint"], str(last.get("node_id")), bool(last.get("shared_with_driver"))
+
+    def _write_end(
+        self,
+        number: int,
+        attrs: dict[str, Any],
+        state: TrialState,
+        values: list[float] | None,
+        files: tuple[str, str, bool] | None = None,
+    ) -> None:
+        if files is not None:
+            try:
+                self._upload(number, *files)
+            except store.StoreUnavailable:
+                raise
+            except Exception as e:  # noqa: BLE001 - never a silent gap: a model that is not stored fails its trial
+                attrs = {**attrs, "fail_reason": f"its model could not be stored in the artifact store: {str(e)[:300]}"}
+                state, values = TrialState.FAIL, None
         handle = store.trial_handle(self.study, number)
         for k, v in attrs.items():
             handle.set_user_attr(k, v)
         self.study.tell(number, values, state=state)
+        if self.states is not None:  # it ended: nothing will go on from its state (a few hundred MB, often)
+            for path in Path(self.states).glob(f"trial_{number:04d}.*"):  # its states and best files
+                path.unlink(missing_ok=True)
+        if attrs.get("resumed_state"):
+            Path(attrs["resumed_state"]).unlink(missing_ok=True)
+
+    def prune_paused(self, run_id: str) -> int:
+        """The search ended: its trials still paused (no later result promoted them) end PRUNED, valued at their last
+        epoch, their files stored as any ended trial's are. Called on the driver after Tune has stopped."""
+        pruned = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("run_id") != run_id or not t.user_attrs.get("paused"):
+                continue
+            files = t.user_attrs.get("files_at")
+            values = None
+            self._write_end(t.number, {"paused": False}, TrialState.PRUNED, values, tuple(files) if files else None)
+            pruned += 1
+        return pruned
+
+    def _upload(self, number: int, folder: str, node_id: str, shared: bool) -> None:
+        """The trial's best weights and their overlay into the artifact store, linked to it (the writer's thread)."""
+        from segtune.search import artifacts, keeper
+
+        if self._artifact_store is None:
+            self._artifact_store = artifacts.open_store(self.artifacts)
+        names = [artifacts.MODEL, artifacts.OVERLAY]
+        with tempfile.TemporaryDirectory(prefix="segtune-upload-") as tmp:
+            if shared:  # the driver reads them where the trial wrote them
+                paths = [Path(folder, n) for n in names if Path(folder, n).is_file()]
+            else:  # from the trial's node, through Ray
+                paths = []
+                for name, data in keeper.fetch_files(node_id, [str(Path(folder, n)) for n in names]).items():
+                    paths.append(Path(tmp, name))
+                    paths[-1].write_bytes(data)
+            if not any(p.name == artifacts.MODEL for p in paths):
+                raise FileNotFoundError(f"no {artifacts.MODEL} in {folder}")
+            for path in paths:
+                artifacts.upload(self.study, number, path, self._artifact_store)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not is_optuna_trial(trial):
             return
         self._ended.add(trial.trial_id)
         self.budget.end(trial.config[TRIAL_KEY])
-        self._record_failure(trial, error_reason(trial))
+        reason = self._failed.get(trial.config[TRIAL_KEY]) or error_reason(trial)
+        if any(word in reason for word in LOST):  # its process or node died, and no restart was left
+            reason = f"its node {self._where(trial)} or worker process was lost: {reason}"
+        self._record_failure(trial, reason)
 
     def _record_failure(self, trial: Any, reason: str) -> None:
         number = trial.config[TRIAL_KEY]
         attrs = {**self._finish_attrs(trial), "fail_reason": reason}
+        self._forget(number)
         self.counts.failed += 1
         self.writer.submit(lambda: self._write_end(number, attrs, TrialState.FAIL, None))
+
+
+LOST = ("ActorDiedError", "RayActorError", "NodeDiedError", "OwnerDiedError", "WorkerCrashedError", "died")
 
 
 class Progress(tune.Callback):
@@ -246,10 +391,11 @@ class Progress(tune.Callback):
         done = c.complete + c.pruned + c.failed
         best = f"{c.best:.4f} (trial {c.best_trial})" if c.best_trial is not None else "-"
         elapsed = time.monotonic() - self.started
+        paused = len(self.recorder.rungs.paused) if self.recorder.rungs is not None else 0
         text = (
             f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}/{self.total} done: "
-            f"{len(self.running)} running, "
-            f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
+            f"{len(self.running)} running, " + (f"{paused} paused, " if paused else "") + f"{c.complete} complete, "
+            f"{c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
         )
         if self.recorder.budget.epochs is not None:
             text += f" | budget {self.recorder.budget.text()}"
@@ -260,11 +406,21 @@ class Progress(tune.Callback):
         if not is_optuna_trial(trial):  # a slot's warm-up (search/warmup.py) prints its own lines
             return
         self.running[trial.trial_id] = 0
+        promoted = trial.config.get(PROMOTED_KEY)
+        if promoted is not None:
+            self.line(f"trial {trial.config[TRIAL_KEY]} promoted: later results rank it in the top at epoch {promoted}")
+            return
         self.line(f"trial {trial.config[TRIAL_KEY]} started: {_short_params(trial.config)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if is_optuna_trial(trial):
+        if is_optuna_trial(trial) and "failed" not in result:
             self.running[trial.trial_id] = int(result.get("epoch", 0))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if is_optuna_trial(trial):
+            self.line(
+                f"trial {trial.config[TRIAL_KEY]}: its worker or node was lost; Tune runs it again from its state"
+            )
 
     def _ended(self, trial: Any, how: str) -> None:
         if not is_optuna_trial(trial):
@@ -273,7 +429,18 @@ class Progress(tune.Callback):
         self.line(f"trial {trial.config[TRIAL_KEY]} {how} after {epochs} epoch(s)")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= self.recorder.max_epochs else "pruned")
+        failed = self.recorder.failure_of(trial) if is_optuna_trial(trial) else None
+        if failed is not None:
+            self._ended(trial, f"FAILED ({failed[:120]})")
+            return
+        if not is_optuna_trial(trial):
+            return
+        number, rungs = trial.config[TRIAL_KEY], self.recorder.rungs
+        planned = int(trial.config.get(EPOCHS_KEY, self.recorder.max_epochs))
+        if rungs is not None and number in rungs.paused:
+            self._ended(trial, "paused (later results may promote it)")
+        else:
+            self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= planned else "pruned")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial, f"FAILED ({error_reason(trial)[:120]})")

@@ -30,7 +30,7 @@ from segtune import space
 from segtune.config import TrialConfig
 from segtune.search import defaults, outcome, store
 from segtune.search.budget import Budget
-from segtune.search.recorder import TRIAL_KEY
+from segtune.search.recorder import EPOCHS_KEY, HIDDEN_PREFIX, TRIAL_KEY
 from segtune.search.rungs import Rungs
 from segtune.search.searcher import OptunaStoreSearcher, make_sampler, queue_first_trials
 from segtune.spec import StudySpec, validate
@@ -57,6 +57,7 @@ class CurveTable:
     def __init__(self, header: dict[str, Any], curves: list[Curve]):
         self.header, self.curves = header, curves
         self.max_epochs = int(header["max_epochs"])
+        self.plateau: float | None = header.get("plateau")  # the majority-class value (search/rungs.py)
         self.space_raw = header["space"]
         self.params = space.parse_space(self.space_raw)
 
@@ -92,7 +93,7 @@ class CurveTable:
             source = "hand" if t.user_attrs.get("starting_point") else "random"
             short = f"run stopped it after epoch {len(values)}" if len(values) < max_epochs else None
             curves.append(Curve(t.number, source, dict(t.params), values, seconds, short))
-        return cls({"max_epochs": max_epochs, "space": space_raw}, curves)
+        return cls({"max_epochs": max_epochs, "space": space_raw, "plateau": study.user_attrs.get("plateau")}, curves)
 
     def finals(self) -> list[float]:
         return [f for c in self.curves if (f := c.final(self.max_epochs)) is not None]
@@ -134,6 +135,9 @@ class Strategy:
     n_startup_trials: int | str = "auto"
     startup: str = "stratified"  # or "random"
     starting_points: bool = False
+    budget_rule: str = "finish"  # or "exact" (search/budget.py)
+    first_rung: str = "auto"  # plateau | grace (search/rungs.py)
+    promotion: bool | str = "auto"
 
     def search_section(self, trials: int, max_epochs: int, seed: int, budget_epochs: int) -> dict[str, Any]:
         grace = min(self.grace_period, max_epochs) if isinstance(self.grace_period, int) else self.grace_period
@@ -150,6 +154,9 @@ class Strategy:
             "startup": self.startup,
             "seed": seed,
             "budget_epochs": budget_epochs,
+            "budget_rule": self.budget_rule,
+            "first_rung": self.first_rung,
+            "promotion": self.promotion,
         }
 
 
@@ -205,38 +212,54 @@ def replay(
     spec = replay_spec(table, strategy, trials=10_000, seed=seed, budget_epochs=budget_epochs)
     chosen = defaults.resolve(spec.search, slots)
     study = optuna.create_study(storage=storage, sampler=make_sampler(spec, chosen), direction="maximize")
-    budget = Budget(budget_epochs, first_rung=chosen.grace_period if strategy.scheduler == "asha" else table.max_epochs)
-    searcher = OptunaStoreSearcher(
-        "", study.study_name, f"replay-{seed}", spec, budget=budget, study=study, settings=chosen
+    budget = Budget(
+        budget_epochs,
+        first_rung=chosen.grace_period if strategy.scheduler == "asha" else table.max_epochs,
+        rule=spec.search.budget_rule,
+        max_epochs=table.max_epochs,
     )
-    rungs = Rungs(
-        table.max_epochs,
-        chosen.grace_period,
-        chosen.reduction_factor,
-        min_first_rung=chosen.min_first_rung,
-        brackets=chosen.brackets,
+    rungs = Rungs.from_settings(table.max_epochs, chosen, table.plateau)
+    searcher = OptunaStoreSearcher(
+        "",
+        study.study_name,
+        f"replay-{seed}",
+        spec,
+        budget=budget,
+        study=study,
+        settings=chosen,
+        rungs=rungs,
+        trials=trials,  # as `run` tells it search.trials: new trials, then promotions while trials run
     )
     protected = searcher.protected
     points = [c.params for c in table.hand_picks()] if strategy.starting_points else []
     queue_first_trials(study, spec, chosen, points)
     result = ReplayResult(strategy.name, seed, study.study_name)
     running: dict[int, tuple[Curve, list[float | None]]] = {}  # trial number -> (curve, values so far)
+    paused: dict[int, tuple[Curve, list[float | None]]] = {}  # the same, of trials a rung paused
     events: list[_Event] = []
     clock, seq, best = 0.0, 0, -math.inf
     states = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL")}
 
-    started = 0
+    planned: dict[int, int] = {}
+    ray_ids: dict[int, str] = {}  # trial number -> the id its last start was suggested under
 
     def start(now: float) -> bool:
-        nonlocal seq, started
-        if trials is not None and started >= trials:
-            return False
-        started += 1
-        suggestion = searcher.suggest(f"replay-{seq}")
+        nonlocal seq
+        ray_id = f"replay-{seq}"
+        suggestion = searcher.suggest(ray_id)
         if not isinstance(suggestion, dict):
             return False
         number = suggestion[TRIAL_KEY]
-        config = TrialConfig.from_dict({k: v for k, v in suggestion.items() if k != TRIAL_KEY})
+        ray_ids[number] = ray_id
+        if number in paused:  # promoted: it goes on from the epoch after its pause
+            running[number] = paused.pop(number)
+            curve, seen = running[number]
+            heapq.heappush(events, _Event(now + trial_overhead_s + curve.seconds[len(seen)], seq, number))
+            seq += 1
+            return True
+        # an exact budget's last trials run a shorter schedule: approximated by the full one's first epochs
+        planned[number] = int(suggestion.get(EPOCHS_KEY, table.max_epochs))
+        config = TrialConfig.from_dict({k: v for k, v in suggestion.items() if not k.startswith(HIDDEN_PREFIX)})
         curve = table.nearest(space.active_params(table.params, config))
         running[number] = (curve, [])
         first = curve.failed_after_s if curve.failed and not curve.seconds else curve.seconds[0]
@@ -256,6 +279,7 @@ def replay(
             states["FAIL"] += 1
             budget.end(event.number)
             del running[event.number]
+            searcher.on_trial_complete(ray_ids[event.number])
         else:
             value = curve.values[epoch - 1]
             seen.append(value)
@@ -264,12 +288,17 @@ def replay(
                 store.trial_handle(study, event.number).report(value, step=epoch)
             stop = strategy.scheduler == "asha" and rungs.stop(event.number, epoch, value, event.number in protected)
             result.events.append((event.number, epoch, value, stop))
-            if stop or epoch >= table.max_epochs:
+            if stop and event.number in rungs.paused:  # stays in the study, RUNNING, until promoted or the end
+                paused[event.number] = running.pop(event.number)
+                budget.end(event.number)
+                searcher.on_trial_complete(ray_ids[event.number])
+            elif stop or epoch >= planned[event.number]:
                 top = max((v for v in seen if v is not None), default=None)
-                state = outcome.tell(study, event.number, epoch, table.max_epochs, top)
+                state = outcome.tell(study, event.number, epoch, planned[event.number], top)
                 states[state.name] += 1
                 budget.end(event.number)
                 del running[event.number]
+                searcher.on_trial_complete(ray_ids[event.number])
                 if state == TrialState.COMPLETE and top is not None and top > best:
                     best = top
                     result.incumbent.append((clock, budget.used, best))
@@ -279,5 +308,8 @@ def replay(
                 seq += 1
         while len(running) < slots and start(clock):
             pass
+    for number, (_, seen) in paused.items():  # the search is over: paused trials nobody promoted end PRUNED
+        top = max((v for v in seen if v is not None), default=None)
+        states[outcome.tell(study, number, len(seen), planned[number], top).name] += 1
     result.states, result.seconds, result.epochs = states, clock, budget.used
     return result

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from segtune.search import store
+from segtune.search.keeper import latest_state
 
 INTERRUPTED = "interrupted"
 
@@ -46,6 +48,12 @@ def counted(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and not reason.startswith((INTERRUPTED, "stopped"))
 
 
+def newest_state(trial: FrozenTrial) -> tuple[int, Path] | None:
+    """The newest resumable state the trial left on this driver's disk (search/keeper.py), if any."""
+    folder = trial.user_attrs.get("state_folder")
+    return latest_state(Path(folder), trial.number) if folder and Path(folder).is_dir() else None
+
+
 def orphans(study: optuna.Study) -> list[FrozenTrial]:
     """RUNNING trials whose driver is gone."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not driver_alive(t)]
@@ -71,8 +79,13 @@ def prepare_resume(study: optuna.Study, target: int, out: Any) -> int:
         and "ray_trial_id" in t.user_attrs
     ][: max(0, remaining - waiting)]
     for t in requeue:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-        print(f"trial {t.number}: interrupted; queued again with the same parameters", file=out)
+        attrs: dict[str, Any] = {"retry_of": t.number}
+        state = newest_state(t)
+        if state is not None:  # it goes on from there, its earlier epochs' values carried over
+            attrs["resume_from"] = {"path": str(state[1]), "epoch": state[0]}
+        study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+        how = f"from its state after epoch {state[0]}" if state else "with the same parameters"
+        print(f"trial {t.number}: interrupted; queued again {how}", file=out)
     print(
         f"resume: {done} of {target} trials finished; {remaining} to run"
         + (f" ({len(requeue) + waiting} of them re-runs of interrupted trials)" if requeue or waiting else ""),

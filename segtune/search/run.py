@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 import ray
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
@@ -31,21 +32,23 @@ from segtune.check import report_skipped
 from segtune.config import TrainSettings
 from segtune.data import SegData, build_dataset
 from segtune.errors import SpecError
-from segtune.search import comparable, defaults, store
+from segtune.search import artifacts, comparable, defaults, store, transfer
 from segtune.search import resume as resume_mod
 from segtune.search.budget import Budget
 from segtune.search.cluster import connect_ray
 from segtune.search.interrupt import Interrupt, SearchInterrupted
+from segtune.search.keeper import start_keeper, write_token
 from segtune.search.recorder import TRIAL_KEY, Progress, StoreRecorder
 from segtune.search.rungs import Rungs, RungScheduler
-from segtune.search.searcher import OptunaStoreSearcher, queue_first_trials
-from segtune.search.trainable import train_trial, tune_trial_name
+from segtune.search.searcher import STARTING_POINT, OptunaStoreSearcher, queue_first_trials
+from segtune.search.trainable import STATES, train_trial, tune_trial_name
 from segtune.search.warmup import WARMUP_PREFIX, Gate, TuneLines, WarmFirst, WarmSlots
 from segtune.search.writer import StoreWriter
 from segtune.spec import BUILTIN_PREFIX, StudySpec, num_classes, resolve_root, to_dict
 from segtune.training.weights import weights_dir
 
 DEFAULT_GPU_FRACTION = 0.25
+MAX_RESTARTS = 3  # times Tune runs a trial again after its worker or node was lost
 SEARCH_SPLITS = ("train", "val")
 
 
@@ -105,6 +108,7 @@ def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSetting
         gpu_memory_fraction=share,
         keep_best_state=False,  # a trial writes its best weights to disk instead
         costs=tuple(spec.search.cost_names),
+        checkpoint_every=spec.train.checkpoint_every,
     )
 
 
@@ -115,6 +119,29 @@ def trial_slots(resources: dict[str, float]) -> int:
     if resources["gpu"] > 0:
         slots = min(slots, int(cluster.get("GPU", 0) // resources["gpu"]))
     return max(1, slots)
+
+
+MAX_PROMOTIONS = 4  # times one trial may be paused and promoted (one per rung at most)
+
+
+def plateau(data: SegData) -> float:
+    """The validation value of predicting the majority class everywhere: its share of the train pixels over the
+    classes present (mIoU averages over them; the majority scores its share, the others 0)."""
+    shares = transfer.describe(data)["shares"]
+    present = [x for x in shares if x > 0]
+    return max(present) / len(present) if present else 0.0
+
+
+def study_rungs(study: optuna.Study, spec: StudySpec, chosen: defaults.SearchSettings, data: SegData) -> Rungs:
+    """The rung policy the spec asks for, with what the study's earlier trials recorded at the rungs (from the store:
+    a second run or --resume judges with everything recorded)."""
+    # a promoted trial goes on from its state: no states, no promotion
+    rungs = Rungs.from_settings(spec.search.max_epochs, chosen, plateau(data), spec.train.checkpoint_every > 0)
+    study.set_user_attr("plateau", rungs.plateau)  # what rung 1 waited for (the replay of this study reads it)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.intermediate_values:
+            rungs.record(t.number, dict(t.intermediate_values), protected=bool(t.user_attrs.get(STARTING_POINT)))
+    return rungs
 
 
 def stored_spec(spec: StudySpec) -> dict[str, Any]:
@@ -141,6 +168,7 @@ def prepare_study(
     study.set_metric_names(names)  # optuna-dashboard shows val_miou (and latency_ms), not "Objective 0"
     comparable.record_run(study, run_id, stored_spec(spec), data)
     study.set_user_attr("segtune_version", segtune.__version__)
+    study.set_user_attr(transfer.ATTR, transfer.describe(data))  # what the data is: later studies compare theirs
     study.set_user_attr("metric", spec.search.metric)
     study.set_user_attr("max_epochs", spec.search.max_epochs)
     study.set_user_attr("budget_epochs", spec.search.budget_epochs)
@@ -155,7 +183,7 @@ def starting_points(spec: StudySpec) -> list[dict[str, Any]]:
     n = num_classes(spec.dataset)
     return [
         space.starting_point_params(params, point, n, f"search.starting_points[{i}]")
-        for i, point in enumerate(spec.search.starting_points)
+        for i, point in enumerate(spec.search.own_starting_points)
     ]
 
 
@@ -208,6 +236,7 @@ def run_study(
     stopper: Any = None,
     resume: bool = False,
     allow_spec_change: bool = False,
+    artifacts_url: str | None = None,
 ) -> optuna.Study:
     """Run ``spec.search.trials`` more trials of ``study_name`` (with ``resume``: until it holds that
     many) and return the study.
@@ -234,6 +263,9 @@ def run_study(
         return existing
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     study = prepare_study(spec, storage_url, study_name, data, run_id)
+    where = artifacts.location(artifacts_url, spec.artifacts, storage_url)
+    artifacts.open_store(where)  # a store that cannot be made is an error now, not at the first trial's end
+    study.set_user_attr(artifacts.ATTR, where)  # report, predict, export-model and the dashboard read it
     settings = train_settings(spec, resources)
     study.set_user_attr("train_settings", settings.to_dict())  # finish trains and scores with the same
 
@@ -244,16 +276,26 @@ def run_study(
     study.set_user_attr("slots", slots)  # trials side by side in this run (benchmarks/trial_overhead.py)
     search = spec.search
     chosen = defaults.resolve(search, slots)
-    queue_first_trials(study, spec, chosen, starting_points(spec))
+    points = starting_points(spec)
+    transferred = []
+    if search.transfer:  # starting_points: auto: the winners of earlier studies on alike data join the spec's own
+        params, n = space.parse_space(spec.space), num_classes(spec.dataset)
+        transferred = transfer.starting_points(
+            store.open_storage(storage_url), study_name, data, params, n, points, out
+        )
+    queue_first_trials(study, spec, chosen, points, transferred)
     budget = Budget(
         search.budget_epochs,
         used=sum(int(t.user_attrs.get("epochs_run", 0)) for t in study.trials),
         first_rung=chosen.grace_period if search.scheduler == "asha" else search.max_epochs,
+        rule=search.budget_rule,
+        max_epochs=search.max_epochs,
     )
     writer = StoreWriter()  # the recorder's store writes, off Tune's loop (search/writer.py)
     interrupt = Interrupt(study, run_id, out, writer)
     writer.on_outage = interrupt.store_outage
     stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
+    rungs = study_rungs(study, spec, chosen, data) if search.scheduler == "asha" else None
     asker = OptunaStoreSearcher(
         storage_url,
         study_name,
@@ -263,6 +305,8 @@ def run_study(
         budget=budget,
         settings=chosen,
         before_ask=writer.landed,
+        rungs=rungs,
+        trials=trials,
     )
     searcher: Searcher = asker
     if search.max_concurrent:
@@ -272,15 +316,14 @@ def run_study(
         warm = WarmSlots(min(slots, trials, search.max_concurrent or slots), Gate.remote(), out)
         searcher = WarmFirst(searcher, warm)
     scheduler = FIFOScheduler()
-    if search.scheduler == "asha":  # segtune's rung policy, the one the replay benchmark measures
-        rungs = Rungs(
-            search.max_epochs,
-            chosen.grace_period,
-            chosen.reduction_factor,
-            min_first_rung=chosen.min_first_rung,
-            brackets=chosen.brackets,
-        )
+    if rungs is not None:
         scheduler = RungScheduler(rungs, search.metric, protected=asker.protected, trial_key=TRIAL_KEY)
+    results_dir = Path(spec.results_dir).expanduser().resolve()
+    run_name = f"{study_name}_{run_id}"
+    run_dir = results_dir / run_name
+    token = write_token(run_dir)  # a trial that reads it back writes where the driver reads (search/keeper.py)
+    states = run_dir / STATES
+    keeper = start_keeper(states) if settings.checkpoint_every else None
     recorder = StoreRecorder(
         storage_url,
         study_name,
@@ -290,15 +333,22 @@ def run_study(
         budget=budget,
         objectives=search.objective_names,
         constraints=search.constraints,
+        artifacts=where,
+        states=str(states),
+        rungs=rungs,
     )
     progress = Progress(recorder, trials, search.metric, out)
-    results_dir = Path(spec.results_dir).expanduser().resolve()
-    run_name = f"{study_name}_{run_id}"
-    run_dir = results_dir / run_name
     gate = warm.gate if warm is not None else None
     trainable = tune.with_resources(
         tune.with_parameters(
-            train_trial, data=data, settings=settings, max_epochs=search.max_epochs, run_dir=str(run_dir), gate=gate
+            train_trial,
+            data=data,
+            settings=settings,
+            max_epochs=search.max_epochs,
+            run_dir=str(run_dir),
+            gate=gate,
+            keeper=keeper,
+            token=token,
         ),
         resources,
     )
@@ -309,7 +359,8 @@ def run_study(
             mode="max",
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=trials + (warm.count if warm is not None else 0),
+            # the searcher ends the search (search.trials new trials, then promotions): this only bounds it
+            num_samples=trials * (1 + MAX_PROMOTIONS) + (warm.count if warm is not None else 0),
             reuse_actors=spec.resources.reuse_workers,  # a worker process serves trial after trial
             trial_name_creator=lambda t: tune_trial_name(t.config),
             trial_dirname_creator=lambda t: tune_trial_name(t.config),
@@ -320,12 +371,13 @@ def run_study(
             callbacks=[recorder, progress] + ([warm, TuneLines(search.metric)] if warm is not None else []),
             verbose=0,
             stop=stopper,
-            failure_config=tune.FailureConfig(max_failures=0),
+            # a lost worker or node: Tune runs the trial again from its newest state (its own errors are results)
+            failure_config=tune.FailureConfig(max_failures=MAX_RESTARTS if keeper is not None else 0),
         ),
     )
-    where = address or os.environ.get("RAY_ADDRESS") or "a local Ray cluster"
+    cluster = address or os.environ.get("RAY_ADDRESS") or "a local Ray cluster"
     print(
-        f"study {study_name!r} in {store.redact(storage_url)}: {trials} trials on {where}, "
+        f"study {study_name!r} in {store.redact(storage_url)}: {trials} trials on {cluster}, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each, up to {search.max_epochs} epochs, "
         f"{search.sampler} + {search.scheduler}" + (f" ({chosen.text()})" if search.scheduler == "asha" else ""),
         file=out,
@@ -342,16 +394,21 @@ def run_study(
         reason = interrupt.reason() if interrupt.event.is_set() else "stopped: the search ended before this trial did"
         try:  # after an outage, once: its window has passed already, and --resume marks them as well
             with store.one_try() if interrupt.outage is not None else contextlib.nullcontext():
+                recorder.prune_paused(run_id)  # the search is over: paused trials nobody promoted end PRUNED
                 failed = store.fail_unfinished(study, run_id, reason)
         except store.StoreUnavailable as e:  # still down: --resume marks them when it answers again
             interrupt.store_outage(e)
             failed = 0
         interrupt.restore()
+        for actor in (warm.gate if warm is not None else None, keeper):
+            if actor is not None:
+                with contextlib.suppress(Exception):  # cleanup: never hide why the search ended
+                    ray.kill(actor)
         if warm is not None:
-            with contextlib.suppress(Exception):  # cleanup: never hide why the search ended
-                ray.kill(warm.gate)
             for folder in run_dir.glob(f"{WARMUP_PREFIX}*"):  # Tune's files of the warm-ups
                 shutil.rmtree(folder, ignore_errors=True)
+    if budget.overshoot():
+        print(budget.overshoot(), file=out, flush=True)
     if interrupt.outage is not None:
         raise store.StoreUnavailable(
             f"{interrupt.outage}; the search stopped. Run the same command with --resume once the store answers: "

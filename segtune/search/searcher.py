@@ -16,7 +16,8 @@ from segtune.errors import SpecError
 from segtune.search import defaults, store
 from segtune.search.budget import Budget
 from segtune.search.defaults import SearchSettings
-from segtune.search.recorder import TRIAL_KEY, pickle_state
+from segtune.search.recorder import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, TRIAL_KEY, pickle_state
+from segtune.search.rungs import Rungs
 from segtune.spec import StudySpec
 from segtune.training import models
 
@@ -35,16 +36,23 @@ def make_sampler(spec: StudySpec, settings: SearchSettings) -> optuna.samplers.B
 
 
 def queue_first_trials(
-    study: optuna.Study, spec: StudySpec, settings: SearchSettings, points: list[dict[str, Any]]
+    study: optuna.Study,
+    spec: StudySpec,
+    settings: SearchSettings,
+    points: list[dict[str, Any]],
+    transferred: list[tuple[dict[str, Any], str]] | None = None,
 ) -> None:
     """What a study runs before the sampler decides: the starting points (``points``, as Optuna params;
-    never stopped by a rung), each once per study, then -- for ``search.startup: stratified`` on a new
+    never stopped by a rung), each once per study; earlier studies' winners (``transferred``: params and where
+    they come from; judged at the rungs like any trial); then -- for ``search.startup: stratified`` on a new
     study -- a space-filling start-up design in place of TPE's random start-up draws."""
     new = not study.trials
     for fixed in points:
         study.enqueue_trial(fixed, user_attrs={STARTING_POINT: True}, skip_if_exists=True)
+    for fixed, source in transferred or []:
+        study.enqueue_trial(fixed, user_attrs={"transferred_from": source}, skip_if_exists=True)
     # no more than the first run will run: a queued trial nobody asks for would wait in the store forever
-    size = min(settings.n_startup_trials, spec.search.trials - len(points))
+    size = min(settings.n_startup_trials, spec.search.trials - len(points) - len(transferred or []))
     if new and settings.startup == "stratified" and spec.search.sampler == "tpe" and size > 0:
         params = space.parse_space(spec.space)
         for fixed in space.stratified_design(params, size, seed=spec.search.seed or 0):
@@ -69,8 +77,13 @@ class OptunaStoreSearcher(Searcher):
         study: optuna.Study | None = None,
         settings: SearchSettings | None = None,
         before_ask: Callable[[], None] | None = None,
+        rungs: Rungs | None = None,
+        trials: int | None = None,
     ):
         super().__init__(metric=spec.search.metric, mode="max")
+        self.rungs = rungs  # paused trials that later results promote run on first (search/rungs.py)
+        self.new_left = trials  # new trials this run may still ask Optuna for (None: Tune counts them)
+        self.live: set[str] = set()  # Ray trials handed out and not ended
         self.before_ask = before_ask  # run: lands the recorder's queued writes (the sampler sees every tell)
         self._storage_url, self._study_name, self._run_id = storage_url, study_name, run_id
         self.on_outage = on_outage
@@ -100,9 +113,17 @@ class OptunaStoreSearcher(Searcher):
 
     def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.budget.spent:  # search.budget_epochs: no new trial; running ones finish or stop at a rung
-            return Searcher.FINISHED
+            # an exact budget may get epochs back from a trial a rung stops early: ask again then
+            return None if self.budget.exact and self.budget.reserved else Searcher.FINISHED
         if self.before_ask is not None:
             self.before_ask()
+        promoted = self._promoted(trial_id)
+        if promoted is not None:
+            return promoted
+        if self.new_left is not None and self.new_left <= 0:
+            # no new trial left to ask: a running trial's results may still promote a paused one
+            waiting = self.rungs is not None and self.rungs.paused and self.live
+            return None if waiting else Searcher.FINISHED
         params = space.parse_space(self._space_raw)
         for _ in range(MAX_DRAWS):
             trial = self.study.ask()  # a trial queued by --resume comes first, with its parameters
@@ -116,14 +137,56 @@ class OptunaStoreSearcher(Searcher):
             if problem is None:
                 if trial.user_attrs.get(STARTING_POINT):
                     self.protected.add(trial.number)
+                if self.new_left is not None:
+                    self.new_left -= 1
+                self.live.add(trial_id)
                 trial.set_user_attr("ray_trial_id", trial_id)
                 trial.set_user_attr("config", config.to_dict())  # the full config, defaults and fixed values included
-                self.budget.start(trial.number)
-                return {**config.to_dict(), TRIAL_KEY: trial.number}
+                granted = self.budget.start(trial.number)
+                hidden: dict[str, Any] = {TRIAL_KEY: trial.number}
+                if granted < self.budget.max_epochs:  # search.budget_rule: exact, at the end of the budget
+                    hidden[EPOCHS_KEY] = granted
+                    trial.set_user_attr("epochs_planned", granted)
+                resume_from = trial.user_attrs.get("resume_from")
+                if resume_from:  # --resume: a dead driver's trial goes on from its state, its curve carried over
+                    self._carry_over(trial, resume_from)
+                    hidden[RESUME_KEY] = resume_from["path"]
+                return {**config.to_dict(), **hidden}
             # a pairing smp cannot build is recorded as what it is, and never costs a Ray trial
             trial.set_user_attr("fail_reason", f"cannot build {config.arch} on {config.encoder}: {problem}")
             self.study.tell(trial, state=TrialState.FAIL)
         raise SpecError(f"space: {MAX_DRAWS} draws in a row gave architecture / encoder pairings smp cannot build")
 
+    def _carry_over(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> None:
+        """The values of the epochs the dead trial ran up to its state, one per epoch, in the trial that goes on."""
+        dead = self.study.trials[int(trial.user_attrs["retry_of"])]
+        for epoch, value in sorted(dead.intermediate_values.items()):
+            if epoch <= int(resume_from["epoch"]):
+                trial.report(value, step=epoch)
+
+    def _promoted(self, trial_id: str) -> dict[str, Any] | None:
+        """A paused trial that later results promote (ASHA's promotion): the same Optuna trial, run on from its
+        state by a new Ray trial; its curve goes on without a gap."""
+        if self.rungs is None or not self.rungs.promote:
+            return None
+        found = self.rungs.promote_one()
+        if found is None:
+            return None
+        number, epoch = found
+        frozen = self.study.trials[number]
+        planned = int(frozen.user_attrs.get("epochs_planned") or self.budget.max_epochs)
+        if not self.budget.resume(number, planned - epoch):  # an exact budget has no epochs left for it
+            return None
+        handle = store.trial_handle(self.study, number)
+        handle.set_user_attr("paused", False)
+        handle.set_user_attr("promoted_at_epoch", epoch)
+        handle.set_user_attr("ray_trial_id", trial_id)
+        self.live.add(trial_id)
+        hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch}
+        if planned < self.budget.max_epochs:
+            hidden[EPOCHS_KEY] = planned
+        return {**frozen.user_attrs["config"], **hidden}
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """The StoreRecorder callback tells Optuna the outcome; nothing to do here."""
+        """The StoreRecorder callback tells Optuna the outcome; here only who is still running."""
+        self.live.discard(trial_id)

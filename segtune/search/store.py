@@ -90,8 +90,9 @@ def one_try() -> Iterator[None]:
         _calls.one_try = False
 
 
-def with_retries(name: str, call: Callable[[int], Any]) -> Any:
-    """``call(attempt)`` until it succeeds, a non-transient error, or the retry window ends (then StoreUnavailable)."""
+def with_retries(name: str, call: Callable[[int], Any], transient: Callable[[BaseException], bool] = transient) -> Any:
+    """``call(attempt)`` until it succeeds, an error ``transient`` does not retry, or the retry window ends (then
+    StoreUnavailable)."""
     started = time.monotonic()
     delays = (None,) if getattr(_calls, "one_try", False) else (*RETRY_DELAYS_S, None)
     for attempt, delay in enumerate(delays, start=1):

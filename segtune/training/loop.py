@@ -7,6 +7,7 @@ validation metrics. The callback returns True to stop early.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -33,6 +34,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EpochCallback = Callable[[int, dict[str, Any], nn.Module], bool | None]
+StateCallback = Callable[[int, dict[str, Any]], None]  # (epoch, a resumable snapshot of the training at its end)
 StepGuard = Callable[[], AbstractContextManager[Any]]  # around each step: a search holds its node's timing off
 
 
@@ -183,6 +185,9 @@ def fit(
     val_split: str = "val",
     seed: int = 0,
     step_guard: StepGuard = nullcontext,
+    on_state: StateCallback | None = None,
+    state_every: int = 1,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``config`` on ``data`` for up to ``epochs``, validating after each one.
 
@@ -190,6 +195,12 @@ def fit(
     NonFiniteLoss when the loss turns NaN or infinite, naming the epoch and step, and a CUDA
     OutOfMemoryError that names the batch size. ``step_guard`` is entered around every training and validation
     step (a search's trials hold their node's model timing off with it; search/quiet.py).
+
+    Resumable: every ``state_every`` epochs but the last, before ``on_epoch``, ``on_state`` gets a snapshot
+    (weights, optimizer, scheduler, scaler, the best epoch so far and the history: :func:`snapshot`); ``resume``
+    (such a snapshot) continues from the epoch after it. Each epoch draws from its own seed (``seed`` and the
+    epoch: shuffling, augmentations), so a resumed run trains exactly as the uninterrupted one would (loader
+    workers aside).
     """
     settings = settings or TrainSettings()
     dev = pick_device(device)
@@ -225,10 +236,21 @@ def fit(
 
     result = FitResult(best={}, best_epoch=0, best_state={})
     best_value = -math.inf
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        if sched is not None and resume.get("scheduler") is not None:
+            sched.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        result.best, result.best_epoch, result.history = resume["best"], resume["best_epoch"], list(resume["history"])
+        result.epochs_run, best_value = resume["epoch"], resume["best_value"]
+        first = resume["epoch"] + 1
     started = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
         epoch_start, started_at = time.perf_counter(), time.time()
+        seed_epoch(seed, epoch, train_batches)
         model.train()
         loss_sum = torch.zeros((), device=dev)
         first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # the first step whose loss was not finite
@@ -272,12 +294,61 @@ def fit(
             result.best, result.best_epoch = row, epoch
             if settings.keep_best_state:
                 result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        # the state first: a trial stopped (or paused) at this epoch's report can go on from it
+        if on_state is not None and epoch < epochs and epoch % max(1, state_every) == 0:
+            on_state(epoch, snapshot(epoch, model, opt, sched, scaler, result, best_value))
         if on_epoch is not None and on_epoch(epoch, row, model):
             result.stopped_early = epoch < epochs
             break
     result.seconds = time.perf_counter() - started
     result.model = model
     return result
+
+
+def seed_epoch(seed: int, epoch: int, batches: DataLoader) -> None:
+    """Epoch ``epoch``'s own draws (the shuffle, the augmentations, dropout): the same whether the run went
+    through or was resumed there. Loader worker processes seed theirs from torch's generator
+    (``_seed_worker_augment``)."""
+    epoch_seed = seed * 100_003 + epoch
+    random.seed(epoch_seed)
+    np.random.seed(epoch_seed % 2**32)
+    torch.manual_seed(epoch_seed)
+    transform = batches.dataset.transform
+    if transform is not None:
+        transform.set_random_seed(epoch_seed % 2**32)
+
+
+def snapshot(
+    epoch: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    scaler: torch.amp.GradScaler,
+    result: FitResult,
+    best_value: float,
+) -> dict[str, Any]:
+    """Everything a run needs to go on after ``epoch``, on the CPU and copied (training goes on meanwhile)."""
+
+    def cpu(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            return {k: cpu(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(cpu(v) for v in value)
+        return copy.deepcopy(value)
+
+    return {
+        "epoch": epoch,
+        "model": cpu(model.state_dict()),
+        "optimizer": cpu(opt.state_dict()),
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "scaler": scaler.state_dict(),
+        "best": copy.deepcopy(result.best),
+        "best_epoch": result.best_epoch,
+        "best_value": best_value,
+        "history": copy.deepcopy(result.history),
+    }
 
 
 def check_finite(first_bad: torch.Tensor, epoch: int, config: TrialConfig) -> None:
