@@ -320,9 +320,10 @@ def _export_model(args: argparse.Namespace) -> int:
 
     source = fetch.resolve(args.model, args.storage, args.trial, args.rank, args.artifacts)
     if args.format == "smp":
-        export_smp(source, Path(args.output or "model"), trust_code=args.trust_code, name=args.model)
+        export_smp(source.path, Path(args.output or "model"), trust_code=args.trust_code, name=args.model)
     else:
-        export(source, Path(args.output or "model.onnx"), args.images, trust_code=args.trust_code)
+        out = Path(args.output or "model.onnx")
+        export(source.path, out, args.images, trust_code=args.trust_code, dataset=source.dataset)
     return 0
 
 
@@ -330,7 +331,7 @@ def _predict(args: argparse.Namespace) -> int:
     from segtune.results import fetch
     from segtune.results.predict import predict_files
 
-    model = fetch.resolve(args.checkpoint, args.storage, args.trial, 1, args.artifacts)
+    model = fetch.resolve(args.checkpoint, args.storage, args.trial, 1, args.artifacts).path
     written = predict_files(model, args.images, args.output, trust_code=args.trust_code, device=args.device)
     print(f"wrote {len(written)} masks and overlays to {args.output}/")
     return 0

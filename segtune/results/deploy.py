@@ -39,8 +39,9 @@ def _models(source: Path, trust_code: bool) -> tuple[list[Any], dict[str, Any], 
     return [model], meta, False, f"{meta['config']['arch']} / {meta['config']['encoder']}"
 
 
-def _pictures(paths: list[str], meta: dict[str, Any], policy: ResizePolicy) -> np.ndarray:
-    """Canvases of real pictures to check the export on: --images, else the checkpoint's own dataset."""
+def _pictures(paths: list[str], meta: dict[str, Any], policy: ResizePolicy, dataset: dict | None = None) -> np.ndarray:
+    """Canvases of real pictures to check the export on: --images, else the checkpoint's own dataset (or the one its
+    study names)."""
     if paths:
         files = [f for p in map(Path, paths) for f in (sorted(p.iterdir()) if p.is_dir() else [p]) if f.is_file()]
         canvases = []
@@ -53,11 +54,12 @@ def _pictures(paths: list[str], meta: dict[str, Any], policy: ResizePolicy) -> n
         if not canvases:
             raise SegtuneError("--images: no pictures there")
         return np.stack(canvases)
-    if "dataset" not in meta:
+    dataset = meta.get("dataset") or dataset
+    if not dataset:
         raise SegtuneError("this checkpoint does not say which dataset it learned: give --images PATH to check on")
     data = build_dataset(
         validate(
-            {"study": "export", "dataset": {**meta["dataset"], "allow_missing_classes": True}},
+            {"study": "export", "dataset": {**dataset, "allow_missing_classes": True}},
             source="checkpoint",
             check_root=True,
         ).dataset
@@ -67,12 +69,17 @@ def _pictures(paths: list[str], meta: dict[str, Any], policy: ResizePolicy) -> n
 
 
 def export(
-    source: str | Path, out: Path, images: list[str], trust_code: bool = False, stream: Any = None
+    source: str | Path,
+    out: Path,
+    images: list[str],
+    trust_code: bool = False,
+    stream: Any = None,
+    dataset: dict[str, Any] | None = None,
 ) -> ExportReport:
     stream = stream or sys.stdout
     models, meta, flip, what = _models(Path(source), trust_code)
     policy = ResizePolicy.from_checkpoint(meta)
-    canvases = _pictures(images, meta, policy)
+    canvases = _pictures(images, meta, policy, dataset)
     print(
         f"exporting {what}: input uint8 N x 3 x {policy.canvas[0]} x {policy.canvas[1]} (resize {policy.mode}), "
         f"checked on {len(canvases)} pictures",

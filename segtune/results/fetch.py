@@ -3,7 +3,9 @@ the report take. A checkpoint named by path still works; a name that is no path 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -41,20 +43,29 @@ def trial_model(study: optuna.Study, number: int, artifacts_url: str | None = No
     return artifacts.fetch(study, number, artifacts.MODEL, artifacts.open_store(where), folder)
 
 
+@dataclass
+class Source:
+    """A model to load: its file, and the dataset it learned when a study says (a trial's checkpoint does not)."""
+
+    path: Path
+    dataset: dict[str, Any] | None = None
+
+
 def resolve(
     model: str,
     storage_url: str,
     trial: int | None = None,
     rank: int = 1,
     artifacts_url: str | None = None,
-) -> Path:
+) -> Source:
     """``model`` as a path when it is one, else a study of the store at ``storage_url`` (its trial ``trial``, or its
     ``rank``-th best complete trial), its model fetched."""
     path = Path(model)
     if path.exists():
-        return path
+        return Source(path)
     try:
         study = store.load_study(store.open_storage(storage_url, must_exist=True), model)
     except StoreError as e:
         raise StoreError(f"{model}: no such file, and not a study of {store.redact(storage_url)} ({e})") from None
-    return trial_model(study, trial_number(study, trial, rank), artifacts_url)
+    dataset = (study.user_attrs.get("spec") or {}).get("dataset")
+    return Source(trial_model(study, trial_number(study, trial, rank), artifacts_url), dataset)
