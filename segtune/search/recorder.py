@@ -242,6 +242,9 @@ class StoreRecorder(tune.Callback):
                 attrs["best_epoch" if key == "epoch" else key] = json_safe(last[f"best_{key}"])
         if last.get("checkpoint"):
             attrs["checkpoint"] = last["checkpoint"]
+        judged = self.rungs.judged.get(trial.config[TRIAL_KEY]) if self.rungs is not None else None
+        if judged is not None:  # where a rung first compared it with others, and why there
+            attrs["first_judged_epoch"], attrs["first_judged_why"] = judged
         if last.get("started_at") is not None:  # when its last epoch ended, and its worker's memory by then
             attrs["train_ended_at"] = round(last["started_at"] + last.get("epoch_seconds", 0.0), 3)
             attrs["worker_rss_mb"] = json_safe(last.get("rss_mb"))

@@ -379,7 +379,9 @@ def run_study(
     print(
         f"study {study_name!r} in {store.redact(storage_url)}: {trials} trials on {cluster}, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each, up to {search.max_epochs} epochs, "
-        f"{search.sampler} + {search.scheduler}" + (f" ({chosen.text()})" if search.scheduler == "asha" else ""),
+        f"{search.sampler} + {search.scheduler}"
+        + (f" ({chosen.text()})" if search.scheduler == "asha" else "")
+        + (f"; majority-class plateau {rungs.plateau:.3f}" if rungs is not None and rungs.plateau is not None else ""),
         file=out,
         flush=True,
     )
