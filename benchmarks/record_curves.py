@@ -166,6 +166,11 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--describe",
+        action="store_true",
+        help="only add the data's class shares and majority-class plateau to the table's header (tables made before)",
+    )
     p.add_argument("--train", type=int, help="train on the first N train images of the seeded split (all: unset)")
     p.add_argument("--val", type=int, help="validate on the first N val images (all: unset)")
     p.add_argument(
@@ -197,6 +202,12 @@ def main() -> None:
         more = draw(args.configs, header.get("draw_seed", args.seed))[len(header["entries"]) :]
         header["entries"] += more
     header["draw_seed"] = header.get("draw_seed", args.seed)
+    if args.describe or "plateau" not in header:  # what the first rung waits for (search/rungs.py)
+        header.update(describe(load_data(header["dataset"], Path(args.data_root))))
+        if args.describe:
+            write_table(args.table, header, curves)
+            print(f"{args.table}: plateau {header['plateau']:.4f}, class shares {header['class_shares']}")
+            return
     done = {c["id"] for c in curves}
     todo = [e for e in header["entries"] if e["id"] not in done]
     print(f"{len(done)} configurations recorded, {len(todo)} to go -> {args.table}", flush=True)
@@ -234,6 +245,14 @@ def load_data(section: dict[str, Any], root: Path) -> Any:
         if n is not None:
             data.splits[split] = data.splits[split][:n]
     return data
+
+
+def describe(data: Any) -> dict[str, Any]:
+    """The train split's class shares and the majority-class plateau the replay's rungs wait for."""
+    from segtune.search.run import plateau
+    from segtune.search.transfer import describe as data_description
+
+    return {"class_shares": data_description(data)["shares"], "plateau": round(plateau(data), 4)}
 
 
 def space_text(params: dict[str, Any]) -> str:

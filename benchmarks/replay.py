@@ -6,6 +6,9 @@
     python benchmarks/replay.py --tune               # the grid the `auto` defaults were chosen from
     python benchmarks/replay.py --cost --storage sqlite:///cost.db --storage postgresql://...
                                                      # the driver's own cost per suggestion as studies grow
+    python benchmarks/replay.py --out-of-sample benchmarks/curves/pets_sample_64px.jsonl.gz \
+        benchmarks/curves/kvasir_seg_64px_30ep.jsonl.gz  # choose the rules on one table, report on the other
+    python benchmarks/replay.py --transfer A B       # B's search started from A's winners, and the reverse
 
 Each replay drives segtune's real searcher, rung policy and end-of-trial function (segtune/search/replay.py)
 over benchmarks/curves/pets_sample_64px.jsonl.gz with 2 slots (this machine) until the trial-epoch
@@ -42,11 +45,21 @@ STRATEGIES = [
     Strategy("random, no stopping", sampler="random", scheduler="none"),
     Strategy("random + ASHA (auto rungs)", sampler="random"),
     Strategy("TPE, no stopping", scheduler="none"),
-    Strategy("TPE + ASHA, grace 1, rf 3 (the old default)", **OLD_DEFAULT),
+    Strategy("TPE + ASHA, grace 1, rf 3 (the old default)", **OLD_DEFAULT, first_rung="grace", promotion=False),
     Strategy("TPE + ASHA, 3 brackets", brackets=3),
     Strategy("TPE + ASHA, random start-up", startup="random"),
+    Strategy("TPE + ASHA, first rung at grace, stops final (last round's)", first_rung="grace", promotion=False),
+    Strategy("TPE + ASHA, first rung off the plateau, stops final", first_rung="plateau", promotion=False),
+    Strategy("TPE + ASHA, first rung at grace, promotion", first_rung="grace", promotion=True),
     Strategy("TPE + ASHA, auto (the default)"),
 ]
+RULES = {  # --out-of-sample: the rules chosen on one table, every combination
+    "first_rung": ["grace", "plateau"],
+    "promotion": [False, True],
+    "grace_period": [1, 2, 3],
+    "min_first_rung": [1, 3],
+}
+REPORT_SEEDS = range(100, 130)  # seeds no choice of a default ever used
 
 GRID = {  # --tune: every combination, --seeds each (15 by default)
     "grace_period": [1, 2, 3],
@@ -88,11 +101,12 @@ def _one(job: tuple[Strategy, int, int, int]) -> ReplayResult:
 
 
 def run_strategies(
-    path: Path, strategies: list[Strategy], seeds: int, slots: int, budget: int, jobs: int
+    path: Path, strategies: list[Strategy], seeds: int | range, slots: int, budget: int, jobs: int
 ) -> dict[str, list[ReplayResult]]:
     """Every strategy x seed, ``jobs`` processes at once (each replay is independent)."""
     out: dict[str, list[ReplayResult]] = {s.name: [] for s in strategies}
-    work = [(s, seed, slots, budget) for s in strategies for seed in range(seeds)]
+    seed_list = range(seeds) if isinstance(seeds, int) else seeds
+    work = [(s, seed, slots, budget) for s in strategies for seed in seed_list]
     started, done = time.monotonic(), 0
     with multiprocessing.get_context("spawn").Pool(jobs, initializer=_init, initargs=(path,)) as pool:
         for result in pool.imap(_one, work, chunksize=4):
@@ -193,6 +207,88 @@ def report(table: CurveTable, results: dict[str, list[ReplayResult]], budget: in
         *[f"best at {e} ep" for e in checkpoints],
     ]
     print(format_table(headers, rows))
+
+
+def default_budget(table: CurveTable) -> int:
+    """16 full trials' worth: 192 trial-epochs on the 12-epoch pets table, 480 on a 30-epoch one."""
+    return 16 * table.max_epochs
+
+
+def ratio_spread(table: CurveTable, strategy: list[ReplayResult], random: list[ReplayResult]) -> str:
+    """Median time to target of random search over the strategy's, and the same ratio's spread: the ratios of the
+    two arms' quartiles (a search that never reaches the target counts as infinitely slow)."""
+    target = float(np.percentile(table.finals(), 90))
+    med, q1, q3 = quantiles([r.time_to(target) for r in strategy])
+    rmed, rq1, rq3 = quantiles([r.time_to(target) for r in random])
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if math.isfinite(a) and math.isfinite(b) and b > 0 else "-"
+
+    return f"{ratio(rmed, med)} (quartiles {ratio(rq1, q1)} / {ratio(rq3, q3)})"
+
+
+def never_worse(table: CurveTable, strategy: list[ReplayResult], random: list[ReplayResult], budget: int) -> str:
+    """Where the strategy's median best is below random search's, at budget/8 .. budget."""
+    worse = []
+    for k in range(1, 9):
+        e = budget * k // 8
+        a = statistics.median([r.best_at(e) or 0.0 for r in strategy])
+        b = statistics.median([r.best_at(e) or 0.0 for r in random])
+        if a < b:
+            worse.append(f"{e} ({a:.3f} < {b:.3f})")
+    return "never worse" if not worse else "worse at " + ", ".join(worse)
+
+
+def out_of_sample(paths: list[Path], seeds: int, slots: int, jobs: int) -> None:
+    """Choose the rules on one table (seeds 0..seeds-1), report them on the other (seeds 100-129), both ways."""
+    tables = {p: CurveTable.load(p) for p in paths}
+    keys = list(RULES)
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*RULES.values())]
+    random = Strategy("random, no stopping", sampler="random", scheduler="none")
+    winners = {}
+    for path, table in tables.items():
+        budget = default_budget(table)
+        candidates = [Strategy(" ".join(f"{k}={v}" for k, v in c.items()), **c) for c in combos]  # type: ignore[arg-type]
+        results = run_strategies(path, [random, *candidates], seeds, slots, budget, jobs)
+        target = float(np.percentile(table.finals(), 90))
+        ranked = sorted(candidates, key=lambda s: (quantiles([r.time_to(target) for r in results[s.name]])[0], s.name))
+        winners[path] = ranked[0]
+        print(f"\n{path.name}: the rule chosen on it: {ranked[0].name}")
+    for chosen_on, rule in winners.items():
+        for path, table in tables.items():
+            if path == chosen_on:
+                continue
+            budget = default_budget(table)
+            default = Strategy("TPE + ASHA, auto (the default)")
+            results = run_strategies(path, [random, rule, default], REPORT_SEEDS, slots, budget, jobs)
+            print(f"\nchosen on {chosen_on.name}, reported on {path.name} (seeds 100-129, budget {budget}):")
+            for s in (rule, default):
+                mine, theirs = results[s.name], results[random.name]
+                print(
+                    f"  {s.name}: {ratio_spread(table, mine, theirs)} sooner than random search without stopping; "
+                    f"{never_worse(table, mine, theirs, budget)}"
+                )
+            report(table, results, budget, baseline=random.name)
+    names = {w.name for w in winners.values()}
+    print(
+        "\nthe rules chosen differ between the tables: " + " vs ".join(sorted(names))
+        if len(names) > 1
+        else f"\nboth tables choose the same rule: {names.pop()}"
+    )
+
+
+def transfer(paths: list[Path], seeds: int, slots: int, jobs: int, top: int = 4) -> None:
+    """Each table's search started from the other table's best configurations (mapped to the nearest recorded ones:
+    both tables hold the same 103 configurations) against the same search started from nothing."""
+    tables = [CurveTable.load(p) for p in paths]
+    for source, target_table, target_path in ((tables[0], tables[1], paths[1]), (tables[1], tables[0], paths[0])):
+        best = sorted(source.curves, key=lambda c: -(c.final(source.max_epochs) or -1))[:top]
+        budget = default_budget(target_table)
+        plain = Strategy("TPE + ASHA, auto, no starting points")
+        started = Strategy(f"the same, from the other table's {top} winners", transfer_from=[c.params for c in best])
+        results = run_strategies(target_path, [plain, started], REPORT_SEEDS, slots, budget, jobs)
+        print(f"\n{target_path.name}, started from {len(best)} winners of the other table (seeds 100-129):")
+        report(target_table, results, budget, baseline=plain.name)
 
 
 def prefill(study: optuna.Study, table: CurveTable, n: int, seed: int) -> None:
@@ -318,9 +414,17 @@ def main() -> None:
         help="--cost: a store URL (repeatable; default: a SQLite file in a temporary folder)",
     )
     p.add_argument("--sizes", default="100,500,2000", help="--cost: trials already in the study")
+    p.add_argument("--out-of-sample", nargs=2, type=Path, metavar="TABLE", help="choose on one, report on the other")
+    p.add_argument("--transfer", nargs=2, type=Path, metavar="TABLE", help="start each from the other's winners")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.out_of_sample:
+        out_of_sample(args.out_of_sample, args.seeds or 15, args.slots, args.jobs)
+        return
+    if args.transfer:
+        transfer(args.transfer, args.seeds or 30, args.slots, args.jobs)
+        return
     table = CurveTable.load(args.table)
     if args.cost:
         with tempfile.TemporaryDirectory() as tmp:

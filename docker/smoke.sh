@@ -3,10 +3,13 @@
 #   1. a Debian base made with debootstrap and `docker import` (once; kept as segtune-base:bookworm);
 #   2. the segtune image from docker/Dockerfile on that base, torch from PyPI; PostgreSQL from Debian's package;
 #   3. the compose stack: PostgreSQL, a Ray head (no trials), two CPU Ray workers, the driver (not a Ray node)
-#      running a small demo search with --resume, and the dashboard;
-#   4. checks from outside: every trial finished with its per-epoch values, trials on >= 2 worker containers,
-#      the dashboard answering on loopback; the driver stopped mid-search leaves nothing RUNNING and, started
-#      again, resumes to the full trial count;
+#      running a small demo search with --resume, and the dashboard; no volume shared between the driver and the
+#      workers: the artifact store and the resumable states are on the driver's volumes only;
+#   4. checks from outside: a worker container killed mid-trial (docker kill) costs its trial one epoch at most:
+#      the trial goes on from its state on the other worker; the driver stopped mid-search leaves nothing RUNNING
+#      and, started again, resumes to the full trial count; every trial finished with its per-epoch values, on >= 2
+#      worker containers, its model in the artifact store; the dashboard answers on loopback; export-model of the
+#      best trial from the store;
 #   5. everything torn down (images stay: a second run reuses their layers).
 # Needs root (dockerd, debootstrap), docker-compose (v1 or v2) and the Debian and PyPI registries.
 #   bash docker/smoke.sh            # SMOKE_KEEP=1 leaves the stack up for a look
@@ -47,8 +50,8 @@ say "image segtune-postgres:local built in $(elapsed "$t") s"
 
 # 3. the stack
 work=$(mktemp -d)
-mkdir -p "$work/runs" "$work/data" "$work/weights"
-chmod 777 "$work/runs"  # the containers run as uid 1000
+mkdir -p "$work/runs" "$work/data" "$work/weights" "$work/artifacts"
+chmod 777 "$work/runs" "$work/artifacts"  # the containers run as uid 1000
 cp -r ../segtune/samples/oxford-pets-sample/oxford-iiit-pet "$work/data/"
 cat > "$work/data/smoke.yaml" <<SPEC
 study: smoke
@@ -59,7 +62,7 @@ space:
   lr: {loguniform: [1.0e-3, 1.0e-2]}
   augment: light
   batch_size: 8
-search: {trials: $TRIALS, max_epochs: 4, scheduler: none, seed: 0}
+search: {trials: $TRIALS, max_epochs: 6, scheduler: none, seed: 0}
 resources: {cpus_per_trial: 1, gpus_per_trial: auto}
 SPEC
 cat > "$work/env" <<ENV
@@ -70,6 +73,7 @@ SEGTUNE_IMAGE=segtune:local
 SEGTUNE_SPEC=/data/smoke.yaml
 SEGTUNE_DATA=$work/data
 SEGTUNE_RUNS=$work/runs
+SEGTUNE_ARTIFACTS_DIR=$work/artifacts
 SEGTUNE_WEIGHTS=$work/weights
 ENV
 compose() { "${COMPOSE[@]}" -p "$PROJECT" --env-file "$work/env" -f compose.yaml -f compose.cpu.yaml -f compose.local.yaml "$@"; }
@@ -109,6 +113,27 @@ dashboard() { curl -fsS --max-time 5 http://127.0.0.1:8080/api/studies | grep -q
 wait_for 120 "dashboard answer" dashboard
 say "dashboard answers on 127.0.0.1:8080 with study smoke"
 
+# kill a worker container mid-trial, once its trial has a resumable state: the trial goes on on the other worker
+attr() {  # attr KEY: a RUNNING trial's id and that user attr's value, for trials that have it
+  sql "select t.trial_id || ' ' || a.value_json from trials t join trial_user_attributes a using (trial_id)
+       where t.state = 'RUNNING' and a.key = '$1' order by t.trial_id limit 1"
+}
+with_state() { [ "$(sql "select count(*) from trials t join trial_user_attributes a using (trial_id)
+                          where t.state = 'RUNNING' and a.key = 'state_epoch' and a.value_json::int >= 1")" -ge 1 ]; }
+wait_for 600 "trial with a resumable state" with_state
+victim=$(sql "select t.trial_id from trials t join trial_user_attributes a using (trial_id)
+              where t.state = 'RUNNING' and a.key = 'state_epoch' and a.value_json::int >= 1 order by t.trial_id limit 1")
+host=$(sql "select trim(both '\"' from value_json) from trial_user_attributes where trial_id = $victim and key = 'node_hostname'")
+container=$(for c in $(compose ps -q ray-worker-cpu); do
+  [ "$("$DOCKER" inspect -f '{{.Config.Hostname}}' "$c")" = "$host" ] && echo "$c"; done)
+[ -n "$container" ] || { say "FAILED: no worker container is $host"; exit 1; }
+"$DOCKER" kill "$container" >/dev/null
+say "killed worker $host mid-trial (trial id $victim, its state saved)"
+moved() { [ "$(sql "select count(*) from trial_user_attributes where trial_id = $victim and key = 'restarts'")" = 1 ]; }
+wait_for 300 "restart of the killed worker's trial" moved
+"$DOCKER" start "$container" >/dev/null  # the worker comes back, as a restarted machine would
+say "trial id $victim runs on from its state: restarts recorded"
+
 # stop the driver mid-search (SIGTERM, as docker stop sends): nothing may be left RUNNING
 running() { [ "$(sql "select count(*) from trials where state = 'RUNNING'")" -ge 1 ]; }
 wait_for 300 "running trial" running
@@ -131,8 +156,20 @@ epochs=$(sql "select count(*) from trials t where t.state in ('COMPLETE','PRUNED
 nodes=$(sql "select count(distinct value_json) from trial_user_attributes a join trials t using (trial_id) where a.key = 'node_id' and t.state in ('COMPLETE','PRUNED')")
 hosts=$(sql "select string_agg(distinct value_json, ' ') from trial_user_attributes where key = 'node_hostname'")
 retries=$(sql "select count(*) from trial_user_attributes where key = 'retry_of'")
+victim_state=$(sql "select state from trials where trial_id = $victim")
+victim_values=$(sql "select count(*) from trial_intermediate_values where trial_id = $victim")
+models=$(sql "select count(*) from trial_system_attributes where key like 'artifacts:%' and value_json like '%model.pt%'")
 say "finished trials with one value per epoch run: $epochs; ran on $nodes Ray nodes (hosts $hosts); $retries re-runs of interrupted trials; driver exit code $code"
+say "the killed worker's trial: $victim_state with $victim_values values; models in the artifact store: $models"
 compose logs --no-color driver 2>/dev/null | grep -E "resume:|joined|trials on|done:" | tail -4 | sed 's/^/    /'
 [ "$(finished "$TRIALS"; echo $?)" = 0 ] && [ "$epochs" -ge "$TRIALS" ] && [ "$nodes" -ge 2 ] && [ "$code" = 0 ] \
+  && { [ "$victim_state" = COMPLETE ] || [ "$victim_state" = FAIL ]; } && [ "$models" -ge "$TRIALS" ] \
   || { say "FAILED"; compose logs --tail 60 driver; exit 1; }
+[ "$victim_state" = FAIL ] || [ "$victim_values" = 6 ] || { say "FAILED: the moved trial has $victim_values values"; exit 1; }
+
+# the best trial's model leaves the store as ONNX, read by a fresh container of the driver's
+compose run --rm -T driver segtune export-model smoke -o /runs/best.onnx > "$work/export.log" 2>&1 \
+  || { cat "$work/export.log"; say "FAILED: export-model"; exit 1; }
+[ -s "$work/runs/best.onnx" ] || { say "FAILED: no best.onnx"; exit 1; }
+say "export-model of the best trial from the artifact store: $(grep -m1 '^wrote' "$work/export.log")"
 say "PASSED in $(elapsed "$started") s"

@@ -12,6 +12,7 @@ the trial asks the keeper for the state and goes on from it.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 import uuid
@@ -145,17 +146,20 @@ class StateSaver:
     def _write(self, epoch: int, state: dict[str, Any]) -> None:
         started = time.perf_counter()
         try:
-            data, files = dumps(state), self._changed()
+            files = self._changed()
             name = f"trial_{self.number:04d}.e{epoch:04d}.state"
-            if self.shared:
+            if self.shared:  # straight to the file: no second copy of a few hundred MB in memory
                 for file_name, content in files.items():
                     write_atomic(self.folder / f"trial_{self.number:04d}.{file_name}", content)
-                write_atomic(self.folder / name, data)
+                partial = self.folder / f"{name}.partial"
+                self.folder.mkdir(parents=True, exist_ok=True)
+                torch.save(state, partial)
+                os.replace(partial, self.folder / name)
                 for old in self.folder.glob(f"trial_{self.number:04d}.e*.state"):
                     if old.name != name:
                         old.unlink(missing_ok=True)
             else:
-                ray.get(self.keeper.save.remote(self.number, epoch, data, files))
+                ray.get(self.keeper.save.remote(self.number, epoch, dumps(state), files))
             self.saved_epoch = epoch
         except BaseException as e:  # noqa: BLE001 - a lost state costs a restart from an older one, not the trial
             self.error = e

@@ -120,6 +120,7 @@ class StoreRecorder(tune.Callback):
         self._failed: dict[int, str] = {}  # the error it reported (its own: never retried)
         self._nodes: dict[int, list[str]] = {}  # the nodes it trained on, in order
         self._restarts: dict[int, int] = {}
+        self._wall: dict[int, float] = {}  # wall seconds of its earlier Ray trials (before a pause or a restart)
         self._ended: set[str] = set()  # Ray trial ids whose end is recorded
         self.counts = Counts()
 
@@ -207,7 +208,8 @@ class StoreRecorder(tune.Callback):
         if not is_optuna_trial(trial):
             return
         number = trial.config[TRIAL_KEY]
-        restarts = self._restarts[trial.config[TRIAL_KEY]] = self._restarts.get(trial.config[TRIAL_KEY], 0) + 1
+        restarts = self._restarts[number] = self._restarts.get(number, 0) + 1
+        self._wall[number] = self._wall.get(number, 0.0) + float((self._last.get(number) or {}).get("time_total_s", 0))
         lost = self._where(trial)
         self.writer.submit(lambda: self._write_attrs(number, {"restarts": restarts, "lost_node": lost}))
 
@@ -233,9 +235,10 @@ class StoreRecorder(tune.Callback):
 
     def _finish_attrs(self, trial: Any) -> dict[str, Any]:
         last = self._last.get(trial.config[TRIAL_KEY]) or {}
+        earlier = self._wall.get(trial.config[TRIAL_KEY], 0.0)  # a paused or restarted trial ran in pieces
         attrs = {
             "epochs_run": last.get("epoch", 0),
-            "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
+            "wall_time_s": round(earlier + float(last.get("time_total_s", 0.0)), 2),
         }  # where it ran (node_*) is written with its first epoch, ray_trial_id when it was suggested
         for key in ("val_miou", "val_dice", "val_pixel_acc", "val_iou_per_class", "epoch"):
             if f"best_{key}" in last:
@@ -252,7 +255,7 @@ class StoreRecorder(tune.Callback):
 
     def _forget(self, number: int) -> None:
         """The trial ended for good (not paused): its running lists go."""
-        for d in (self._epoch_seconds, self._epoch_values, self._nodes, self._last, self._restarts):
+        for d in (self._epoch_seconds, self._epoch_values, self._nodes, self._last, self._restarts, self._wall):
             d.pop(number, None)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -269,6 +272,7 @@ class StoreRecorder(tune.Callback):
         attrs = self._finish_attrs(trial)
         last = self._last.get(number, {})
         if self.rungs is not None and number in self.rungs.paused:  # stays RUNNING: later results may promote it
+            self._wall[number] = attrs["wall_time_s"]
             attrs.update(paused=True, paused_at_epoch=attrs["epochs_run"])
             if files is not None:
                 attrs.update(files_at=list(files))  # where its files are, for its end (prune_paused)
@@ -391,10 +395,10 @@ class Progress(tune.Callback):
 
     def line(self, event: str = "") -> None:
         c = self.recorder.counts
-        done = c.complete + c.pruned + c.failed
+        paused = len(self.recorder.rungs.paused) if self.recorder.rungs is not None else 0
+        done = c.complete + c.pruned + c.failed + paused  # a paused trial is done unless a later result promotes it
         best = f"{c.best:.4f} (trial {c.best_trial})" if c.best_trial is not None else "-"
         elapsed = time.monotonic() - self.started
-        paused = len(self.recorder.rungs.paused) if self.recorder.rungs is not None else 0
         text = (
             f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}/{self.total} done: "
             f"{len(self.running)} running, " + (f"{paused} paused, " if paused else "") + f"{c.complete} complete, "

@@ -138,6 +138,7 @@ class Strategy:
     budget_rule: str = "finish"  # or "exact" (search/budget.py)
     first_rung: str = "auto"  # plateau | grace (search/rungs.py)
     promotion: bool | str = "auto"
+    transfer_from: list[dict[str, Any]] | None = None  # another study's winners, run first (search/transfer.py)
 
     def search_section(self, trials: int, max_epochs: int, seed: int, budget_epochs: int) -> dict[str, Any]:
         grace = min(self.grace_period, max_epochs) if isinstance(self.grace_period, int) else self.grace_period
@@ -232,7 +233,8 @@ def replay(
     )
     protected = searcher.protected
     points = [c.params for c in table.hand_picks()] if strategy.starting_points else []
-    queue_first_trials(study, spec, chosen, points)
+    transferred = [(p, "another table") for p in strategy.transfer_from or []]
+    queue_first_trials(study, spec, chosen, points, transferred)
     result = ReplayResult(strategy.name, seed, study.study_name)
     running: dict[int, tuple[Curve, list[float | None]]] = {}  # trial number -> (curve, values so far)
     paused: dict[int, tuple[Curve, list[float | None]]] = {}  # the same, of trials a rung paused

@@ -207,6 +207,7 @@ def train_trial(
     # a study that times its models: every trial's steps hold the node's timing off (search/quiet.py)
     node = NodeQuiet() if "latency_ms" in settings.costs else None
     guard = node.step if node is not None else contextlib.nullcontext
+    resume: dict[str, Any] | None = None
     try:
         resume = load_state(states, number, keeper, shared, folder, config.get(RESUME_KEY)) if saving else None
         if resume is not None:
@@ -234,10 +235,12 @@ def train_trial(
             resume=resume,
         )
     except Exception as e:  # noqa: BLE001 - the trial's own error: its outcome, never retried by Tune
-        tune.report({"epoch": last_epoch, "failed": failure(e), "hostname": host, "node_id": node_id})
-    finally:  # the worker serves the next trial: free this one's memory
+        # the metric, as Tune wants it in every result: no value (the recorder and the rungs skip this result)
+        tune.report({"epoch": last_epoch, "failed": failure(e), metric: float("nan"), "hostname": host})
+    finally:  # the worker serves the next trial: free this one's memory (the state it resumed from included)
         if saver is not None:
             saver.wait()
         if node is not None:
             node.close()
+        resume = saver = None
         release_memory()
