@@ -75,10 +75,11 @@ class StateKeeper:
         found = latest_state(self.folder, number)
         return (found[1].read_bytes(), best_files(self.folder, number)) if found else None
 
-    def load(self, path: str) -> bytes | None:
-        """The state at ``path`` on the driver's disk (this run's or, for ``--resume``, a dead driver's)."""
+    def load(self, path: str) -> tuple[bytes, dict[str, bytes]] | None:
+        """The state at ``path`` on the driver's disk (for ``--resume``, a dead driver's), and the best epoch's files
+        its trial sent beside it."""
         try:
-            return Path(path).read_bytes()
+            return Path(path).read_bytes(), files_beside(Path(path))
         except OSError:
             return None
 
@@ -101,6 +102,15 @@ def best_files(folder: Path, number: int) -> dict[str, bytes]:
         if path.is_file():
             out[name] = path.read_bytes()
     return out
+
+
+def files_beside(state: Path) -> dict[str, bytes]:
+    """The best epoch's files of the trial whose state is at ``state`` (``trial_0007.e0003.state``)."""
+    try:
+        number = int(state.name.split(".")[0].removeprefix("trial_"))
+    except ValueError:
+        return {}
+    return best_files(state.parent, number)
 
 
 def latest_state(folder: Path, number: int) -> tuple[int, Path] | None:
@@ -188,11 +198,12 @@ def load_state(
             got = ray.get(keeper.latest.remote(number))
             data, files = got if got is not None else (None, {})
     elif shared and Path(path).is_file():
-        data = Path(path).read_bytes()
+        data, files = Path(path).read_bytes(), files_beside(Path(path))
     else:
-        data = ray.get(keeper.load.remote(path))
-        if data is None:
+        got = ray.get(keeper.load.remote(path))
+        if got is None:
             raise FileNotFoundError(f"the state to resume from, {path}, is not on the driver's disk")
+        data, files = got
     if data is None:
         return None
     for name, content in files.items():

@@ -35,6 +35,7 @@ from segtune.training import checkpoint
 from segtune.training.device import trial_device
 from segtune.training.loop import fit
 from segtune.training.metrics import json_safe
+from segtune.training.models import build_model
 
 STATES = "states"  # the run folder's subfolder of resumable states (on the driver's disk)
 OVERLAY = "overlay.png"
@@ -211,12 +212,20 @@ def train_trial(
     try:
         resume = load_state(states, number, keeper, shared, folder, config.get(RESUME_KEY)) if saving else None
         if resume is not None:
-            best, last_epoch = dict(resume["best"]), resume["epoch"]
+            last_epoch = resume["epoch"]
             if config.get(RESUME_KEY):
                 carried.extend({k: r[k] for k in ("epoch", "epoch_seconds", metric)} for r in resume["history"][:-1])
             # its last epoch once more: the state was saved before that epoch's report, which may not have landed
             # (the recorder keeps the first value of an epoch it already has)
-            on_epoch(resume["epoch"], resume["history"][-1], None)
+            if resume["best_epoch"] == resume["epoch"]:
+                # the state was saved before that epoch's best files were written: they come from its weights
+                restored = build_model(cfg.replace(encoder_weights=None), data.num_classes, settings.weights_dir)
+                restored.load_state_dict(resume["model"])
+                on_epoch(resume["epoch"], resume["history"][-1], restored.to(device))
+                del restored
+            else:
+                best = dict(resume["best"])
+                on_epoch(resume["epoch"], resume["history"][-1], None)
         if settings.costs:  # before training, with the trial's own threads (search.objectives / constraints)
             if settings.threads:
                 torch.set_num_threads(settings.threads)
