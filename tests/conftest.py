@@ -86,10 +86,11 @@ def demo_search(tmp: Path, trials: int, study: str = "e2e") -> subprocess.Comple
 class Background:
     """`segtune ...` running in its own process; its output lines are collected as they come."""
 
-    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None):
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None, command: list[str] | None = None):
+        """``segtune ARGS...``, or ``command`` (another program) when given."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "segtune", *args],
+            command or [sys.executable, "-m", "segtune", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

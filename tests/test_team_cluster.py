@@ -33,6 +33,7 @@ SPEC = {
     "space": {"arch": "SmallUNet", "lr": {"loguniform": [2.0e-3, 1.0e-2]}, "batch_size": 8, "augment": "none"},
     "search": {"trials": 3, "max_epochs": 3, "grace_period": 1, "min_first_rung": 1, "seed": 0},
 }
+SAMPLE_IMAGES = REPO / "segtune" / "samples" / "oxford-pets-sample" / "oxford-iiit-pet" / "images"
 FAST_DEATH = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}  # a lost node: ~2 s
 
 
@@ -76,8 +77,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
-def write_spec(folder: Path, **search: object) -> Path:
-    spec = {**SPEC, "search": {**SPEC["search"], **search}}
+def write_spec(folder: Path, space: dict[str, object] | None = None, **search: object) -> Path:
+    spec = {**SPEC, "space": space or SPEC["space"], "search": {**SPEC["search"], **search}}
     path = folder / "team.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -94,48 +95,6 @@ for t in study.trials:
                                "node_ip": t.user_attrs.get("node_ip")}
 print(json.dumps(out))
 """
-
-
-def test_without_a_shared_disk_every_trials_model_reaches_the_store(cluster: Cluster, tmp_path: Path) -> None:
-    """The driver runs in its own mount namespace with a private tmpfs over its folder: no worker can see where it
-    writes. Every complete and pruned trial's model and overlay are in its artifact store anyway, and `predict STUDY`
-    works from it (inside the namespace, where the tmpfs is)."""
-    private = tmp_path / "driver-only"
-    private.mkdir()
-    spec = write_spec(tmp_path)
-    image = tmp_path / "x.png"
-    shutil.copy(
-        REPO / "segtune" / "samples" / "oxford-pets-sample" / "oxford-iiit-pet" / "images" / "Bengal_10.jpg", image
-    )
-    (tmp_path / "check.py").write_text(CHECK)
-    store = f"sqlite:///{private}/store.db"
-    py, seg = sys.executable, f"{sys.executable} -m segtune"
-    script = (
-        f"set -e; mount -t tmpfs tmpfs {private}; "
-        f"{seg} run {spec} --address {cluster.address} --storage {store} --set results_dir={private}/runs; "
-        f"{py} {tmp_path / 'check.py'} {store} > {tmp_path / 'check.json'}; "
-        f"{seg} predict team {image} --storage {store} -o {private}/pred; "
-        f"ls {private}/pred > {tmp_path / 'predicted.txt'}; ls {private}/store-artifacts | wc -l > {tmp_path / 'n.txt'}"
-    )
-    proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **cluster.auth},
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    found = json.loads((tmp_path / "check.json").read_text())
-    finished = {n: t for n, t in found["trials"].items() if t["state"] in ("COMPLETE", "PRUNED")}
-    assert len(finished) == 3 and {"COMPLETE", "PRUNED"} == {t["state"] for t in finished.values()}, found
-    assert all(t["files"] == ["model.pt", "overlay.png"] for t in finished.values()), found
-    ips = {t["node_ip"] for t in finished.values()}
-    assert len(ips) == 2 and "127.0.0.2" in ips, "trials ran on both nodes"
-    assert found["artifacts"] == str(private / "store-artifacts")
-    assert (tmp_path / "predicted.txt").read_text().split() == ["x_mask.png", "x_overlay.png"]
-    assert int((tmp_path / "n.txt").read_text()) == 6  # 3 models and 3 overlays, in the driver's private folder
-    assert not (private / "store-artifacts").exists()  # outside the namespace: nothing of the driver's was visible
 
 
 def watch_and_lose(cluster: Cluster, run: Background, store: str, node: subprocess.Popen[bytes]) -> int:
@@ -160,35 +119,54 @@ def watch_and_lose(cluster: Cluster, run: Background, store: str, node: subproce
         time.sleep(0.3)
 
 
-def test_a_lost_node_costs_one_epoch_and_its_trial_ends_on_the_other(cluster: Cluster, tmp_path: Path) -> None:
-    store = f"sqlite:///{tmp_path / 'store.db'}"
-    spec = write_spec(tmp_path, trials=2, max_epochs=8, scheduler="none")
-    run = Background(
-        "run",
-        str(spec),
-        "--address",
-        cluster.address,
-        "--storage",
-        store,
-        "--set",
-        f"results_dir={tmp_path}/runs",
-        cwd=tmp_path,
-        env=cluster.auth,
+def test_no_shared_disk_and_a_lost_node(cluster: Cluster, tmp_path: Path) -> None:
+    """The driver runs in its own mount namespace with a private tmpfs over its folders: no worker can see where it
+    writes. The worker node is killed once the starting point running there has saved a state. That trial ends on
+    the head, one value per epoch; every complete and pruned trial's model and overlay reach the driver's artifact
+    store anyway, and `predict STUDY` works from it (inside the namespace, where the tmpfs is)."""
+    private = tmp_path / "driver-only"
+    private.mkdir()
+    # two starting points (never stopped) train 6 epochs, one on each node; the two others stop at rung 1
+    points = [{"lr": 3.0e-3}, {"lr": 5.0e-3}]
+    spec = write_spec(
+        tmp_path, trials=4, max_epochs=6, min_first_rung=5, first_rung="grace", promotion=False, starting_points=points
     )
+    shutil.copy(SAMPLE_IMAGES / "Bengal_10.jpg", tmp_path / "x.png")
+    (tmp_path / "check.py").write_text(CHECK)
+    store = f"sqlite:///{tmp_path / 'store.db'}"  # shared with the test, which watches it to know when to kill
+    py, seg = sys.executable, f"{sys.executable} -m segtune"
+    script = (
+        f"set -e; mount -t tmpfs tmpfs {private}; "
+        f"{seg} run {spec} --address {cluster.address} --storage {store} --artifacts {private}/artifacts "
+        f"--set results_dir={private}/runs; "
+        f"{py} {tmp_path / 'check.py'} {store} > {tmp_path / 'check.json'}; "
+        f"{seg} predict team {tmp_path / 'x.png'} --storage {store} -o {private}/pred; "
+        f"ls {private}/pred > {tmp_path / 'predicted.txt'}; ls {private}/artifacts | wc -l > {tmp_path / 'n.txt'}"
+    )
+    command = ["unshare", "--mount", "--propagation", "private", "bash", "-c", script]
+    run = Background(cwd=tmp_path, env=cluster.auth, command=command)
     try:
         number = watch_and_lose(cluster, run, store, cluster.workers[-1])
-        rc = run.wait(timeout=600)
+        rc = run.wait(timeout=900)
     finally:
         run.kill()
     assert rc == 0, run.output
     study = optuna.load_study(study_name="team", storage=store)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"], states
     moved = study.trials[number]
     assert moved.state == TrialState.COMPLETE, moved.user_attrs
-    assert sorted(moved.intermediate_values) == list(range(1, 9))  # one value per epoch: no gap, no duplicate
+    assert sorted(moved.intermediate_values) == list(range(1, 7))  # one value per epoch: no gap, no duplicate
     assert moved.user_attrs["restarts"] == 1 and "127.0.0.2" in moved.user_attrs["lost_node"]
     assert len(moved.user_attrs["nodes"]) == 2 and moved.user_attrs["node_ip"] != "127.0.0.2"  # ended on the head
-    assert TrialState.RUNNING not in {t.state for t in study.trials}
     assert f"trial {number}: its worker or node was lost" in run.output
+
+    found = json.loads((tmp_path / "check.json").read_text())
+    assert found["artifacts"] == str(private / "artifacts")
+    assert all(t["files"] == ["model.pt", "overlay.png"] for t in found["trials"].values()), found
+    assert int((tmp_path / "n.txt").read_text()) == 8  # 4 models and 4 overlays, in the driver's private folder
+    assert not (private / "artifacts").exists()  # outside the namespace: nothing of the driver's was visible
+    assert (tmp_path / "predicted.txt").read_text().split() == ["x_mask.png", "x_overlay.png"]
 
 
 def test_without_states_a_lost_node_fails_its_trial_naming_it(cluster: Cluster, tmp_path: Path) -> None:
@@ -278,12 +256,12 @@ def _keys(env: dict[str, str]) -> dict[str, str]:
 
 
 def test_models_go_to_s3_and_come_back_through_boto3(s3: dict[str, str], tmp_path: Path) -> None:
-    """The search uploads every trial's files under a key prefix; export-model (ONNX and smp) downloads them; the
-    dashboard shows a trial's artifacts in headless Chromium."""
+    """The search uploads every trial's files under a key prefix; export-model (smp's own format) downloads the
+    winner's; the dashboard shows a trial's artifacts in headless Chromium."""
     import boto3
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    spec = write_spec(tmp_path, trials=2, max_epochs=2)
+    spec = write_spec(tmp_path, {"arch": "Unet", "encoder": "resnet18", "batch_size": 8}, trials=2, max_epochs=2)
     run = Background(
         "run",
         str(spec),
@@ -300,30 +278,13 @@ def test_models_go_to_s3_and_come_back_through_boto3(s3: dict[str, str], tmp_pat
     assert "test-only-secret" not in run.output
     study = optuna.load_study(study_name="team", storage=store)
     assert study.user_attrs["artifacts"] == "s3://team/studies/2026"  # where, never how to log in
-    keys = [
-        o["Key"]
-        for o in boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], **_keys(s3)).list_objects_v2(Bucket="team")[
-            "Contents"
-        ]
-    ]
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], **_keys(s3))
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="team")["Contents"]]
     assert len(keys) == 4 and all(k.startswith("studies/2026/") for k in keys)  # 2 models, 2 overlays
     shutil.rmtree(tmp_path / "runs")  # the trials' own folders are gone: only S3 holds the models
-    segtune("export-model", "team", "--storage", store, "-o", str(tmp_path / "best.onnx"), cwd=tmp_path, env=s3)
-    assert (tmp_path / "best.onnx").stat().st_size > 0
-    proc = segtune(
-        "export-model",
-        "team",
-        "--storage",
-        store,
-        "--format",
-        "smp",
-        "-o",
-        str(tmp_path / "smp"),
-        check=False,
-        cwd=tmp_path,
-        env=s3,
-    )
-    assert proc.returncode == 2 and "not an smp model" in proc.stderr and "ONNX" in proc.stderr  # SmallUNet
+    segtune("export-model", "team", "--storage", store, "--format", "smp", "-o", str(tmp_path / "smp"), env=s3)
+    exported = sorted(p.name for p in (tmp_path / "smp").iterdir())
+    assert exported == ["README.md", "config.json", "model.safetensors", "preprocessing.json"], exported
 
     port = free_port()
     dash = Background("dashboard", "--storage", store, "--port", str(port), cwd=tmp_path, env=s3)
