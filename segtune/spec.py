@@ -292,10 +292,10 @@ class SearchSpec(_Strict):
     min_first_rung: int | Literal["auto"] = Field("auto", description="results rung 1 needs to pass a trial")
     brackets: int | Literal["auto"] = Field("auto", description="ASHA brackets (Hyperband-style); auto: 1")
     first_rung: Literal["auto", "plateau", "grace"] = Field(
-        "auto", description="plateau: a trial is judged once off the majority-class plateau; grace: at grace_period"
+        "auto", description="grace (auto): judged at grace_period; plateau: once off the majority-class plateau"
     )
     promotion: bool | Literal["auto"] = Field(
-        "auto", description="a trial a rung stops is paused, and resumed when later results promote it"
+        "auto", description="true: a trial a rung stops is paused, resumed when later results promote it (auto: off)"
     )
     budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
     budget_rule: Literal["finish", "exact"] = Field(
