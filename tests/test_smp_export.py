@@ -69,3 +69,14 @@ def test_an_smp_export_loads_without_segtune_or_a_network_and_predicts_the_same(
     with torch.no_grad():
         expected = model(x)
     assert torch.allclose(torch.load(tmp_path / "y.pt"), expected, atol=1e-5)
+
+
+def test_segtunes_own_network_is_refused_in_one_line_that_points_to_onnx(tmp_path: Path) -> None:
+    config = TrialConfig(arch="SmallUNet", encoder_weights=None)
+    model = build_model(config, 2)
+    ckpt = checkpoint.save(tmp_path / "model.pt", model, config, ["background", "pet"], ResizePolicy(64, 64))
+    proc = segtune("export-model", str(ckpt), "--format", "smp", "-o", str(tmp_path / "smp"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "'SmallUNet' is segtune's own network" in line and "export-model MODEL -o model.onnx" in line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "smp").exists()
