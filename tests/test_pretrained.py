@@ -71,8 +71,10 @@ def test_missing_weights_are_a_clear_error_at_check_time(tmp_path: Path) -> None
 
 
 def test_pretrained_lite0_beats_the_same_encoder_from_scratch_on_pets(pets_sample: Path) -> None:
-    """Same data (pets sample, 128 px), same budget (3 epochs), same seed: only the encoder's start differs."""
-    data = build_dataset(OxfordPetsSpec(name="oxford_pets", root=str(pets_sample), download=False, image_size=128))
+    """Same data (pets sample, 128 px, 160 pictures a split), same budget (3 epochs), same seed: only the encoder's
+    start differs."""
+    spec = OxfordPetsSpec(name="oxford_pets", root=str(pets_sample), download=False, image_size=128, limit=160)
+    data = build_dataset(spec)
     cfg = LITE0.replace(augment="light", lr=1e-3, schedule="cosine", batch_size=16)
     pretrained = fit(cfg, data, epochs=3, device="cpu").best["val_miou"]
     scratch = fit(cfg.replace(encoder_weights=None), data, epochs=3, device="cpu").best["val_miou"]
