@@ -1,3 +1,3 @@
-from segtune.cli import main
+from segtune.cli import entry
 
-raise SystemExit(main())
+entry()

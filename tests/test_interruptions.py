@@ -149,7 +149,8 @@ def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path
     def early_with_state(t: optuna.trial.FrozenTrial) -> bool:
         # a trial that saved a state and has epochs left: it is still running when the kill lands, however
         # slow the machine is to read the store (an epoch at 64 px takes about a second)
-        return t.state == TrialState.RUNNING and bool(t.user_attrs.get("state_epoch")) and t.user_attrs["epochs_run"] <= 3
+        saved = bool(t.user_attrs.get("state_epoch"))
+        return t.state == TrialState.RUNNING and saved and t.user_attrs["epochs_run"] <= 3
 
     try:
         run.wait_for("2/6 done")
