@@ -157,6 +157,8 @@ def test_a_driver_that_is_not_a_ray_node_joins_and_runs_a_search(driver_netns, p
     relay = threading.Thread(target=_relay, args=((host_ip, pg_port), ("127.0.0.1", 5432), stop), daemon=True)
     relay.start()
     url = make_url(pg_url).set(host=host_ip, port=pg_port).render_as_string(hide_password=False)
+    scratch = tmp_path / "tmp"  # the driver's temporary folder (Ray's own stays /tmp/ray): what its run leaves there
+    scratch.mkdir()
     procs = []
     try:
         procs.append(
@@ -197,7 +199,7 @@ def test_a_driver_that_is_not_a_ray_node_joins_and_runs_a_search(driver_netns, p
             text=True,
             timeout=600,
             cwd=tmp_path,
-            env={**env, "SEGTUNE_STORAGE": url, "PYTHONUNBUFFERED": "1"},
+            env={**env, "SEGTUNE_STORAGE": url, "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch), "RAY_TMPDIR": "/tmp"},
         )
     finally:
         stop_nodes(procs)
@@ -208,3 +210,4 @@ def test_a_driver_that_is_not_a_ray_node_joins_and_runs_a_search(driver_netns, p
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert {t.user_attrs["node_ip"] for t in trials} == {host_ip}  # trials ran on the cluster, none on the driver
     assert ns_ip not in proc.stdout
+    assert not list(scratch.glob("segtune-driver-node-*")), "the driver node's log is removed with the node"

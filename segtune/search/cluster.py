@@ -145,11 +145,12 @@ def start_driver_node(target: str) -> str:
     ]
     with log.open("wb") as f:
         node = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
-    atexit.register(_stop, node)
+    atexit.register(_stop, node, log)
     deadline = time.monotonic() + NODE_START_TIMEOUT_S
     while "Ray runtime started" not in log.read_text(errors="replace"):
         if node.poll() is not None or time.monotonic() > deadline:
-            _stop(node)
+            atexit.unregister(_stop)
+            _stop(node)  # its log stays: the error names it
             last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
             raise SegtuneError(
                 f"--address: this machine could not join the Ray cluster at {target} as a "
@@ -160,8 +161,9 @@ def start_driver_node(target: str) -> str:
     return found.group(1) if found else ""
 
 
-def _stop(node: subprocess.Popen[bytes]) -> None:
-    """Disconnect the driver first: a driver whose node vanishes under it exits with an error."""
+def _stop(node: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """Disconnect the driver first: a driver whose node vanishes under it exits with an error. Then the node's log
+    goes: it served its start-up, and every run would leave one in the temporary folder."""
     if ray.is_initialized():
         ray.shutdown()
     if node.poll() is None:
@@ -170,3 +172,5 @@ def _stop(node: subprocess.Popen[bytes]) -> None:
             node.wait(timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             os.killpg(node.pid, signal.SIGKILL)
+    if log is not None:
+        log.unlink(missing_ok=True)
