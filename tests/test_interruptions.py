@@ -142,8 +142,8 @@ def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> 
 
 
 def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path: Path) -> None:
-    epochs = 6
-    args = [*demo_args(tmp_path, trials=6, epochs=epochs), "--set", "search.scheduler=none"]
+    epochs, asked = 6, 4
+    args = [*demo_args(tmp_path, trials=asked, epochs=epochs), "--set", "search.scheduler=none"]
     run = Background(*args, cwd=tmp_path)
 
     def early_with_state(t: optuna.trial.FrozenTrial) -> bool:
@@ -153,7 +153,7 @@ def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path
         return t.state == TrialState.RUNNING and saved and t.user_attrs["epochs_run"] <= 3
 
     try:
-        run.wait_for("2/6 done")
+        run.wait_for(f"2/{asked} done")  # the next two have just started
         deadline = time.monotonic() + 600
         while not any(early_with_state(t) for t in trials(tmp_path)):
             assert run.proc.poll() is None and time.monotonic() < deadline, run.output  # a trial saved a state
@@ -187,6 +187,6 @@ def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path
             )
     assert any(t.user_attrs.get("resume_from") for t in ts.values()), "a re-run went on from a state"
     finished = [t for t in ts.values() if t.state in FINISHED]
-    assert len(finished) == 6 and TrialState.RUNNING not in {t.state for t in ts.values()}
+    assert len(finished) == asked and TrialState.RUNNING not in {t.state for t in ts.values()}
     again = segtune(*args, "--resume", cwd=tmp_path)  # nothing left to do
-    assert "already holds 6 finished trials" in again.stdout and len(trials(tmp_path)) == len(ts)
+    assert f"already holds {asked} finished trials" in again.stdout and len(trials(tmp_path)) == len(ts)
