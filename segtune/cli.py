@@ -6,6 +6,7 @@ import argparse
 import atexit
 import os
 import sys
+import threading
 from typing import NoReturn
 
 from segtune.errors import SegtuneError
@@ -369,9 +370,13 @@ def main(argv: list[str] | None = None) -> int:
 def exit_now(code: int) -> NoReturn:
     """Leave without the interpreter's teardown: with torch, smp and Ray loaded it frees every module one by one,
     about 2.5 s on a 2-core machine after the work is done (issue 28, the user's clock). The exit handlers still
-    run first, in their order: Ray's shutdown, the driver node segtune started, logging, temporary folders."""
+    run first, in their order: Ray's shutdown, the driver node segtune started, logging, temporary folders; and
+    before them, as at a normal exit, every thread that is not a daemon runs to its end."""
     sys.stdout.flush()
     sys.stderr.flush()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()  # private, but stable since Python 2: the same call the interpreter makes at exit
     sys.stdout.flush()
     sys.stderr.flush()

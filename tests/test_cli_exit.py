@@ -35,9 +35,17 @@ def test_a_quick_exit_keeps_every_line_the_command_printed_and_its_exit_code() -
     assert bad.stderr.strip() == "segtune: error: /no/such/spec.yaml: cannot read the spec: No such file or directory"
 
 
-def test_exit_handlers_run_before_the_quick_exit() -> None:
-    # Ray's shutdown, the driver node segtune starts for a remote cluster, temporary folders: all are exit handlers
-    handler = "import atexit\natexit.register(lambda: print('exit handler ran'))\n"
-    proc = command(handler + entry("check", DEMO, "--spec-only"))
+def test_threads_and_exit_handlers_end_before_the_quick_exit() -> None:
+    # Ray's shutdown, the driver node segtune starts for a remote cluster, temporary folders: all are exit handlers;
+    # a thread that is not a daemon (a write still under way) ends first, as at a normal exit
+    before = (
+        "import atexit, threading, time\n"
+        "import segtune.cli\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "returned, command = threading.Event(), segtune.cli.main\n"
+        "segtune.cli.main = lambda: (command(), returned.set())[0]  # the thread goes on after the command\n"
+        "threading.Thread(target=lambda: (returned.wait(), time.sleep(1), print('thread ended', flush=True))).start()\n"
+    )
+    proc = command(before + entry("check", DEMO, "--spec-only"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "exit handler ran"
+    assert proc.stdout.splitlines()[-2:] == ["thread ended", "exit handler ran"]
