@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = str(REPO / "search_spaces" / "demo.yaml")
+from tests.conftest import SPACES
+
+DEMO = str(SPACES / "demo.yaml")
 
 
 def entry(*args: str) -> str:
