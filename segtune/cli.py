@@ -374,10 +374,11 @@ def exit_now(code: int) -> NoReturn:
     before them, as at a normal exit, every thread that is not a daemon runs to its end."""
     sys.stdout.flush()
     sys.stderr.flush()
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # private, but stable since Python 2: the same call the interpreter makes at exit
+    # Private, both, and the two calls the interpreter makes at exit, in its order. threading._shutdown runs the
+    # threading exit hooks first (a ThreadPoolExecutor's idle workers wait for theirs: joining them without it
+    # never returns), then waits for the threads that are not daemons.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
