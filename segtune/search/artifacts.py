@@ -15,7 +15,9 @@ previews a trial's files beside it:
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -123,11 +125,15 @@ def files_of(study: optuna.Study, number: int) -> dict[str, str]:
 
 
 def fetch(study: optuna.Study, number: int, name: str, artifact_store: Any, folder: Path | None = None) -> Path:
-    """Trial ``number``'s file ``name`` from the artifact store, downloaded into ``folder`` (a temporary one)."""
+    """Trial ``number``'s file ``name`` from the artifact store, downloaded into ``folder``, else into a temporary
+    folder that goes when the process ends (the caller reads the file until then; a model is tens of MB, and every
+    `predict STUDY` left one behind)."""
     ids = files_of(study, number)
     if name not in ids:
         raise StoreError(f"trial {number} of study {study.study_name!r} has no {name} in the artifact store")
-    folder = Path(folder or tempfile.mkdtemp(prefix=f"segtune-{study.study_name}-{number}-"))
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix=f"segtune-{study.study_name}-{number}-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     target = folder / name
     if target.exists():
         target.unlink()
