@@ -331,3 +331,31 @@ def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes
     for t in finished:
         assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs_run"] + 1)), t.user_attrs
         assert len(t.user_attrs["epoch_seconds"]) == t.user_attrs["epochs_run"]
+
+
+def test_a_failed_copy_of_tunes_own_snapshot_shows_no_traceback() -> None:
+    """Seen once in a full CI run here (2 cores): Tune's copy of its experiment snapshot into results_dir failed as the
+    search stopped for a store outage, and its traceback came amid segtune's exit message. segtune never restores
+    that snapshot (the study store is the only state), so the failure is not shown; what Tune logs that segtune
+    does need stays as it was."""
+    import logging
+
+    from ray.tune.execution import experiment_state
+
+    from segtune.search.cluster import quiet_tune_logs
+
+    shown: list[logging.LogRecord] = []
+    catch = logging.Handler()
+    catch.emit = shown.append  # type: ignore[method-assign]
+    ray_logs = logging.getLogger("ray")  # where Ray's records go (it keeps them from the root logger)
+    ray_logs.addHandler(catch)
+    try:
+        quiet_tune_logs()
+        try:
+            raise FileNotFoundError("driver_artifacts/.tmp_searcher_ckpt")
+        except FileNotFoundError:  # as Tune's wait_for_sync logs it
+            experiment_state.logger.error("Saving experiment state to storage failed with exception: ", exc_info=True)
+        logging.getLogger("ray.tune.search").error("a searcher error")  # Tune's own errors elsewhere still show
+    finally:
+        ray_logs.removeHandler(catch)
+    assert [r.getMessage() for r in shown] == ["a searcher error"]
