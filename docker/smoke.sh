@@ -52,7 +52,9 @@ if [ "${SMOKE_BUILD_ONLY:-}" = 1 ]; then  # .ci/run builds the images while the 
   exit 0
 fi
 
-# 3. the stack
+# 3. the stack; every wait below ends by this deadline, so a failure prints what it saw before a caller's own time
+# limit (.ci/run's) cuts it off
+run_deadline=$(( $(date +%s) + ${SMOKE_TIMEOUT:-900} ))
 work=$(mktemp -d)
 mkdir -p "$work/runs" "$work/data" "$work/weights" "$work/artifacts"
 chmod 777 "$work/runs" "$work/artifacts"  # the containers run as uid 1000
@@ -80,7 +82,8 @@ SEGTUNE_RUNS=$work/runs
 SEGTUNE_ARTIFACTS_DIR=$work/artifacts
 SEGTUNE_WEIGHTS=$work/weights
 ENV
-compose() { "${COMPOSE[@]}" -p "$PROJECT" --env-file "$work/env" -f compose.yaml -f compose.cpu.yaml -f compose.local.yaml "$@"; }
+stack=(-p "$PROJECT" --env-file "$work/env" -f compose.yaml -f compose.cpu.yaml -f compose.local.yaml)
+compose() { "${COMPOSE[@]}" "${stack[@]}" "$@"; }
 teardown() {
   if [ "${SMOKE_KEEP:-}" != 1 ]; then
     compose down -v --remove-orphans >/dev/null 2>&1 || true
@@ -98,12 +101,22 @@ t=$(date +%s)
 compose up -d --scale ray-worker=0 --scale ray-worker-cpu=2 > "$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
 say "stack up in $(elapsed "$t") s: $(compose ps --services | sort | tr '\n' ' ')"
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until the command succeeds
-  local limit=$1 what=$2 deadline=$(( $(date +%s) + $1 ))
+diagnose() {  # what a failed wait leaves to read: the store's trials, the cluster, the driver's last lines
+  say "trials by state: $(sql "select string_agg(state || ' ' || n, ', ') from (select state, count(*) n from trials
+                                group by state order by state) s")"
+  say "driver container running: $(compose ps -q driver | xargs "$DOCKER" inspect -f '{{.State.Running}}' 2>&1)"
+  compose exec -T ray-head ray status 2>&1 | sed -n '/Node status/,/Demands/p' | sed 's/^/    /' || true
+  compose logs --no-color --tail 60 driver 2>&1 | cut -c1-300
+}
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until the command succeeds, within the run's own deadline
+  local what=$2 since deadline=$(( $(date +%s) + $1 ))
+  since=$(date +%s)
   shift 2
+  [ "$deadline" -le "$run_deadline" ] || deadline=$run_deadline
   until "$@"; do
     if [ "$(date +%s)" -gt "$deadline" ]; then
-      say "FAILED: no $what within $limit s"; compose logs --tail 40 driver; exit 1
+      say "FAILED: no $what after $(elapsed "$since") s"
+      diagnose; exit 1
     fi
     sleep 3
   done
@@ -173,7 +186,7 @@ compose logs --no-color driver 2>/dev/null | grep -E "resume:|joined|trials on|d
 [ "$victim_state" = FAIL ] || [ "$victim_values" = 6 ] || { say "FAILED: the moved trial has $victim_values values"; exit 1; }
 
 # the best trial's model leaves the store as ONNX, read by a fresh container of the driver's
-compose run --rm -T driver segtune export-model smoke -o /runs/best.onnx > "$work/export.log" 2>&1 \
+timeout 300 "${COMPOSE[@]}" "${stack[@]}" run --rm -T driver segtune export-model smoke -o /runs/best.onnx > "$work/export.log" 2>&1 \
   || { cat "$work/export.log"; say "FAILED: export-model"; exit 1; }
 [ -s "$work/runs/best.onnx" ] || { say "FAILED: no best.onnx"; exit 1; }
 say "export-model of the best trial from the artifact store: $(grep -m1 '^wrote' "$work/export.log")"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import faulthandler
 import os
 import sys
 import threading
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+EXIT_WAIT_REPORT_S = 60.0
+
+
 def exit_now(code: int) -> NoReturn:
     """Leave without the interpreter's teardown: with torch, smp and Ray loaded it frees every module one by one,
     about 2.5 s on a 2-core machine after the work is done (issue 28, the user's clock). The exit handlers still
@@ -377,8 +381,12 @@ def exit_now(code: int) -> NoReturn:
     # Private, both, and the two calls the interpreter makes at exit, in its order. threading._shutdown runs the
     # threading exit hooks first (a ThreadPoolExecutor's idle workers wait for theirs: joining them without it
     # never returns), then waits for the threads that are not daemons.
+    # A thread that never ends would hold the command (and its Ray cluster) for ever with nothing on the screen:
+    # after a minute, every thread's stack goes to stderr, and the wait goes on.
+    faulthandler.dump_traceback_later(EXIT_WAIT_REPORT_S)
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
+    faulthandler.cancel_dump_traceback_later()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
