@@ -212,16 +212,11 @@ def load_state(
     return loads(data)
 
 
-FETCH_TIMEOUT_S = 300
-
-
-@ray.remote(num_cpus=0)
-def _read(paths: list[str]) -> dict[str, bytes]:
-    return {Path(p).name: Path(p).read_bytes() for p in paths if Path(p).is_file()}
-
-
-def fetch_files(node_id: str, paths: list[str]) -> dict[str, bytes]:
-    """Files on another node's disk, sent to the driver through Ray by a task pinned to that node (it asks for no
-    CPU, so it never waits for a trial slot). Raises when the node is gone."""
-    strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-    return ray.get(_read.options(scheduling_strategy=strategy).remote(paths), timeout=FETCH_TIMEOUT_S)
+def kept_best_files(folder: Path, number: int, best_epoch: int) -> dict[str, bytes] | None:
+    """The best epoch's files trial ``number`` sent beside its states (:class:`StateSaver`), when they are those of
+    ``best_epoch``; None when none came or they are of an earlier best (the state before its best epoch came last)."""
+    files = best_files(folder, number)
+    if "model.pt" not in files:
+        return None
+    epoch = torch.load(io.BytesIO(files["model.pt"]), map_location="cpu", weights_only=True).get("epoch")
+    return files if epoch == best_epoch else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ray import cloudpickle, tune
 from segtune.objectives import COSTS, violations
 from segtune.search import outcome, store
 from segtune.search.budget import Budget
+from segtune.search.resume import INTERRUPTED
 from segtune.search.writer import StoreWriter
 from segtune.training.metrics import json_safe
 
@@ -24,6 +26,12 @@ TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray tri
 RESUME_KEY = "_segtune_resume_from"  # --resume: the state (on the driver's disk) a re-run trial goes on from
 EPOCHS_KEY = "_segtune_epochs"  # an exact budget's last trials: the epochs their schedule ends at (< max_epochs)
 PROMOTED_KEY = "_segtune_promoted"  # a paused trial promoted: the epoch it was paused at (it goes on from its state)
+
+
+# A trial that goes on from its state reports its state's epoch once more (the state is saved before that epoch's
+# report, which may not have landed: trainable.py), and Optuna keeps the first value of a step. That is the design,
+# not a fault the user should read about in the driver's log.
+warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=\d+` is already reported")
 
 
 def is_optuna_trial(trial: Any) -> bool:
@@ -122,6 +130,7 @@ class StoreRecorder(tune.Callback):
         self._restarts: dict[int, int] = {}
         self._wall: dict[int, float] = {}  # wall seconds of its earlier Ray trials (before a pause or a restart)
         self._ended: set[str] = set()  # Ray trial ids whose end is recorded
+        self.lost_models: list[str] = []  # trials that ended FAIL (interrupted) when their model's node was lost
         self.counts = Counts()
 
     @property
@@ -308,11 +317,16 @@ class StoreRecorder(tune.Callback):
         values: list[float] | None,
         files: tuple[str, str, bool] | None = None,
     ) -> None:
+        keep_states = False
         if files is not None:
             try:
-                self._upload(number, *files)
+                self._upload(number, *files, best_epoch=attrs.get("best_epoch"))
             except store.StoreUnavailable:
                 raise
+            except ModelLostWithItsNode as e:  # like a trial cut short: --resume runs it again, from its state
+                attrs = {**attrs, "fail_reason": f"{INTERRUPTED}: {e}"}
+                state, values, keep_states = TrialState.FAIL, None, True
+                self.lost_models.append(f"trial {number}: ended FAIL ({INTERRUPTED}): {e}")
             except Exception as e:  # noqa: BLE001 - never a silent gap: a model that is not stored fails its trial
                 attrs = {**attrs, "fail_reason": f"its model could not be stored in the artifact store: {str(e)[:300]}"}
                 state, values = TrialState.FAIL, None
@@ -320,7 +334,7 @@ class StoreRecorder(tune.Callback):
         for k, v in attrs.items():
             handle.set_user_attr(k, v)
         self.study.tell(number, values, state=state)
-        if self.states is not None:  # it ended: nothing will go on from its state (a few hundred MB, often)
+        if self.states is not None and not keep_states:  # nothing will go on from its state (often a few 100 MB)
             for path in Path(self.states).glob(f"trial_{number:04d}.*"):  # its states and best files
                 path.unlink(missing_ok=True)
         if attrs.get("resumed_state"):
@@ -339,9 +353,13 @@ class StoreRecorder(tune.Callback):
             pruned += 1
         return pruned
 
-    def _upload(self, number: int, folder: str, node_id: str, shared: bool) -> None:
-        """The trial's best weights and their overlay into the artifact store, linked to it (the writer's thread)."""
-        from segtune.search import artifacts, keeper
+    def _upload(self, number: int, folder: str, node_id: str, shared: bool, best_epoch: int | None = None) -> None:
+        """The trial's best weights and their overlay into the artifact store, linked to it (the writer's thread).
+
+        From another node they come through Ray. A node lost once the trial ended but before its files were fetched
+        (the fetch waits for a worker process on that node) leaves the copy the trial sent beside its states, when
+        that copy is of its best epoch; else :class:`ModelLostWithItsNode`."""
+        from segtune.search import artifacts, keeper, node_files
 
         if self._artifact_store is None:
             self._artifact_store = artifacts.open_store(self.artifacts)
@@ -351,7 +369,20 @@ class StoreRecorder(tune.Callback):
                 paths = [Path(folder, n) for n in names if Path(folder, n).is_file()]
             else:  # from the trial's node, through Ray
                 paths = []
-                for name, data in keeper.fetch_files(node_id, [str(Path(folder, n)) for n in names]).items():
+                try:
+                    fetched = node_files.fetch_files(node_id, [str(Path(folder, n)) for n in names])
+                except Exception as e:
+                    if node_files.node_alive(node_id):
+                        raise
+                    kept = None
+                    if self.states is not None and best_epoch is not None:
+                        kept = keeper.kept_best_files(Path(self.states), number, int(best_epoch))
+                    if kept is None:
+                        raise ModelLostWithItsNode(
+                            f"its node ({node_id[:12]}) was lost after its last epoch, before its model was fetched"
+                        ) from e
+                    fetched = kept
+                for name, data in fetched.items():
                     paths.append(Path(tmp, name))
                     paths[-1].write_bytes(data)
             if not any(p.name == artifacts.MODEL for p in paths):
@@ -375,6 +406,10 @@ class StoreRecorder(tune.Callback):
         self._forget(number)
         self.counts.failed += 1
         self.writer.submit(lambda: self._write_end(number, attrs, TrialState.FAIL, None))
+
+
+class ModelLostWithItsNode(Exception):
+    """A trial's best model was only on a node that is gone: the trial must run again to have one."""
 
 
 LOST = ("ActorDiedError", "RayActorError", "NodeDiedError", "OwnerDiedError", "WorkerCrashedError", "died")

@@ -411,6 +411,8 @@ def run_study(
                 shutil.rmtree(folder, ignore_errors=True)
     if budget.overshoot():
         print(budget.overshoot(), file=out, flush=True)
+    for line in recorder.lost_models:
+        print(f"{line}; the same command with --resume runs it again", file=out, flush=True)
     if interrupt.outage is not None:
         raise store.StoreUnavailable(
             f"{interrupt.outage}; the search stopped. Run the same command with --resume once the store answers: "

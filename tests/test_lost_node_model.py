@@ -1,0 +1,105 @@
+"""A node lost between a trial's last epoch and the fetch of its model (the docker smoke test met it: the fetch
+waits for a worker process on that busy node, and the worker was killed in that window). The trial's values are
+real, so it must not end as a failure of its own: its model comes from the copy it sent beside its states when
+that copy is of its best epoch, and else the trial ends FAIL (interrupted) with its state kept, for --resume.
+
+Real Ray (a local one-node cluster: a node that is not in it is a node that is gone), a real SQLite store, real
+checkpoints; the recorder is driven with the results Tune would hand it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import torch
+from optuna.trial import TrialState
+
+from segtune.config import TrialConfig
+from segtune.data.resize import ResizePolicy
+from segtune.search import artifacts, store
+from segtune.search.recorder import TRIAL_KEY, StoreRecorder
+from segtune.search.resume import prepare_resume
+from segtune.training import checkpoint
+from segtune.training.models import build_model
+
+GONE = "ab" * 28  # a node id Ray does not know: the node the trials trained on, lost since
+
+
+@pytest.fixture()
+def local_ray() -> Iterator[None]:
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def kept_model(states: Path, number: int, epoch: int) -> None:
+    """The best epoch's model as a trial's StateSaver sends it beside its states (trial_0000.model.pt)."""
+    cfg = TrialConfig.from_dict({"arch": "SmallUNet", "encoder": "-"})
+    model = build_model(cfg, 2)
+    path = states / f"trial_{number:04d}.model.pt"
+    checkpoint.save(path, model, cfg, ["bg", "fg"], ResizePolicy.from_spec(32), epoch=epoch)
+    (states / f"trial_{number:04d}.e0002.state").write_bytes(b"its state after epoch 2")
+
+
+def end_on_a_lost_node(recorder: StoreRecorder, number: int, best_epoch: int) -> None:
+    from ray.tune.experiment import Trial
+
+    trial = Trial("segtune", config={TRIAL_KEY: number}, stub=True)
+    for epoch in (1, 2, 3):
+        result = {
+            "epoch": epoch,
+            "val_miou": 0.1 * epoch if epoch <= best_epoch else 0.05,
+            "epoch_seconds": 1.0,
+            "best_epoch": min(epoch, best_epoch),
+            "best_val_miou": 0.1 * min(epoch, best_epoch),
+            "checkpoint": f"/on/the/lost/node/trial_{number:04d}",
+            "node_id": GONE,
+            "shared_with_driver": False,
+            "state_epoch": 2 if epoch >= 2 else 0,
+        }
+        recorder.on_trial_result(0, [], trial, result)
+    recorder.on_trial_complete(0, [], trial)
+
+
+def test_a_model_lost_with_its_node_comes_from_the_kept_copy_or_the_trial_runs_again(
+    tmp_path: Path, local_ray: None
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.create_study(study_name="s", storage=store.open_storage(url), direction="maximize")
+    states = tmp_path / "states"
+    states.mkdir()
+    for _ in range(2):
+        t = study.ask()
+        t.set_user_attr("ray_trial_id", f"ray{t.number}")
+        t.set_user_attr("state_folder", str(states))
+    kept_model(states, 0, epoch=2)  # trial 0's best was epoch 2, before its state after epoch 2 was sent: kept
+    kept_model(states, 1, epoch=1)  # trial 1's best is epoch 3, after its last state: nowhere but the lost node
+    recorder = StoreRecorder(
+        url, "s", max_epochs=3, metric="val_miou", artifacts=str(tmp_path / "artifacts"), states=str(states)
+    )
+    end_on_a_lost_node(recorder, 0, best_epoch=2)
+    end_on_a_lost_node(recorder, 1, best_epoch=3)
+    recorder.writer.close()
+
+    study = optuna.load_study(study_name="s", storage=url)
+    first, second = study.trials
+    assert first.state == TrialState.COMPLETE, first.user_attrs.get("fail_reason")
+    stored = artifacts.fetch(study, 0, artifacts.MODEL, artifacts.open_store(str(tmp_path / "artifacts")))
+    assert torch.load(io.BytesIO(stored.read_bytes()), weights_only=True)["epoch"] == 2  # its best epoch's model
+
+    assert second.state == TrialState.FAIL
+    assert second.user_attrs["fail_reason"].startswith("interrupted: its node"), second.user_attrs["fail_reason"]
+    assert (states / "trial_0001.e0002.state").is_file()  # kept: the trial goes on from it
+    assert recorder.lost_models == [f"trial 1: ended FAIL (interrupted): {second.user_attrs['fail_reason'][13:]}"]
+
+    out = io.StringIO()
+    assert prepare_resume(study, target=2, out=out) == 1  # trial 0 counts; trial 1 runs again
+    assert "trial 1: interrupted; queued again from its state after epoch 2" in out.getvalue()
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in queued] == [1]
