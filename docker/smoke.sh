@@ -170,6 +170,9 @@ code=$(compose ps -q driver | xargs "$DOCKER" inspect -f '{{.State.ExitCode}}')
 echo
 say "trials by state:"
 sql "select state, count(*) from trials group by state order by state" | sed 's/^/    /'
+say "why the FAIL trials failed (each interrupted one ran again):"
+sql "select count(*), left(a.value_json, 90) from trials t join trial_user_attributes a using (trial_id)
+     where t.state = 'FAIL' and a.key = 'fail_reason' group by 2 order by 1 desc" | sed 's/^/    /'
 epochs=$(sql "select count(*) from trials t where t.state in ('COMPLETE','PRUNED') and (select count(*) from trial_intermediate_values v where v.trial_id = t.trial_id) = (select cast(value_json as int) from trial_user_attributes a where a.trial_id = t.trial_id and a.key = 'epochs_run')")
 nodes=$(sql "select count(distinct value_json) from trial_user_attributes a join trials t using (trial_id) where a.key = 'node_id' and t.state in ('COMPLETE','PRUNED')")
 hosts=$(sql "select string_agg(distinct value_json, ' ') from trial_user_attributes where key = 'node_hostname'")
