@@ -103,3 +103,29 @@ def test_a_model_lost_with_its_node_comes_from_the_kept_copy_or_the_trial_runs_a
     assert "trial 1: interrupted; queued again from its state after epoch 2" in out.getvalue()
     queued = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["retry_of"] for t in queued] == [1]
+
+
+def test_a_paused_trial_ended_at_the_search_end_takes_its_kept_model_when_its_node_is_gone(
+    tmp_path: Path, local_ray: None
+) -> None:
+    """promotion: a trial nobody promoted ends PRUNED when the search ends (prune_paused), its files fetched then,
+    long after its last epoch: its node may be gone by then, and its best epoch's copy beside its states serves."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.create_study(study_name="s", storage=store.open_storage(url), direction="maximize")
+    states = tmp_path / "states"
+    states.mkdir()
+    trial = study.ask()
+    attrs = {"run_id": "r1", "paused": True, "best_epoch": 2, "files_at": ["/lost/trial_0000", GONE, False]}
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    trial.report(0.2, step=2)
+    kept_model(states, 0, epoch=2)
+    recorder = StoreRecorder(
+        url, "s", max_epochs=3, metric="val_miou", artifacts=str(tmp_path / "artifacts"), states=str(states)
+    )
+    assert recorder.prune_paused("r1") == 1
+    study = optuna.load_study(study_name="s", storage=url)
+    ended = study.trials[0]
+    assert ended.state == TrialState.PRUNED, ended.user_attrs.get("fail_reason")
+    stored = artifacts.fetch(study, 0, artifacts.MODEL, artifacts.open_store(str(tmp_path / "artifacts")))
+    assert torch.load(io.BytesIO(stored.read_bytes()), weights_only=True)["epoch"] == 2

@@ -348,8 +348,10 @@ class StoreRecorder(tune.Callback):
             if t.user_attrs.get("run_id") != run_id or not t.user_attrs.get("paused"):
                 continue
             files = t.user_attrs.get("files_at")
-            values = None
-            self._write_end(t.number, {"paused": False}, TrialState.PRUNED, values, tuple(files) if files else None)
+            attrs: dict[str, Any] = {"paused": False}
+            if "best_epoch" in t.user_attrs:  # which kept copy is its best, should its node be gone (_upload)
+                attrs["best_epoch"] = t.user_attrs["best_epoch"]
+            self._write_end(t.number, attrs, TrialState.PRUNED, None, tuple(files) if files else None)
             pruned += 1
         return pruned
 
