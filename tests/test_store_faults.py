@@ -216,7 +216,19 @@ def test_a_search_survives_connections_killed_while_trials_are_asked_and_told(pg
     db = make_url(pg_url).database
     stop, kills = threading.Event(), []
 
+    def study_made() -> bool:  # opening a store takes a burst of queries: on a loaded machine, longer than 0.3 s
+        plain = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            with psycopg.connect(plain) as con:
+                return con.execute("SELECT 1 FROM studies WHERE study_name = 'killed'").fetchone() is not None
+        except psycopg.Error:  # no tables yet
+            return False
+
     def killer() -> None:
+        # from the moment the study exists: its opening is the retry window's (test_a_store_down_...), this test
+        # is about asks, suggests, reports and tells meeting dropped connections
+        while not stop.is_set() and not study_made():
+            time.sleep(0.2)
         with _admin(pg_url) as admin:
             while not stop.is_set():
                 kills.append(_kill_segtune_connections(admin, db))
