@@ -182,9 +182,10 @@ def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path
         assert sorted(retry.intermediate_values) == list(range(1, epochs + 1))  # its curve is whole
         saved = retry.user_attrs.get("resume_from")
         if saved:  # it went on from the dead trial's state: the epochs before it are the dead trial's own values
-            assert all(
-                retry.intermediate_values[e] == before[n].intermediate_values[e] for e in range(1, saved["epoch"] + 1)
-            )
+            # (a state newer than the store's last write: the epochs the store missed come from the state's history,
+            # tests/test_resumed_curve.py)
+            stored = before[n].intermediate_values
+            assert all(retry.intermediate_values[e] == stored[e] for e in range(1, saved["epoch"] + 1) if e in stored)
     assert any(t.user_attrs.get("resume_from") for t in ts.values()), "a re-run went on from a state"
     # its state's epoch comes once more by design (trainable.py); Optuna's complaint about it is not for the user
     assert "already reported" not in proc.stdout + proc.stderr

@@ -172,9 +172,17 @@ class StoreRecorder(tune.Callback):
         reported = None
         seconds = self._epoch_seconds.setdefault(trial.config[TRIAL_KEY], [])
         values = self._epoch_values.setdefault(trial.config[TRIAL_KEY], [])
+        carried: dict[int, float] = {}
         if result.get("resumed_history") and not seconds:  # a --resume re-run: the epochs before its state
             seconds += [round(float(r.get("epoch_seconds", 0.0)), 3) for r in result["resumed_history"]]
             values += [json_safe(r.get(self.metric)) for r in result["resumed_history"]]
+            # the state may be newer than the dead driver's last write: its epochs the store never got come from
+            # the state's own history (the searcher carried over those it had; Optuna keeps a step's first value)
+            carried = {
+                int(r["epoch"]): float(r[self.metric])
+                for r in result["resumed_history"]
+                if not self.multi and r.get(self.metric) is not None and math.isfinite(r[self.metric])
+            }
         if self.multi:  # Optuna refuses report() in a multi-objective study: one value per epoch goes here
             values.append(json_safe(value))
             attrs["epoch_values"] = list(values)
@@ -209,7 +217,7 @@ class StoreRecorder(tune.Callback):
             costs = {k.removeprefix("cost_"): v for k, v in result.items() if k.startswith("cost_")}
             attrs.update(costs)
             excess = dict(zip(self.constraints, violations(costs, self.constraints), strict=True))
-        self.writer.submit(lambda: self._write_epoch(number, epoch, reported, attrs, excess))
+        self.writer.submit(lambda: self._write_epoch(number, epoch, reported, attrs, excess, carried))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Its worker or node died and Tune runs it again, elsewhere if need be, from its newest state: the Optuna
@@ -232,9 +240,17 @@ class StoreRecorder(tune.Callback):
             handle.set_user_attr(k, v)
 
     def _write_epoch(
-        self, number: int, epoch: int, value: float | None, attrs: dict[str, Any], excess: dict[str, float]
+        self,
+        number: int,
+        epoch: int,
+        value: float | None,
+        attrs: dict[str, Any],
+        excess: dict[str, float],
+        carried: dict[int, float] | None = None,
     ) -> None:
         handle = store.trial_handle(self.study, number)
+        for earlier, earlier_value in sorted((carried or {}).items()):
+            handle.report(earlier_value, step=earlier)
         if value is not None:
             handle.report(value, step=epoch)
         for k, v in attrs.items():
