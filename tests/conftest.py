@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -130,9 +132,24 @@ class Background:
 
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """One real search shared by the tests that inspect a store (Ray starts once per test session)."""
-    tmp = tmp_path_factory.mktemp("search")
-    return tmp, demo_search(tmp, 8)
+    """One real search shared by the tests that only read a store, run once per test session.
+
+    Under pytest-xdist each worker is a session of its own, and the files that read this search run on either:
+    the first worker to need it runs it in the folder both share (the parent of the workers' own), under a
+    lock; the other waits for it and reads the same store. Tests that add to a study work on a copy.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this test session
+    tmp, done = root / "searched", root / "searched.json"
+    with open(root / "searched.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            tmp.mkdir(exist_ok=True)
+            proc = demo_search(tmp, 8)
+            done.write_text(json.dumps({"args": proc.args, "stdout": proc.stdout, "stderr": proc.stderr}))
+        saved = json.loads(done.read_text())
+    return tmp, subprocess.CompletedProcess(saved["args"], 0, saved["stdout"], saved["stderr"])
 
 
 PG_ENV = "SEGTUNE_TEST_POSTGRES"

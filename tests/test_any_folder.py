@@ -66,6 +66,7 @@ def run_in(spec: Path, tmp: Path, capsys: pytest.CaptureFixture[str], *extra: st
     """`segtune run` (the same main the command calls, in this process: its Ray cluster is the module's)."""
     storage = f"sqlite:///{tmp / 'runs.db'}"
     args = ["run", str(spec), "--storage", storage, "--set", "search.trials=2", "--set", "search.max_epochs=1"]
+    args += ["--set", "resources.cpus_per_trial=2"]  # one slot: one trial worker to start (most of a run's seconds)
     args += ["--set", "search.grace_period=1", "--set", f"results_dir={tmp / 'runs'}", *extra]
     assert cli.main(args) == 0, capsys.readouterr().err
     return optuna.load_study(study_name=spec_mod.load(spec).study, storage=storage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -112,8 +113,11 @@ def test_progress_and_final_table_are_printed(searched) -> None:
     assert "COMPLETE" in table and "PRUNED" in table
 
 
-def test_a_second_run_adds_trials_and_keeps_the_first(searched) -> None:
-    tmp, _ = searched
+def test_a_second_run_adds_trials_and_keeps_the_first(searched, tmp_path: Path) -> None:
+    # on a copy (SQLite's backup: the store runs in WAL mode), so the shared search stays as the others read it
+    with sqlite3.connect(searched[0] / "store.db") as source, sqlite3.connect(tmp_path / "store.db") as copy:
+        source.backup(copy)
+    tmp = tmp_path
     before_trials = load(tmp).trials
     before = {t.number: (t.state, t.value, dict(t.intermediate_values)) for t in before_trials}
     ran_before = sum("ray_trial_id" in t.user_attrs for t in before_trials)
