@@ -115,8 +115,9 @@ def test_progress_and_final_table_are_printed(searched) -> None:
 
 def test_a_second_run_adds_trials_and_keeps_the_first(searched, tmp_path: Path) -> None:
     # on a copy (SQLite's backup: the store runs in WAL mode), so the shared search stays as the others read it
-    with sqlite3.connect(searched[0] / "store.db") as source, sqlite3.connect(tmp_path / "store.db") as copy:
-        source.backup(copy)
+    source, copy = sqlite3.connect(searched[0] / "store.db"), sqlite3.connect(tmp_path / "store.db")
+    source.backup(copy)
+    source.close(), copy.close()
     tmp = tmp_path
     before_trials = load(tmp).trials
     before = {t.number: (t.state, t.value, dict(t.intermediate_values)) for t in before_trials}
