@@ -246,10 +246,10 @@ class StoreRecorder(tune.Callback):
         value: float | None,
         attrs: dict[str, Any],
         excess: dict[str, float],
-        carried: dict[int, float] | None = None,
+        carried: dict[int, float],
     ) -> None:
         handle = store.trial_handle(self.study, number)
-        for earlier, earlier_value in sorted((carried or {}).items()):
+        for earlier, earlier_value in sorted(carried.items()):
             handle.report(earlier_value, step=earlier)
         if value is not None:
             handle.report(value, step=epoch)
