@@ -18,6 +18,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Two test workers share CI's 2 cores, and each runs PyTorch (in process, or in the `segtune` and Ray processes it
+# starts, which inherit this) on as many threads as there are cores. OpenMP's threads spin while they wait for each
+# other, so two such processes side by side take turns spinning: two 2-epoch fits side by side took 45 s each here
+# against 7 s alone. Waiting threads that sleep instead: 14 s each. It must be set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The Ctrl-C tests send SIGINT to `segtune` processes they start. A shell starts a background job (`pytest &`)
 # with SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt in them: give them
 # the default, as in a foreground run.
@@ -57,8 +62,13 @@ def segtune(
     return proc
 
 
-def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4) -> list[str]:
-    """A small real search: the demo spec at 64 px, on a local Ray cluster and a SQLite file in tmp."""
+def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4, one_slot: bool = False) -> list[str]:
+    """A small real search: the demo spec at 64 px, on a local Ray cluster and a SQLite file in tmp.
+
+    ``one_slot``: one trial at a time (search.max_concurrent), so one trial worker to start instead of one a slot;
+    starting workers (torch, smp, Ray Tune: about 10 s each here) is most of a small run. Not more CPUs a trial: a
+    trial on 2 threads beside the other test worker is the oversubscription OMP_WAIT_POLICY above is about."""
+    slots = ["--set", "search.max_concurrent=1"] if one_slot else []
     return [
         "run",
         str(SPACES / "demo.yaml"),
@@ -78,11 +88,12 @@ def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4) -> li
         "space.lr={loguniform: [1.0e-3, 1.0e-2]}",
         "--set",
         f"results_dir={tmp / 'runs'}",
+        *slots,
     ]
 
 
-def demo_search(tmp: Path, trials: int, study: str = "e2e") -> subprocess.CompletedProcess[str]:
-    return segtune(*demo_args(tmp, trials, study), cwd=tmp)
+def demo_search(tmp: Path, trials: int, study: str = "e2e", one_slot: bool = False) -> subprocess.CompletedProcess[str]:
+    return segtune(*demo_args(tmp, trials, study, one_slot=one_slot), cwd=tmp)
 
 
 class Background:

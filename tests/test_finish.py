@@ -54,6 +54,8 @@ def searched_lesions(tmp: Path) -> str:
         "--set",
         "search.sampler=random",
         "--set",
+        "search.max_concurrent=1",  # one trial at a time: one trial worker to start
+        "--set",
         f"results_dir={tmp / 'runs'}",
         cwd=tmp,
     )

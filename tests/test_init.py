@@ -67,7 +67,7 @@ def tiny_run(path: Path, tmp: Path) -> str:
         "--set",
         "dataset.limit=32",  # per split: what is checked is that the written spec runs, not what it learns
         "--set",
-        "resources.cpus_per_trial=2",  # one slot: one trial worker to start (most of such a run's seconds)
+        "search.max_concurrent=1",  # one trial at a time: one trial worker to start (most of such a run)
         "--set",
         f"results_dir={tmp / 'runs'}",
         cwd=tmp,

@@ -33,7 +33,7 @@ def assert_finished_trials_intact(ts: list[optuna.trial.FrozenTrial]) -> None:
 
 
 def test_ctrl_c_stops_cleanly_and_running_trials_end_fail_interrupted(tmp_path: Path) -> None:
-    run = Background(*demo_args(tmp_path, trials=12, epochs=6), cwd=tmp_path)
+    run = Background(*demo_args(tmp_path, trials=12, epochs=6, one_slot=True), cwd=tmp_path)
     try:
         run.wait_for(" after ")  # a trial has finished (complete or pruned) ...
         run.wait_for("running", timeout=60)
@@ -57,9 +57,9 @@ def test_ctrl_c_stops_cleanly_and_running_trials_end_fail_interrupted(tmp_path: 
 
 
 def test_a_second_ctrl_c_quits_at_once_and_still_leaves_nothing_running(tmp_path: Path) -> None:
-    run = Background(*demo_args(tmp_path, trials=6, epochs=6), cwd=tmp_path)
+    run = Background(*demo_args(tmp_path, trials=6, epochs=6, one_slot=True), cwd=tmp_path)
     try:
-        run.wait_for("trial 1 started")
+        run.wait_for("trial 0 started")
         time.sleep(2)
         run.proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -79,7 +79,9 @@ def test_a_second_ctrl_c_quits_at_once_and_still_leaves_nothing_running(tmp_path
 def test_a_trial_process_killed_mid_epoch_goes_on_from_its_state(tmp_path: Path) -> None:
     """Its worker process dies (the OOM killer, a kill -9): Tune runs the trial again, and it goes on from its newest
     state: one Optuna trial, one value per epoch, and the store says it restarted."""
-    run = Background(*demo_args(tmp_path, trials=4, epochs=3), "--set", "search.scheduler=none", cwd=tmp_path)
+    run = Background(
+        *demo_args(tmp_path, trials=2, epochs=3, one_slot=True), "--set", "search.scheduler=none", cwd=tmp_path
+    )
     try:
         run.wait_for("trial 0 started")
         victim = None
@@ -104,7 +106,7 @@ def test_a_trial_process_killed_mid_epoch_goes_on_from_its_state(tmp_path: Path)
     assert sorted(resumed.intermediate_values) == [1, 2, 3]  # no epoch twice, none missing
     assert f"trial {victim.number}: its worker or node was lost" in run.output
     ran = [t for t in ts if "ray_trial_id" in t.user_attrs]
-    assert len(ran) == 4 and all(t.state == TrialState.COMPLETE for t in ran)
+    assert len(ran) == 2 and all(t.state == TrialState.COMPLETE for t in ran)
     assert TrialState.RUNNING not in {t.state for t in ts}
     assert_finished_trials_intact(ts)
 
@@ -112,10 +114,10 @@ def test_a_trial_process_killed_mid_epoch_goes_on_from_its_state(tmp_path: Path)
 def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> None:
     """Two `segtune run` (each its own Ray cluster) add trials to one study while a dashboard polls it."""
     port = free_port()
-    first = Background(*demo_args(tmp_path, trials=3, epochs=2), cwd=tmp_path)
+    first = Background(*demo_args(tmp_path, trials=2, epochs=2, one_slot=True), cwd=tmp_path)
     first.wait_for("trial 0 started")  # the study exists; the second search adds to it
     dash = Background("dashboard", "--storage", f"sqlite:///{tmp_path / 'store.db'}", "--port", str(port), cwd=tmp_path)
-    second = Background(*demo_args(tmp_path, trials=3, epochs=2), cwd=tmp_path)
+    second = Background(*demo_args(tmp_path, trials=2, epochs=2, one_slot=True), cwd=tmp_path)
     polls = 0
     try:
         while first.proc.poll() is None or second.proc.poll() is None:
@@ -135,15 +137,15 @@ def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> 
     assert "locked" not in outputs and "Traceback" not in outputs
     ts = trials(tmp_path)
     ran = [t for t in ts if "ray_trial_id" in t.user_attrs]
-    assert len(ran) == 6 and len({t.user_attrs["run_id"] for t in ran}) == 2
+    assert len(ran) == 4 and len({t.user_attrs["run_id"] for t in ran}) == 2
     assert sorted(t.number for t in ts) == list(range(len(ts)))
     assert all(t.state in FINISHED for t in ran)
     assert_finished_trials_intact(ts)
 
 
 def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path: Path) -> None:
-    epochs, asked = 6, 4
-    args = [*demo_args(tmp_path, trials=asked, epochs=epochs), "--set", "search.scheduler=none"]
+    epochs, asked = 6, 3
+    args = [*demo_args(tmp_path, trials=asked, epochs=epochs, one_slot=True), "--set", "search.scheduler=none"]
     run = Background(*args, cwd=tmp_path)
 
     def early_with_state(t: optuna.trial.FrozenTrial) -> bool:
@@ -153,7 +155,7 @@ def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path
         return t.state == TrialState.RUNNING and saved and t.user_attrs["epochs_run"] <= 3
 
     try:
-        run.wait_for(f"2/{asked} done")  # the next two have just started
+        run.wait_for(f"1/{asked} done")  # the next has just started
         deadline = time.monotonic() + 600
         while not any(early_with_state(t) for t in trials(tmp_path)):
             assert run.proc.poll() is None and time.monotonic() < deadline, run.output  # a trial saved a state
