@@ -19,10 +19,12 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Two test workers share CI's 2 cores, and each runs PyTorch (in process, or in the `segtune` and Ray processes it
-# starts, which inherit this) on as many threads as there are cores. OpenMP's threads spin while they wait for each
-# other, so two such processes side by side take turns spinning: two 2-epoch fits side by side took 45 s each here
-# against 7 s alone. Waiting threads that sleep instead: 14 s each. It must be set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# starts, which inherit this) on as many threads as there are cores. OpenMP's waiting threads spin (libgomp: 300000
+# turns), so two such processes side by side spin against each other. One epoch of the pretrained test's Unet-Lite0
+# at 128 px (/tmp/lite.py in the 2026-11-29 note): alone 10.5 s; two side by side 47 s each, and 17.5 s each with
+# 1000 turns, which costs nothing alone (10.0 s). Sleeping at once (OMP_WAIT_POLICY=PASSIVE) took 20 s side by side
+# but 23 s alone. It must be set before torch is first imported.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 # The Ctrl-C tests send SIGINT to `segtune` processes they start. A shell starts a background job (`pytest &`)
 # with SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt in them: give them
 # the default, as in a foreground run.
@@ -67,7 +69,7 @@ def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4, one_s
 
     ``one_slot``: one trial at a time (search.max_concurrent), so one trial worker to start instead of one a slot;
     starting workers (torch, smp, Ray Tune: about 10 s each here) is most of a small run. Not more CPUs a trial: a
-    trial on 2 threads beside the other test worker is the oversubscription OMP_WAIT_POLICY above is about."""
+    trial on 2 threads beside the other test worker is the oversubscription GOMP_SPINCOUNT above is about."""
     slots = ["--set", "search.max_concurrent=1"] if one_slot else []
     return [
         "run",
