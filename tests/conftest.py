@@ -21,7 +21,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Two test workers share CI's 2 cores, and each runs PyTorch (in process, or in the `segtune` and Ray processes it
 # starts, which inherit this) on as many threads as there are cores. OpenMP's waiting threads spin (libgomp: 300000
 # turns), so two such processes side by side spin against each other. One epoch of the pretrained test's Unet-Lite0
-# at 128 px (/tmp/lite.py in the 2026-11-29 note): alone 10.5 s; two side by side 47 s each, and 17.5 s each with
+# at 128 px, 64 pictures (its `fit`, 2026-11-29): alone 10.5 s; two side by side 47 s each, and 17.5 s each with
 # 1000 turns, which costs nothing alone (10.0 s). Sleeping at once (OMP_WAIT_POLICY=PASSIVE) took 20 s side by side
 # but 23 s alone. It must be set before torch is first imported.
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
