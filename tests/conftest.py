@@ -64,13 +64,15 @@ def segtune(
     return proc
 
 
-def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4, one_slot: bool = False) -> list[str]:
-    """A small real search: the demo spec at 64 px, on a local Ray cluster and a SQLite file in tmp.
+# One trial at a time, so one trial worker to start instead of one a slot: starting workers (torch, smp, Ray Tune:
+# about 10 s each here) is most of a small run. Not more CPUs a trial: a trial on 2 threads beside the other test
+# worker is the oversubscription GOMP_SPINCOUNT above is about.
+ONE_AT_A_TIME = ("--set", "search.max_concurrent=1")
 
-    ``one_slot``: one trial at a time (search.max_concurrent), so one trial worker to start instead of one a slot;
-    starting workers (torch, smp, Ray Tune: about 10 s each here) is most of a small run. Not more CPUs a trial: a
-    trial on 2 threads beside the other test worker is the oversubscription GOMP_SPINCOUNT above is about."""
-    slots = ["--set", "search.max_concurrent=1"] if one_slot else []
+
+def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4, one_at_a_time: bool = False) -> list[str]:
+    """A small real search: the demo spec at 64 px, on a local Ray cluster and a SQLite file in tmp."""
+    slots = ONE_AT_A_TIME if one_at_a_time else ()
     return [
         "run",
         str(SPACES / "demo.yaml"),
@@ -94,8 +96,10 @@ def demo_args(tmp: Path, trials: int, study: str = "e2e", epochs: int = 4, one_s
     ]
 
 
-def demo_search(tmp: Path, trials: int, study: str = "e2e", one_slot: bool = False) -> subprocess.CompletedProcess[str]:
-    return segtune(*demo_args(tmp, trials, study, one_slot=one_slot), cwd=tmp)
+def demo_search(
+    tmp: Path, trials: int, study: str = "e2e", one_at_a_time: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return segtune(*demo_args(tmp, trials, study, one_at_a_time=one_at_a_time), cwd=tmp)
 
 
 class Background:

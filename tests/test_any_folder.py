@@ -25,7 +25,7 @@ from segtune.data.splitfiles import match_ids, read_split_file
 from segtune.errors import DataError, SpecError
 from segtune.spec import num_classes
 from tests import layouts
-from tests.conftest import REPO, segtune
+from tests.conftest import ONE_AT_A_TIME, REPO, segtune
 
 KVASIR = REPO.parent / "shared" / "datasets" / "kvasir-seg"
 
@@ -66,7 +66,7 @@ def run_in(spec: Path, tmp: Path, capsys: pytest.CaptureFixture[str], *extra: st
     """`segtune run` (the same main the command calls, in this process: its Ray cluster is the module's)."""
     storage = f"sqlite:///{tmp / 'runs.db'}"
     args = ["run", str(spec), "--storage", storage, "--set", "search.trials=2", "--set", "search.max_epochs=1"]
-    args += ["--set", "search.max_concurrent=1"]  # one trial at a time: one trial worker to start (most of a run)
+    args += ONE_AT_A_TIME
     args += ["--set", "search.grace_period=1", "--set", f"results_dir={tmp / 'runs'}", *extra]
     assert cli.main(args) == 0, capsys.readouterr().err
     return optuna.load_study(study_name=spec_mod.load(spec).study, storage=storage)

@@ -20,7 +20,7 @@ from segtune.data import build_dataset
 from segtune.results.onnx import export_model
 from segtune.spec import OxfordPetsSpec
 from segtune.training.loop import fit
-from tests.conftest import PETS_SAMPLE, Background, segtune
+from tests.conftest import ONE_AT_A_TIME, PETS_SAMPLE, Background, segtune
 from tests.test_trust import lesion_folder
 
 pytestmark = pytest.mark.e2e
@@ -53,8 +53,7 @@ def searched_lesions(tmp: Path) -> str:
         "search.scheduler=none",
         "--set",
         "search.sampler=random",
-        "--set",
-        "search.max_concurrent=1",  # one trial at a time: one trial worker to start
+        *ONE_AT_A_TIME,
         "--set",
         f"results_dir={tmp / 'runs'}",
         cwd=tmp,

@@ -18,7 +18,7 @@ from segtune.check import check
 from segtune.data import build_dataset
 from segtune.data.resize import ResizePolicy
 from segtune.results.predict import split_metrics
-from tests.conftest import PETS_SAMPLE, segtune
+from tests.conftest import ONE_AT_A_TIME, PETS_SAMPLE, segtune
 from tests.test_workflows import write_camvid_32, write_camvid_segnet, write_voc
 
 RNG = np.random.default_rng(11)
@@ -66,8 +66,7 @@ def tiny_run(path: Path, tmp: Path) -> str:
         "dataset.image_size=64",
         "--set",
         "dataset.limit=32",  # per split: what is checked is that the written spec runs, not what it learns
-        "--set",
-        "search.max_concurrent=1",  # one trial at a time: one trial worker to start (most of such a run)
+        *ONE_AT_A_TIME,
         "--set",
         f"results_dir={tmp / 'runs'}",
         cwd=tmp,

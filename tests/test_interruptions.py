@@ -33,7 +33,7 @@ def assert_finished_trials_intact(ts: list[optuna.trial.FrozenTrial]) -> None:
 
 
 def test_ctrl_c_stops_cleanly_and_running_trials_end_fail_interrupted(tmp_path: Path) -> None:
-    run = Background(*demo_args(tmp_path, trials=12, epochs=6, one_slot=True), cwd=tmp_path)
+    run = Background(*demo_args(tmp_path, trials=12, epochs=6, one_at_a_time=True), cwd=tmp_path)
     try:
         run.wait_for(" after ")  # a trial has finished (complete or pruned) ...
         run.wait_for("running", timeout=60)
@@ -57,7 +57,7 @@ def test_ctrl_c_stops_cleanly_and_running_trials_end_fail_interrupted(tmp_path: 
 
 
 def test_a_second_ctrl_c_quits_at_once_and_still_leaves_nothing_running(tmp_path: Path) -> None:
-    run = Background(*demo_args(tmp_path, trials=6, epochs=6, one_slot=True), cwd=tmp_path)
+    run = Background(*demo_args(tmp_path, trials=6, epochs=6, one_at_a_time=True), cwd=tmp_path)
     try:
         run.wait_for("trial 0 started")
         time.sleep(2)
@@ -80,7 +80,7 @@ def test_a_trial_process_killed_mid_epoch_goes_on_from_its_state(tmp_path: Path)
     """Its worker process dies (the OOM killer, a kill -9): Tune runs the trial again, and it goes on from its newest
     state: one Optuna trial, one value per epoch, and the store says it restarted."""
     run = Background(
-        *demo_args(tmp_path, trials=2, epochs=3, one_slot=True), "--set", "search.scheduler=none", cwd=tmp_path
+        *demo_args(tmp_path, trials=2, epochs=3, one_at_a_time=True), "--set", "search.scheduler=none", cwd=tmp_path
     )
     try:
         run.wait_for("trial 0 started")
@@ -114,10 +114,10 @@ def test_a_trial_process_killed_mid_epoch_goes_on_from_its_state(tmp_path: Path)
 def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> None:
     """Two `segtune run` (each its own Ray cluster) add trials to one study while a dashboard polls it."""
     port = free_port()
-    first = Background(*demo_args(tmp_path, trials=2, epochs=2, one_slot=True), cwd=tmp_path)
+    first = Background(*demo_args(tmp_path, trials=2, epochs=2, one_at_a_time=True), cwd=tmp_path)
     first.wait_for("trial 0 started")  # the study exists; the second search adds to it
     dash = Background("dashboard", "--storage", f"sqlite:///{tmp_path / 'store.db'}", "--port", str(port), cwd=tmp_path)
-    second = Background(*demo_args(tmp_path, trials=2, epochs=2, one_slot=True), cwd=tmp_path)
+    second = Background(*demo_args(tmp_path, trials=2, epochs=2, one_at_a_time=True), cwd=tmp_path)
     polls = 0
     try:
         while first.proc.poll() is None or second.proc.poll() is None:
@@ -145,7 +145,7 @@ def test_two_searches_and_a_dashboard_share_one_sqlite_store(tmp_path: Path) -> 
 
 def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path: Path) -> None:
     epochs, asked = 6, 3
-    args = [*demo_args(tmp_path, trials=asked, epochs=epochs, one_slot=True), "--set", "search.scheduler=none"]
+    args = [*demo_args(tmp_path, trials=asked, epochs=epochs, one_at_a_time=True), "--set", "search.scheduler=none"]
     run = Background(*args, cwd=tmp_path)
 
     def early_with_state(t: optuna.trial.FrozenTrial) -> bool:

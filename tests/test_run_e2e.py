@@ -10,7 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, SPACES, demo_search, segtune
+from tests.conftest import ONE_AT_A_TIME, REPO, SPACES, demo_search, segtune
 
 pytestmark = pytest.mark.e2e
 
@@ -122,7 +122,7 @@ def test_a_second_run_adds_trials_and_keeps_the_first(searched, tmp_path: Path) 
     before_trials = load(tmp).trials
     before = {t.number: (t.state, t.value, dict(t.intermediate_values)) for t in before_trials}
     ran_before = sum("ray_trial_id" in t.user_attrs for t in before_trials)
-    demo_search(tmp, 2, one_slot=True)
+    demo_search(tmp, 2, one_at_a_time=True)
     after = load(tmp).trials
     assert sum("ray_trial_id" in t.user_attrs for t in after) == ran_before + 2
     for t in after:
@@ -139,8 +139,7 @@ def test_a_trial_that_raises_ends_fail_with_its_reason_and_the_search_goes_on(tm
         f"sqlite:///{db}",
         "--study",
         "nan",
-        "--set",
-        "search.max_concurrent=1",  # one trial at a time: one trial worker to start
+        *ONE_AT_A_TIME,
         "--set",
         "dataset={name: synthetic, num_images: 64, image_size: 32}",
         "--set",
@@ -186,8 +185,7 @@ def test_a_trial_out_of_memory_fails_with_the_reason_and_the_others_run(tmp_path
         f"sqlite:///{db}",
         "--study",
         "oom",
-        "--set",
-        "search.max_concurrent=1",  # one trial at a time: one trial worker to start
+        *ONE_AT_A_TIME,
         "--set",
         "dataset={name: synthetic, num_images: 48, image_size: 32}",
         "--set",

@@ -96,7 +96,7 @@ def test_starting_points_run_first_then_a_stratified_start_up_covers_every_choic
 def test_a_budget_of_trial_epochs_ends_the_search_and_is_shown(tmp_path: Path) -> None:
     """`search.budget_epochs: 4` with 2-epoch trials: two trials train, then nothing more starts (the study
     asks for 20); progress and `status` show the budget."""
-    args = demo_args(tmp_path, trials=20, epochs=2, one_slot=True)
+    args = demo_args(tmp_path, trials=20, epochs=2, one_at_a_time=True)
     proc = segtune(*args, "--set", "search.budget_epochs=4", "--set", "search.scheduler=none", cwd=tmp_path)
     assert "budget 4/4 trial-epochs" in proc.stdout
     url = f"sqlite:///{tmp_path / 'store.db'}"
