@@ -193,6 +193,27 @@ def test_a_wrong_postgres_password_fails_at_once_without_showing_it(pg_url: str,
     assert "not-the-password" not in proc.stdout + proc.stderr
 
 
+def test_the_retry_window_is_the_users_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 s by default (a server restart); SEGTUNE_STORE_RETRY_S for a managed database whose failover takes
+    minutes, or 0 for one try; a value that is no number of seconds is refused naming the variable."""
+    assert store.retry_delays(30) == (0.2, 0.5, 1, 2, 4, 8, 15)
+    assert store.retry_delays(0) == ()
+    assert sum(store.retry_delays(120)) >= 120 and store.retry_delays(120)[-1] == 15
+    monkeypatch.setenv("SEGTUNE_STORE_RETRY_S", "0")
+    tries = []
+
+    def down(attempt: int) -> None:
+        tries.append(attempt)
+        raise store.sa_exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    with pytest.raises(store.StoreUnavailable):
+        store.with_retries("ask", down)
+    assert tries == [1]
+    monkeypatch.setenv("SEGTUNE_STORE_RETRY_S", "a minute")
+    with pytest.raises(store.StoreError, match="SEGTUNE_STORE_RETRY_S: 'a minute' is not a number of seconds"):
+        store.with_retries("ask", down)
+
+
 def test_every_call_optunas_cached_storage_makes_is_retried() -> None:
     """Optuna wraps the storage in _CachedStorage, which calls private methods of it: each must retry."""
     import inspect
@@ -313,7 +334,8 @@ def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes
         "--set",
         f"results_dir={tmp_path / 'runs'}",
     ]
-    run = Background(*args, cwd=tmp_path)
+    window = {"SEGTUNE_STORE_RETRY_S": "6"}  # the store's retry window: 6 s instead of 30
+    run = Background(*args, cwd=tmp_path, env=window)
     with _admin(pg_url) as admin:
         try:
             run.wait_for(" after ")  # a trial has ended ...
@@ -329,6 +351,8 @@ def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes
             run.kill()
     assert rc == 75, run.output
     assert "study store unreachable: stopping the search" in run.output
+    waited = int(run.output.split("the study store did not answer for ", 1)[1].split(" s", 1)[0])
+    assert 6 <= waited < 15, run.output  # the window it was given: 0.2 + 0.5 + 1 + 2 + 4 s of waits, and the tries
     assert "Run the same command with --resume once the store answers" in run.output
     after = run.output.split("study store unreachable: stopping the search", 1)[1]
     assert "; try 2 in" not in after, f"it waited out a second retry window before exiting: {after[-2000:]}"
@@ -336,7 +360,7 @@ def test_a_store_down_past_its_retry_window_stops_the_search_and_resume_finishes
     assert _finished(pg_url, "outage"), "what ended before the outage was kept"
     assert len(_finished(pg_url, "outage")) < 6, "it stopped"
 
-    proc = segtune(*args, "--resume", cwd=tmp_path)
+    proc = segtune(*args, "--resume", cwd=tmp_path, env=window)
     assert "Traceback" not in proc.stderr
     finished = _finished(pg_url, "outage")
     assert len(finished) == 6, proc.stdout[-3000:]

@@ -126,10 +126,12 @@ def test_no_shared_disk_and_a_lost_node(cluster: Cluster, tmp_path: Path) -> Non
     store anyway, and `predict STUDY` works from it (inside the namespace, where the tmpfs is)."""
     private = tmp_path / "driver-only"
     private.mkdir()
-    # two starting points (never stopped) train 6 epochs, one on each node; the two others stop at rung 1
+    # two starting points (never stopped) train 10 epochs, one on each node; the two others stop at rung 1. Ten, so
+    # that the kill lands mid-trial: an epoch here takes under a second, a state is seen in the store an epoch or two
+    # after it is saved, and with 6 epochs a fast machine had finished the trial before the kill (2026-11-29)
     points = [{"lr": 3.0e-3}, {"lr": 5.0e-3}]
     spec = write_spec(
-        tmp_path, trials=4, max_epochs=6, min_first_rung=5, first_rung="grace", promotion=False, starting_points=points
+        tmp_path, trials=4, max_epochs=10, min_first_rung=5, first_rung="grace", promotion=False, starting_points=points
     )
     shutil.copy(SAMPLE_IMAGES / "Bengal_10.jpg", tmp_path / "x.png")
     (tmp_path / "check.py").write_text(CHECK)
@@ -156,7 +158,7 @@ def test_no_shared_disk_and_a_lost_node(cluster: Cluster, tmp_path: Path) -> Non
     assert states == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"], states
     moved = study.trials[number]
     assert moved.state == TrialState.COMPLETE, moved.user_attrs
-    assert sorted(moved.intermediate_values) == list(range(1, 7))  # one value per epoch: no gap, no duplicate
+    assert sorted(moved.intermediate_values) == list(range(1, 11))  # one value per epoch: no gap, no duplicate
     assert moved.user_attrs["restarts"] == 1 and "127.0.0.2" in moved.user_attrs["lost_node"]
     assert len(moved.user_attrs["nodes"]) == 2 and moved.user_attrs["node_ip"] != "127.0.0.2"  # ended on the head
     assert f"trial {number}: its worker or node was lost" in run.output

@@ -16,6 +16,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
+from segtune import cli
 from tests.conftest import segtune
 from tests.test_trust import lesion_folder
 
@@ -54,17 +55,31 @@ def run(tmp: Path, root: Path, *extra: str, **search: object) -> subprocess.Comp
     )
 
 
+def before_ray(
+    tmp: Path, root: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`segtune run` in this process, for the runs that end before Ray starts (a refusal, nothing left to run): the
+    same command line without a process's 10 s of imports each."""
+    args = ["run", str(spec_file(tmp, root)), "--storage", f"sqlite:///{tmp / 'store.db'}", *extra]
+    capsys.readouterr()
+    rc = cli.main(args)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
 def study(tmp: Path) -> optuna.Study:
     return optuna.load_study(study_name="lesions", storage=f"sqlite:///{tmp / 'store.db'}")
 
 
-def test_a_study_refuses_incomparable_trials_and_keeps_every_runs_spec(tmp_path: Path) -> None:
+def test_a_study_refuses_incomparable_trials_and_keeps_every_runs_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "data"
     lesion_folder(root)
     assert run(tmp_path, root).returncode == 0
     before = study(tmp_path)
 
-    refused = run(tmp_path, root, "--set", "dataset.image_size=64", "--set", "search.max_epochs=2")
+    refused = before_ray(tmp_path, root, capsys, "--set", "dataset.image_size=64", "--set", "search.max_epochs=2")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
     assert "dataset.image_size: 32 in the study, 64 now" in refused.stderr
     assert "search.max_epochs: 1 in the study, 2 now" in refused.stderr and "--allow-spec-change" in refused.stderr
@@ -73,14 +88,15 @@ def test_a_study_refuses_incomparable_trials_and_keeps_every_runs_spec(tmp_path:
 
     moved = tmp_path / "mounted-elsewhere"  # the same files under another path: the same data
     shutil.copytree(root, moved)
-    ok = run(tmp_path, moved, "--resume")  # compared and accepted; the study holds its 1 trial: nothing to train
+    # compared and accepted; the study holds its 1 trial: nothing to train
+    ok = before_ray(tmp_path, moved, capsys, "--resume")
     assert ok.returncode == 0 and "nothing to run" in ok.stdout, ok.stdout + ok.stderr
 
     changed = tmp_path / "one-image-less"
     shutil.copytree(root, changed)
     (changed / "images" / "IMD005.png").unlink()
     (changed / "masks" / "IMD005.png").unlink()
-    other = run(tmp_path, changed)
+    other = before_ray(tmp_path, changed, capsys)
     assert other.returncode == 2 and "dataset files: '12 pairs, sha256" in other.stderr
     assert "'11 pairs, sha256" in other.stderr
 

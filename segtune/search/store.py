@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -38,7 +39,34 @@ def redact(url: str) -> str:
 
 
 log = logging.getLogger("segtune.store")
-RETRY_DELAYS_S = (0.2, 0.5, 1, 2, 4, 8, 15)  # about 30 s in all: a PostgreSQL restart or failover
+BACKOFF_S = (0.2, 0.5, 1, 2, 4, 8, 15)  # then every 15 s until the window is spent
+RETRY_WINDOW_ENV = "SEGTUNE_STORE_RETRY_S"
+DEFAULT_RETRY_WINDOW_S = 30.0  # a PostgreSQL restart; a managed database's failover can take minutes: set the env
+
+
+def retry_delays(window_s: float) -> tuple[float, ...]:
+    """The waits between tries for a retry window of ``window_s`` seconds: the backoff, then every 15 s, until the
+    waits reach the window (30 s: 0.2, 0.5, 1, 2, 4, 8, 15; 0: a single try)."""
+    delays: list[float] = []
+    while sum(delays) < window_s:
+        delays.append(BACKOFF_S[len(delays)] if len(delays) < len(BACKOFF_S) else BACKOFF_S[-1])
+    return tuple(delays)
+
+
+def retry_window_s() -> float:
+    """The retry window, from SEGTUNE_STORE_RETRY_S (seconds) when set."""
+    raw = os.environ.get(RETRY_WINDOW_ENV)
+    if raw is None:
+        return DEFAULT_RETRY_WINDOW_S
+    try:
+        window = float(raw)
+    except ValueError:
+        window = -1.0
+    if not window >= 0:
+        raise StoreError(f"{RETRY_WINDOW_ENV}: {raw!r} is not a number of seconds >= 0")
+    return window
+
+
 SQLITE_TIMEOUT_S = 60
 # errors that mean "this database will not work", however often it is asked
 _PERMANENT = (
@@ -94,7 +122,7 @@ def with_retries(name: str, call: Callable[[int], Any], transient: Callable[[Bas
     """``call(attempt)`` until it succeeds, an error ``transient`` does not retry, or the retry window ends (then
     StoreUnavailable)."""
     started = time.monotonic()
-    delays = (None,) if getattr(_calls, "one_try", False) else (*RETRY_DELAYS_S, None)
+    delays = (None,) if getattr(_calls, "one_try", False) else (*retry_delays(retry_window_s()), None)
     for attempt, delay in enumerate(delays, start=1):
         try:
             return call(attempt)
@@ -159,9 +187,9 @@ def _cause(e: BaseException) -> str:
 class RetryingRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose every call survives a dropped connection, a restart or a held lock.
 
-    Every call the storage receives is retried with backoff for about 30 s (``RETRY_DELAYS_S``), only at
-    the outermost call (a method calling another is not retried twice). Retried writes are idempotent:
-    reads and upserts are by nature; a trial creation whose COMMIT landed before the connection dropped
+    Every call the storage receives is retried with backoff for about 30 s (``retry_delays``; SEGTUNE_STORE_RETRY_S
+    sets the window), only at the outermost call (a method calling another is not retried twice). Retried writes
+    are idempotent: reads and upserts are by nature; a trial creation whose COMMIT landed before the connection dropped
     is found again by a token instead of creating a ghost twin; a ``tell`` whose COMMIT landed is not
     refused as "already finished". After the window, :class:`StoreUnavailable`.
     """
