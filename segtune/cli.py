@@ -171,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = spec_mod.load(args.spec, args.overrides, args.data_root)
     from segtune import tables
     from segtune.search import run as search
+    from segtune.search.cluster import disconnect
     from segtune.search.interrupt import SearchInterrupted
 
     storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
@@ -197,9 +198,11 @@ def _run(args: argparse.Namespace) -> int:
             "finished trials are kept. Run again to add trials.",
             file=sys.stderr,
         )
+        disconnect()
         return 130
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
-    print(tables.trials_table(study, limit=args.top))
+    print(tables.trials_table(study, limit=args.top), flush=True)
+    disconnect()
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import ray
 import yaml
 from PIL import Image
 
@@ -37,7 +38,7 @@ def ray_cluster() -> object:
 
     from segtune.search.cluster import connect_ray
 
-    connect_ray(None)
+    connect_ray(None, local_cpus=1)  # the runs take one trial at a time (ONE_AT_A_TIME), and so a cluster of one CPU
     yield
     ray.shutdown()
 
@@ -69,6 +70,7 @@ def run_in(spec: Path, tmp: Path, capsys: pytest.CaptureFixture[str], *extra: st
     args += ONE_AT_A_TIME
     args += ["--set", "search.grace_period=1", "--set", f"results_dir={tmp / 'runs'}", *extra]
     assert cli.main(args) == 0, capsys.readouterr().err
+    assert ray.is_initialized(), "the run ended the module's Ray connection, which it did not make"
     return optuna.load_study(study_name=spec_mod.load(spec).study, storage=storage)
 
 

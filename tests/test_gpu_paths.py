@@ -15,7 +15,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from segtune.search.run import cpu_share
+from segtune.search.run import cpu_share, local_cpus
+from segtune.spec import StudySpec, validate
 from segtune.training.device import precision_for, trial_device
 from tests.conftest import SPACES, ray_node, segtune, stop_nodes
 from tests.test_inspect_export_retrain import free_port
@@ -51,6 +52,19 @@ def test_cpus_per_trial_auto_shares_a_gpu_nodes_cpus_among_its_trials() -> None:
     assert cpu_share([(64.0, 4.0), (16.0, 4.0)], 0.5) == 2  # the node with fewer cores sets the share
     assert cpu_share([(8.0, 0.0), (64.0, 4.0)], 1) == 16  # CPU-only nodes take no GPU trial
     assert cpu_share([(8.0, 0.0)], 0.0) == 1  # a CPU-only cluster: as before
+
+
+def test_a_local_cluster_has_the_cpus_the_search_runs_at_once() -> None:
+    def spec(search: dict, resources: dict | None = None) -> StudySpec:
+        raw = {"study": "s", "dataset": {"name": "synthetic"}, "search": search, "resources": resources or {}}
+        return validate(raw)
+
+    cpu_only = {"gpus_per_trial": 0}
+    assert local_cpus(spec({"trials": 12, "max_concurrent": 1}, cpu_only)) == 1
+    assert local_cpus(spec({"trials": 1}, cpu_only)) == 1  # a one-trial run
+    assert local_cpus(spec({"trials": 12, "max_concurrent": 2}, {**cpu_only, "cpus_per_trial": 2})) == 4
+    assert local_cpus(spec({"trials": 500}, cpu_only)) == 500  # more than the machine: its own count stands
+    assert local_cpus(spec({"trials": 4, "max_concurrent": 1}, {"gpus_per_trial": 0.5})) is None  # GPU trials
 
 
 @pytest.fixture()

@@ -123,6 +123,8 @@ def test_a_second_run_adds_trials_and_keeps_the_first(searched, tmp_path: Path) 
     before = {t.number: (t.state, t.value, dict(t.intermediate_values)) for t in before_trials}
     ran_before = sum("ray_trial_id" in t.user_attrs for t in before_trials)
     demo_search(tmp, 2, one_at_a_time=True)
+    # one trial at a time: a local cluster of one CPU, so Tune has no room for a worker no trial will use
+    assert load(tmp).user_attrs["slots"] == 1
     after = load(tmp).trials
     assert sum("ray_trial_id" in t.user_attrs for t in after) == ran_before + 2
     for t in after:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 import segmentation_models_pytorch as smp
 import torch
 import yaml
@@ -58,11 +59,12 @@ def run(tmp: Path, root: Path, *extra: str, **search: object) -> subprocess.Comp
 def before_ray(
     tmp: Path, root: Path, capsys: pytest.CaptureFixture[str], *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    """`segtune run` in this process, for the runs that end before Ray starts (a refusal, nothing left to run): the
-    same command line without a process's 10 s of imports each."""
+    """`segtune run` in this process, for a run refused before Ray starts (its comparison with the study comes first):
+    the same command line without a process's 10 s of imports."""
     args = ["run", str(spec_file(tmp, root)), "--storage", f"sqlite:///{tmp / 'store.db'}", *extra]
     capsys.readouterr()
     rc = cli.main(args)
+    assert not ray.is_initialized(), "the refusal came after Ray started: run it in its own process"
     out = capsys.readouterr()
     return subprocess.CompletedProcess(args, rc, out.out, out.err)
 
@@ -88,8 +90,8 @@ def test_a_study_refuses_incomparable_trials_and_keeps_every_runs_spec(
 
     moved = tmp_path / "mounted-elsewhere"  # the same files under another path: the same data
     shutil.copytree(root, moved)
-    # compared and accepted; the study holds its 1 trial: nothing to train
-    ok = before_ray(tmp_path, moved, capsys, "--resume")
+    # compared and accepted; the study holds its 1 trial: nothing to train (in its own process: Ray has started)
+    ok = run(tmp_path, moved, "--resume")
     assert ok.returncode == 0 and "nothing to run" in ok.stdout, ok.stdout + ok.stderr
 
     changed = tmp_path / "one-image-less"

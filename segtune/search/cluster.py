@@ -43,7 +43,21 @@ def _check_reachable(address: str) -> None:
         raise SegtuneError(f"--address: no Ray cluster answers at {address} ({e.strerror or e})") from None
 
 
-def connect_ray(address: str | None) -> None:
+def machine_cpus() -> int:
+    """The CPUs a local Ray cluster would take on this machine: Ray's own count, which honours a container's CPU
+    quota where the core count would not. Ray's private helper: the one place segtune reads it."""
+    from ray._private.utils import get_num_cpus
+
+    return int(get_num_cpus())
+
+
+_joined = False  # connect_ray called ray.init (not a caller that had): disconnect may end it
+
+
+def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, or start a private local one; ``local_cpus`` caps the local one's CPUs
+    (:func:`segtune.search.run.local_cpus`: a search that runs fewer trials at once than the machine could)."""
+    global _joined
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -63,8 +77,10 @@ def connect_ray(address: str | None) -> None:
     if is_remote(target) and not local_node_of(target):
         node_ip = start_driver_node(target)
     try:
+        cap = {"num_cpus": local_cpus} if target == "local" and local_cpus and local_cpus < machine_cpus() else {}
         ray.init(
             address=target,
+            **cap,
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,
@@ -84,7 +100,18 @@ def connect_ray(address: str | None) -> None:
         if "auth" in str(e).lower():
             hint = "; it uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
         raise SegtuneError(f"--address: cannot join the Ray cluster at {target}: {reason}{hint}") from None
+    _joined = True
     quiet_tune_logs()
+
+
+def disconnect() -> None:
+    """Leave Ray now that the search is over, if :func:`connect_ray` joined it (a local cluster stops; a caller's own
+    connection stays). At exit Ray's own handler does the same, but first sleeps half a second for worker log
+    lines, which segtune does not forward (``log_to_driver=False``): 1.85 s against 1.1 s for a local cluster here."""
+    global _joined
+    if _joined and ray.is_initialized():
+        ray.shutdown()
+    _joined = False
 
 
 def quiet_tune_logs() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 import ray
+import torch
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
@@ -110,6 +111,25 @@ def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSetting
         costs=tuple(spec.search.cost_names),
         checkpoint_every=spec.train.checkpoint_every,
     )
+
+
+def local_cpus(spec: StudySpec) -> int | None:
+    """The CPUs a private local cluster needs: enough for the trials the search runs at once (``search.max_concurrent``
+    or ``search.trials``, the fewer), None for all of the machine's.
+
+    A local cluster with more CPUs than that gives Tune room for a worker nobody needs: the slots' warm workers wait
+    for their first real trials (search/warmup.py), Tune starts a new worker for each such trial while a CPU is
+    free, and at the end it waits for those to finish starting only to stop them (3.7 s after the last trial of a
+    one-at-a-time run here, on top of a worker's imports at its start). CPU trials only: a GPU trial's CPU share is
+    the node's CPUs over its trials (:func:`cpu_share`), which a smaller count would change."""
+    at_once = min(n for n in (spec.search.max_concurrent, spec.search.trials) if n)
+    gpus, cpus = spec.resources.gpus_per_trial, spec.resources.cpus_per_trial
+    if gpus == "auto":
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    if gpus > 0:
+        return None
+    per_trial = 1.0 if cpus == "auto" else float(cpus)  # auto on a CPU-only cluster: one each (cpu_share)
+    return max(1, math.ceil(per_trial * at_once))
 
 
 def trial_slots(resources: dict[str, float]) -> int:
@@ -256,7 +276,7 @@ def run_study(
         changed = comparable.check(existing, spec_dict, data, allow_spec_change)
         if changed:
             print(f"note: --allow-spec-change: adding trials to {study_name!r} although {'; '.join(changed)}", file=out)
-    connect_ray(address)  # before the store is touched: a wrong address must leave nothing behind
+    connect_ray(address, local_cpus(spec))  # before the store is touched: a wrong address must leave nothing behind
     resources = resources_for(spec, out)
     trials = plan(existing, spec, resume, out) if existing is not None else spec.search.trials
     if trials == 0:
