@@ -171,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = spec_mod.load(args.spec, args.overrides, args.data_root)
     from segtune import tables
     from segtune.search import run as search
-    from segtune.search.cluster import disconnect
+    from segtune.search.cluster import disconnect, ray_connected
     from segtune.search.interrupt import SearchInterrupted
 
     storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
@@ -180,6 +180,8 @@ def _run(args: argparse.Namespace) -> int:
         from segtune.check import check_models
 
         check_models(spec)
+    # an in-process caller's own Ray connection (tests share one) is theirs to end; the command's own ends with it
+    leave = disconnect if not ray_connected() else lambda: None
     try:
         study = search.run_study(
             spec,
@@ -198,11 +200,11 @@ def _run(args: argparse.Namespace) -> int:
             "finished trials are kept. Run again to add trials.",
             file=sys.stderr,
         )
-        disconnect()
+        leave()
         return 130
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
     print(tables.trials_table(study, limit=args.top), flush=True)
-    disconnect()
+    leave()
     return 0
 
 

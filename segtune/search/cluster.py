@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -51,13 +52,9 @@ def machine_cpus() -> int:
     return int(get_num_cpus())
 
 
-_joined = False  # connect_ray called ray.init (not a caller that had): disconnect may end it
-
-
 def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a private local one; ``local_cpus`` caps the local one's CPUs
     (:func:`segtune.search.run.local_cpus`: a search that runs fewer trials at once than the machine could)."""
-    global _joined
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -100,18 +97,30 @@ def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
         if "auth" in str(e).lower():
             hint = "; it uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
         raise SegtuneError(f"--address: cannot join the Ray cluster at {target}: {reason}{hint}") from None
-    _joined = True
     quiet_tune_logs()
 
 
+def ray_connected() -> bool:
+    return ray.is_initialized()
+
+
 def disconnect() -> None:
-    """Leave Ray now that the search is over, if :func:`connect_ray` joined it (a local cluster stops; a caller's own
-    connection stays). At exit Ray's own handler does the same, but first sleeps half a second for worker log
-    lines, which segtune does not forward (``log_to_driver=False``): 1.85 s against 1.1 s for a local cluster here."""
-    global _joined
-    if _joined and ray.is_initialized():
+    """Leave Ray now that the search is over (a local cluster stops). At exit Ray's own handler does the same, but
+    first sleeps half a second for worker log lines, which segtune does not forward (``log_to_driver=False``):
+    1.85 s against 1.1 s for a local cluster here. Everything is stored by now, so a Ctrl-C meanwhile quits at once,
+    as a second one does during the search (a local cluster's processes end with the driver)."""
+
+    def quit_now(signum: int, frame: Any) -> None:
+        print("segtune: interrupted while leaving Ray, quitting now", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    if not ray.is_initialized():
+        return
+    previous = signal.signal(signal.SIGINT, quit_now)
+    try:
         ray.shutdown()
-    _joined = False
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def quiet_tune_logs() -> None:
