@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,8 @@ def run_in(spec: Path, tmp: Path, capsys: pytest.CaptureFixture[str], *extra: st
     args += ["--set", "search.grace_period=1", "--set", f"results_dir={tmp / 'runs'}", *extra]
     assert cli.main(args) == 0, capsys.readouterr().err
     assert ray.is_initialized(), "the run ended the module's Ray connection, which it did not make"
+    # nothing of this run stays in the environment for the next, or for the processes this test worker starts
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
     return optuna.load_study(study_name=spec_mod.load(spec).study, storage=storage)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from segtune.search.run import cpu_share, local_cpus
+from segtune.search.run import PENDING_ENV, cpu_share, local_cpus, pending_trials
 from segtune.spec import StudySpec, validate
 from segtune.training.device import precision_for, trial_device
 from tests.conftest import SPACES, ray_node, segtune, stop_nodes
@@ -67,6 +67,22 @@ def test_a_local_cluster_has_the_cpus_the_search_runs_at_once() -> None:
     assert local_cpus(spec({"trials": 4, "max_concurrent": 1}, {"gpus_per_trial": 0.5})) is None  # GPU trials
 
 
+def test_tune_holds_a_waiting_trial_per_slot_during_its_search_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer waiting trials than slots stalls the warm workers for their patience (120 s): a second search in one
+    process (a test worker) once took the first one's count and waited so."""
+    monkeypatch.delenv(PENDING_ENV, raising=False)
+    with pending_trials(4):
+        assert os.environ[PENDING_ENV] == "4"
+    assert PENDING_ENV not in os.environ  # the next search starts from the user's environment
+    monkeypatch.setenv(PENDING_ENV, "1")
+    with pending_trials(4):
+        assert os.environ[PENDING_ENV] == "4"  # never fewer than the slots
+    assert os.environ[PENDING_ENV] == "1"
+    monkeypatch.setenv(PENDING_ENV, "16")
+    with pending_trials(4):
+        assert os.environ[PENDING_ENV] == "16"  # a larger one the user set stands
+
+
 @pytest.fixture()
 def logical_gpus(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """One real Ray node with 2 logical GPUs and 8 logical CPUs: its address, and what a driver needs to join."""
@@ -111,7 +127,7 @@ def search(tmp: Path, cluster: tuple[str, dict[str, str]], *overrides: str, chec
 @pytest.mark.e2e
 def test_half_gpu_trials_pack_two_logical_gpus(logical_gpus: str, tmp_path: Path) -> None:
     # four trials, not eight quarter-GPU ones: the same fractional request (gpus_per_trial < 1) with half the worker
-    # processes to start, which on CI's 2 cores beside another test cost 146 s against 33 s alone (2026-11-29)
+    # processes to start
     proc = search(
         tmp_path,
         logical_gpus,

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,27 @@ def local_cpus(spec: StudySpec) -> int | None:
         return None
     per_trial = 1.0 if cpus == "auto" else float(cpus)  # auto on a CPU-only cluster: one each (cpu_share)
     return max(1, math.ceil(per_trial * at_once))
+
+
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+@contextlib.contextmanager
+def pending_trials(slots: int) -> Iterator[None]:
+    """How many trials Tune holds waiting for a slot, during one search: at least ``slots``, and a value in the
+    environment stands if larger. Tune starts one at a time with a custom searcher unless told; with one, a slot
+    freed while a trial starts (several seconds) would sit idle, and the slots' warm workers, which wait until a real
+    trial waits for each (search/warmup.py), would wait out their patience (120 s). Restored afterwards: a second
+    search in the same process (or a process it starts) must not take the first one's count for the user's."""
+    before = os.environ.get(PENDING_ENV)
+    try:
+        os.environ[PENDING_ENV] = str(max(slots, int(before) if before and before.isdigit() else 0))
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PENDING_ENV, None)
+        else:
+            os.environ[PENDING_ENV] = before
 
 
 def trial_slots(resources: dict[str, float]) -> int:
@@ -289,10 +311,7 @@ def run_study(
     settings = train_settings(spec, resources)
     study.set_user_attr("train_settings", settings.to_dict())  # finish trains and scores with the same
 
-    # Tune starts one trial at a time with a custom searcher unless told how many may wait for a
-    # slot; with one, a slot freed while a trial starts (several seconds) would sit idle
     slots = trial_slots(resources)
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(slots))
     study.set_user_attr("slots", slots)  # trials side by side in this run (benchmarks/trial_overhead.py)
     search = spec.search
     chosen = defaults.resolve(search, slots)
@@ -407,7 +426,8 @@ def run_study(
     )
     interrupt.install()
     try:
-        tuner.fit()
+        with pending_trials(slots):
+            tuner.fit()
         writer.close()  # every trial's truth is in the store (a write's error is raised here)
     finally:
         with contextlib.suppress(Exception):  # fit raised: land what is queued, and raise fit's error
