@@ -134,7 +134,7 @@ def test_half_gpu_trials_pack_two_logical_gpus(logical_gpus: str, tmp_path: Path
         "--set",
         "search.trials=4",
         "--set",
-        "search.max_epochs=8",  # long enough to overlap on a busy machine (3 epochs of this net: a second or so)
+        "search.max_epochs=4",
         "--set",
         "resources={gpus_per_trial: 0.5, cpus_per_trial: 1}",
     )
