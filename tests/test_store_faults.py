@@ -209,9 +209,10 @@ def test_the_retry_window_is_the_users_to_set(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(store.StoreUnavailable):
         store.with_retries("ask", down)
     assert tries == [1]
-    monkeypatch.setenv("SEGTUNE_STORE_RETRY_S", "a minute")
-    with pytest.raises(store.StoreError, match="SEGTUNE_STORE_RETRY_S: 'a minute' is not a number of seconds"):
-        store.with_retries("ask", down)
+    for bad in ("a minute", "-5", "inf", "nan"):  # inf: a search that never gives up would never say why it waits
+        monkeypatch.setenv("SEGTUNE_STORE_RETRY_S", bad)
+        with pytest.raises(store.StoreError, match=f"SEGTUNE_STORE_RETRY_S: '{bad}' is not a number of seconds"):
+            store.with_retries("ask", down)
 
 
 def test_every_call_optunas_cached_storage_makes_is_retried() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import logging
+import math
 import os
 import random
 import sqlite3
@@ -62,7 +63,7 @@ def retry_window_s() -> float:
         window = float(raw)
     except ValueError:
         window = -1.0
-    if not window >= 0:
+    if not (math.isfinite(window) and window >= 0):
         raise StoreError(f"{RETRY_WINDOW_ENV}: {raw!r} is not a number of seconds >= 0")
     return window
 
