@@ -63,7 +63,7 @@ def test_a_local_cluster_has_the_cpus_the_search_runs_at_once() -> None:
     assert local_cpus(spec({"trials": 12, "max_concurrent": 1}, cpu_only)) == 1
     assert local_cpus(spec({"trials": 1}, cpu_only)) == 1  # a one-trial run
     assert local_cpus(spec({"trials": 12, "max_concurrent": 2}, {**cpu_only, "cpus_per_trial": 2})) == 4
-    assert local_cpus(spec({"trials": 500}, cpu_only)) == 500  # more than the machine: its own count stands
+    assert local_cpus(spec({"trials": 500}, cpu_only)) == 500  # more than the machine has: connect_ray keeps its count
     assert local_cpus(spec({"trials": 4, "max_concurrent": 1}, {"gpus_per_trial": 0.5})) is None  # GPU trials
 
 
