@@ -44,16 +44,12 @@ def spec_file(tmp: Path, root: Path, **search: object) -> Path:
     return path
 
 
+def run_args(tmp: Path, root: Path, *extra: str, **search: object) -> list[str]:
+    return ["run", str(spec_file(tmp, root, **search)), "--storage", f"sqlite:///{tmp / 'store.db'}", *extra]
+
+
 def run(tmp: Path, root: Path, *extra: str, **search: object) -> subprocess.CompletedProcess[str]:
-    return segtune(
-        "run",
-        str(spec_file(tmp, root, **search)),
-        "--storage",
-        f"sqlite:///{tmp / 'store.db'}",
-        *extra,
-        check=False,
-        cwd=tmp,
-    )
+    return segtune(*run_args(tmp, root, *extra, **search), check=False, cwd=tmp)
 
 
 def before_ray(
@@ -61,7 +57,7 @@ def before_ray(
 ) -> subprocess.CompletedProcess[str]:
     """`segtune run` in this process, for a run refused before Ray starts (its comparison with the study comes first):
     the same command line without a process's 10 s of imports."""
-    args = ["run", str(spec_file(tmp, root)), "--storage", f"sqlite:///{tmp / 'store.db'}", *extra]
+    args = run_args(tmp, root, *extra)
     capsys.readouterr()
     rc = cli.main(args)
     assert not ray.is_initialized(), "the refusal came after Ray started: run it in its own process"
