@@ -169,9 +169,11 @@ def _run(args: argparse.Namespace) -> int:
     from segtune import spec as spec_mod
 
     spec = spec_mod.load(args.spec, args.overrides, args.data_root)
+    import ray
+
     from segtune import tables
     from segtune.search import run as search
-    from segtune.search.cluster import disconnect, ray_connected
+    from segtune.search.cluster import disconnect
     from segtune.search.interrupt import SearchInterrupted
 
     storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
@@ -181,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
 
         check_models(spec)
     # an in-process caller's own Ray connection (tests share one) is theirs to end; the command's own ends with it
-    leave = disconnect if not ray_connected() else lambda: None
+    leave = disconnect if not ray.is_initialized() else lambda: None
     try:
         study = search.run_study(
             spec,

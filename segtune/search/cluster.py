@@ -100,10 +100,6 @@ def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
     quiet_tune_logs()
 
 
-def ray_connected() -> bool:
-    return ray.is_initialized()
-
-
 def disconnect() -> None:
     """Leave Ray now that the search is over (a local cluster stops). At exit Ray's own handler does the same, but
     first sleeps half a second for worker log lines, which segtune does not forward (``log_to_driver=False``):
