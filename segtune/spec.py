@@ -568,6 +568,12 @@ class RetrainSpec(_Strict):
     epochs: int = Field(ge=1)
     metric: Literal["val_miou", "val_dice", "val_pixel_acc"] = "val_miou"  # picks the best epoch, as in the search
     train: TrainSpec = TrainSpec()
+    seed: int = Field(
+        0,
+        ge=0,
+        description="the training's seed (weights, batches, augmentation): another seed, "
+        "another run of the same configuration, to see the spread",
+    )
     provenance: dict[str, Any] = Field(default_factory=dict)
 
     def trial_config(self) -> TrialConfig:

@@ -4,6 +4,7 @@ is strict JSON, checkpoints that name code are not run, and a dashboard off loop
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -162,6 +163,37 @@ def test_a_hand_written_retrain_spec_takes_defaults_and_metrics_json_is_strict(t
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "config.aug_strenght: unknown parameter" in proc.stderr
+
+
+def test_a_retrain_specs_seed_is_another_run_of_the_same_configuration(tmp_path: Path) -> None:
+    """People retrain a configuration with a few seeds to see its spread (and a benchmark compares medians):
+    the spec's seed reaches the training, the same seed repeats the run, and metrics.json says which it was."""
+    from segtune.results.retrain import retrain
+    from segtune.spec import RetrainSpec
+
+    root = tmp_path / "three"
+    three_class_folder(root)
+    doc = {
+        "name": "seeds",
+        "dataset": {
+            "name": "folder",
+            "root": str(root),
+            "classes": ["background", "lesion", "ruler"],
+            "image_size": 32,
+            "split": {"val": 0.25, "test": 0.25, "seed": 1},
+        },
+        "config": {"arch": "SmallUNet", "batch_size": 4},
+        "epochs": 1,
+    }
+    runs = {}
+    for name, seed in [("a", 0), ("b", 0), ("c", 7)]:
+        spec = RetrainSpec.model_validate({**doc, **({"seed": seed} if seed else {})})
+        retrain(spec, tmp_path / name, overlays=0, out=io.StringIO())
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert [runs[k]["seed"] for k in "abc"] == [0, 0, 7]
+    scores = {k: (runs[k]["val_miou"], runs[k]["test_miou"], runs[k]["test_pixel_acc"]) for k in "abc"}
+    assert scores["a"] == scores["b"]
+    assert scores["c"] != scores["a"]
 
 
 EVIL = """

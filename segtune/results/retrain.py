@@ -46,7 +46,7 @@ def retrain(
     metric = spec.metric
     print(
         f"retraining {cfg.arch} / {cfg.encoder} on {train_split} ({len(data.splits[train_split])} images) "
-        f"for {spec.epochs} epochs",
+        f"for {spec.epochs} epochs" + (f", seed {spec.seed}" if spec.seed else ""),
         file=out,
         flush=True,
     )
@@ -67,7 +67,7 @@ def retrain(
         metric=metric,
         weights_dir=str(weights_dir()),
     )
-    result = fit(cfg, data, spec.epochs, show, device=dev, settings=settings, train_split=train_split, seed=0)
+    result = fit(cfg, data, spec.epochs, show, device=dev, settings=settings, train_split=train_split, seed=spec.seed)
     if train_on == "train":  # keep the epoch that validated best, as the trials did
         model = build_model(cfg.replace(encoder_weights=None), data.num_classes)
         model.load_state_dict(result.best_state)
@@ -91,6 +91,7 @@ def retrain(
         },
         "test_images": len(data.splits["test"]),
         "train_on": train_split,
+        "seed": spec.seed,
         "epochs": result.epochs_run,
         "best_val_epoch": result.best_epoch if train_on == "train" else None,
         "metric": metric,  # picked the best epoch (train_on: train)
