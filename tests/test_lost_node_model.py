@@ -129,3 +129,37 @@ def test_a_paused_trial_ended_at_the_search_end_takes_its_kept_model_when_its_no
     assert ended.state == TrialState.PRUNED, ended.user_attrs.get("fail_reason")
     stored = artifacts.fetch(study, 0, artifacts.MODEL, artifacts.open_store(str(tmp_path / "artifacts")))
     assert torch.load(io.BytesIO(stored.read_bytes()), weights_only=True)["epoch"] == 2
+
+
+def test_a_trial_on_a_node_without_the_drivers_disk_sends_its_last_best_files_before_its_last_report(
+    tmp_path: Path, local_ray: None
+) -> None:
+    """The window the copies beside the states left open: no state follows a trial's last epoch, so an improvement
+    made in that epoch was only on the trial's node until the driver fetched it. The trial (real Tune, real keeper
+    actor, a run folder whose token says "not the driver's disk") now sends those files to the keeper before its
+    last report, so the kept copy is of its best epoch whichever epoch that was."""
+    from ray import tune
+
+    from segtune.config import TrainSettings
+    from segtune.data import build_dataset
+    from segtune.search.keeper import kept_best_files, start_keeper
+    from segtune.search.trainable import train_trial
+    from segtune.spec import SyntheticSpec
+
+    data = build_dataset(SyntheticSpec(name="synthetic", num_images=16, num_classes=2, image_size=32, seed=0))
+    run_dir, states = tmp_path / "run", tmp_path / "driver-states"
+    keeper = start_keeper(states)  # writes where the driver is; the trial's own folder is not shared with it
+    settings = TrainSettings(metric="val_miou", checkpoint_every=10)  # 3 epochs: no state at all, only the end
+    trainable = tune.with_parameters(
+        train_trial, data=data, settings=settings, max_epochs=3, run_dir=str(run_dir), keeper=keeper, token="other"
+    )
+    config = {TRIAL_KEY: 0, "arch": "SmallUNet", "encoder": "-", "batch_size": 4, "lr": 3e-3}
+    results = tune.Tuner(
+        trainable, param_space=config, run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0)
+    ).fit()
+    last = results[0].metrics
+    assert last["epoch"] == 3 and last["shared_with_driver"] is False
+    assert not list(states.glob("*.state"))  # no state was due: the copy comes from the last epoch alone
+    kept = kept_best_files(states, 0, int(last["best_epoch"]))
+    assert kept is not None, "the keeper holds no copy of the trial's best epoch"
+    assert set(kept) == {"model.pt", "overlay.png"}

@@ -71,6 +71,11 @@ class StateKeeper:
                 old.unlink(missing_ok=True)
         return str(path)
 
+    def save_files(self, number: int, files: dict[str, bytes]) -> None:
+        """The best epoch's files without a state: those of a trial's last epoch (:meth:`StateSaver.send_best`)."""
+        for name, content in files.items():
+            write_atomic(self.folder / f"trial_{number:04d}.{name}", content)
+
     def latest(self, number: int) -> tuple[bytes, dict[str, bytes]] | None:
         found = latest_state(self.folder, number)
         return (found[1].read_bytes(), best_files(self.folder, number)) if found else None
@@ -175,6 +180,21 @@ class StateSaver:
             self.error = e
         finally:
             self.seconds += time.perf_counter() - started
+
+    def send_best(self) -> None:
+        """At the trial's last epoch, before its last report: its best epoch's files, if they changed since the last
+        state, to the keeper. No state follows a last epoch, and the driver fetches the model from the trial's node
+        only after that report: a node lost in between would otherwise take an improvement made in the last epoch
+        with it. A trial on the driver's disk has nothing to send (the driver reads its folder)."""
+        self.wait()
+        if self.shared:
+            return
+        try:
+            files = self._changed()
+            if files:
+                ray.get(self.keeper.save_files.remote(self.number, files))
+        except Exception as e:  # noqa: BLE001 - the model is still on the node; only the fallback copy is missing
+            self.error = e
 
     def wait(self) -> None:
         if self._thread is not None:

@@ -184,6 +184,8 @@ def train_trial(
                 trial=number,
             )
             checkpoint.write_atomic(folder / OVERLAY, render_overlay(model, data, device))
+        if saver is not None and epoch == max_epochs:  # no state follows: the keeper takes the last best files now
+            saver.send_best()
         report = {k: json_safe(v) for k, v in row.items()}
         report.update({f"best_{k}": json_safe(v) for k, v in best.items()})
         report.update(
