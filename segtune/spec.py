@@ -295,7 +295,7 @@ class SearchSpec(_Strict):
         "auto", description="grace (auto): judged at grace_period; plateau: once off the majority-class plateau"
     )
     promotion: bool | Literal["auto"] = Field(
-        "auto", description="true: a trial a rung stops is paused, resumed when later results promote it (auto: off)"
+        "auto", description="true: a trial a rung stops is paused, resumed when later results promote it (auto: on)"
     )
     budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
     budget_rule: Literal["finish", "exact"] = Field(

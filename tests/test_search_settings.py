@@ -30,10 +30,12 @@ def test_auto_resolves_to_what_the_replay_grid_chose_and_a_number_in_the_spec_wi
         "stratified",
     )  # README, "How the search decides"
     assert 5 <= chosen.n_startup_trials <= 8  # the grid: 3 far slower, 10 slower
-    # the two-table replay: judged at grace, stops final (the plateau rule and promotion are asked for by name)
-    assert (chosen.plateau, chosen.promote) == (False, False)
-    asked = defaults.resolve(search_section(max_epochs=12, first_rung="plateau", promotion=True).search, slots=2)
-    assert (asked.plateau, asked.promote) == (True, True)
+    # the two complete tables choose the same rule: judged at grace 1, a stop is a pause that later results undo
+    assert (chosen.plateau, chosen.promote) == (False, True)
+    kvasir = defaults.resolve(search_section(max_epochs=30, trials=48).search, slots=2)  # the second table's shape
+    assert (kvasir.grace_period, kvasir.min_first_rung, kvasir.plateau, kvasir.promote) == (1, 3, False, True)
+    asked = defaults.resolve(search_section(max_epochs=12, first_rung="plateau", promotion=False).search, slots=2)
+    assert (asked.plateau, asked.promote) == (True, False)
     for max_epochs in (4, 6, 12, 30, 100):
         chosen = defaults.resolve(search_section(max_epochs=max_epochs).search, slots=2)
         assert chosen.grace_period * chosen.reduction_factor < max_epochs  # at least one rung before the end
