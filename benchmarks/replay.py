@@ -56,7 +56,7 @@ STRATEGIES = [
 RULES = {  # --out-of-sample: the rules chosen on one table, every combination
     "first_rung": ["grace", "plateau"],
     "promotion": [False, True],
-    "grace_period": ["auto", 1, 2, 3],  # auto: one epoch per 12 (1 on pets' 12 epochs, 2 on Kvasir-SEG's 30)
+    "grace_period": ["auto", 1, 2, 3],  # auto: segtune's rule (one per 12 when the defaults were chosen: 2 at 30)
     "min_first_rung": [1, 3],
 }
 REPORT_SEEDS = range(100, 130)  # seeds no choice of a default ever used
