@@ -148,7 +148,7 @@ SPEC_HAND_PICKS: list[dict[str, Any]] = [
 
 
 def describe(c: dict[str, Any]) -> str:
-    return f"{c['arch']} / {c['encoder']}, {c['loss']}, {c.get('augment', '-')}, lr {c['lr']:.2g}"
+    return f"{c['arch']} / {c['encoder']}, {c['loss']}, {c.get('augment', '-')}, lr {c['lr']:.2g}, {c['schedule']}"
 
 
 def spec_dataset(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
