@@ -123,16 +123,7 @@ def hand_pick(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 # What a person tries within the space `init` writes, in the order they would (fixed before any result): the
 # usual pick (init's own starting point), then one change at a time: loss, architecture, encoder, learning rate,
 # augmentation, schedule.
-USUAL = {
-    "arch": "Unet",
-    "encoder": "resnet34",
-    "loss": "ce",
-    "augment": "flip",
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "schedule": "onecycle",
-}
+USUAL = {k: v for k, v in HAND_PICKS[0].items() if k != "batch_size"}  # the spec fixes its own batch size
 SPEC_HAND_PICKS: list[dict[str, Any]] = [
     USUAL,
     {**USUAL, "loss": "dice+focal"},

@@ -239,6 +239,22 @@ def never_worse(table: CurveTable, strategy: list[ReplayResult], random: list[Re
     return "never worse" if not worse else "worse at " + ", ".join(worse)
 
 
+def unseen(
+    path: Path, table: CurveTable, rule: Strategy, default: Strategy, random: Strategy, slots: int, jobs: int, what: str
+) -> None:
+    """``rule`` beside the default on ``table``'s unseen seeds (100-129): ratios to random search, and the table."""
+    budget = default_budget(table)
+    results = run_strategies(path, [random, rule, default], REPORT_SEEDS, slots, budget, jobs)
+    print(f"\n{what} {path.name} (seeds 100-129, budget {budget}):")
+    for s in (rule, default):
+        mine, theirs = results[s.name], results[random.name]
+        print(
+            f"  {s.name}: {ratio_spread(table, mine, theirs)} sooner than random search without stopping; "
+            f"{never_worse(table, mine, theirs, budget)}"
+        )
+    report(table, results, budget, baseline=random.name)
+
+
 def out_of_sample(paths: list[Path], seeds: int, slots: int, jobs: int) -> None:
     """Choose the rules on one table (seeds 0..seeds-1), report them on the other (seeds 100-129), both ways."""
     tables = {p: CurveTable.load(p) for p in paths}
@@ -264,16 +280,7 @@ def out_of_sample(paths: list[Path], seeds: int, slots: int, jobs: int) -> None:
         for path, table in tables.items():
             if path == chosen_on:
                 continue
-            budget = default_budget(table)
-            results = run_strategies(path, [random, rule, default], REPORT_SEEDS, slots, budget, jobs)
-            print(f"\nchosen on {chosen_on.name}, reported on {path.name} (seeds 100-129, budget {budget}):")
-            for s in (rule, default):
-                mine, theirs = results[s.name], results[random.name]
-                print(
-                    f"  {s.name}: {ratio_spread(table, mine, theirs)} sooner than random search without stopping; "
-                    f"{never_worse(table, mine, theirs, budget)}"
-                )
-            report(table, results, budget, baseline=random.name)
+            unseen(path, table, rule, default, random, slots, jobs, f"chosen on {chosen_on.name}, reported on")
     names = {w.name for w in winners.values()}
     print(
         "\nthe rules chosen differ between the tables: " + " vs ".join(sorted(names))
@@ -286,16 +293,7 @@ def out_of_sample(paths: list[Path], seeds: int, slots: int, jobs: int) -> None:
     shown = ", ".join(f"{r:.2f}x" for r in ratios[across.name])
     print(f"\nthe rule best across both tables (seeds 0-{seeds - 1}): {across.name} ({shown})")
     for path, table in tables.items():
-        budget = default_budget(table)
-        results = run_strategies(path, [random, across, default], REPORT_SEEDS, slots, budget, jobs)
-        print(f"\nbest across both, reported on {path.name} (seeds 100-129, budget {budget}):")
-        for s in (across, default):
-            mine, theirs = results[s.name], results[random.name]
-            print(
-                f"  {s.name}: {ratio_spread(table, mine, theirs)} sooner than random search without stopping; "
-                f"{never_worse(table, mine, theirs, budget)}"
-            )
-        report(table, results, budget, baseline=random.name)
+        unseen(path, table, across, default, random, slots, jobs, "best across both, reported on")
 
 
 def transfer(paths: list[Path], seeds: int, slots: int, jobs: int, top: int = 4) -> None:

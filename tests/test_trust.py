@@ -115,6 +115,18 @@ def three_class_folder(root: Path, n: int = 12, seed: int = 1) -> list[str]:
     return sorted(test)
 
 
+def three_class_dataset(root: Path) -> dict:
+    """The dataset section that reads :func:`three_class_folder` with the split its test names assume."""
+    split = {"val": 0.25, "test": 0.25, "seed": 1}
+    return {
+        "name": "folder",
+        "root": str(root),
+        "classes": ["background", "lesion", "ruler"],
+        "image_size": 32,
+        "split": split,
+    }
+
+
 class NeverRuler(torch.nn.Module):
     """Predicts background and lesion only, so the ruler (absent from the test split) has no IoU there."""
 
@@ -133,13 +145,7 @@ def test_a_hand_written_retrain_spec_takes_defaults_and_metrics_json_is_strict(t
     assert test_names
     spec = {
         "name": "by-hand",
-        "dataset": {
-            "name": "folder",
-            "root": str(root),
-            "classes": ["background", "lesion", "ruler"],
-            "image_size": 32,
-            "split": {"val": 0.25, "test": 0.25, "seed": 1},
-        },
+        "dataset": three_class_dataset(root),
         "config": {"arch": "tests.test_trust:NeverRuler", "batch_size": 4},  # no aug_strength, lr, ...: defaults
         "epochs": 1,
     }
@@ -175,13 +181,7 @@ def test_a_retrain_specs_seed_is_another_run_of_the_same_configuration(tmp_path:
     three_class_folder(root)
     doc = {
         "name": "seeds",
-        "dataset": {
-            "name": "folder",
-            "root": str(root),
-            "classes": ["background", "lesion", "ruler"],
-            "image_size": 32,
-            "split": {"val": 0.25, "test": 0.25, "seed": 1},
-        },
+        "dataset": three_class_dataset(root),
         "config": {"arch": "SmallUNet", "batch_size": 4},
         "epochs": 1,
     }
