@@ -40,19 +40,30 @@ fi
 # 2. the images; pip in the build trusts this host's CA bundle (PIP_CERT), the one way to the registry here
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then cp "$PIP_CERT" build-extra/ca.crt; fi
 t=$(date +%s)
-"$DOCKER" build -q -f Dockerfile -t segtune:local --build-arg BASE=segtune-base:bookworm \
+"$DOCKER" build -q -f Dockerfile -t segtune:local --label segtune.smoke=1 --build-arg BASE=segtune-base:bookworm \
   ${SMOKE_TORCH:+--build-arg TORCH=$SMOKE_TORCH} ${SMOKE_TORCHVISION:+--build-arg TORCHVISION=$SMOKE_TORCHVISION} \
   .. >/dev/null
 say "image segtune:local built in $(elapsed "$t") s"
 t=$(date +%s)
-"$DOCKER" build -q -t segtune-postgres:local --build-arg BASE=segtune-base:bookworm postgres >/dev/null
+"$DOCKER" build -q -t segtune-postgres:local --label segtune.smoke=1 --build-arg BASE=segtune-base:bookworm postgres \
+  >/dev/null
 say "image segtune-postgres:local built in $(elapsed "$t") s"
+# each rebuild leaves the image it replaced untagged (7.5 GB apiece, most of it layers shared with the new one)
+"$DOCKER" image prune -f --filter label=segtune.smoke=1 >/dev/null
 if [ "${SMOKE_BUILD_ONLY:-}" = 1 ]; then  # .ci/run builds the images while the tests run; the stack comes later
   rm -f build-extra/ca.crt
   exit 0
 fi
 
-# 3. the stack; every wait below ends by this deadline, so a failure prints what it saw before a caller's own time
+# 3. the stack, which writes about 3 GB (trials' states and models, Ray's files, PostgreSQL) where docker keeps
+# containers and in a temporary folder: a full disk would fail it half-way with errors that do not say so
+need_gb=${SMOKE_DISK_GB:-5}
+for where in "$("$DOCKER" info -f '{{.DockerRootDir}}')" "${TMPDIR:-/tmp}"; do
+  free_gb=$(df -Pk "$where" | awk 'NR == 2 {print int($4 / 1048576)}')
+  [ "$free_gb" -ge "$need_gb" ] || { say "FAILED: $free_gb GB free on $where; the stack needs about $need_gb GB"; exit 1; }
+done
+
+# every wait below ends by this deadline, so a failure prints what it saw before a caller's own time
 # limit (.ci/run's) cuts it off
 run_deadline=$(( $(date +%s) + ${SMOKE_TIMEOUT:-900} ))
 work=$(mktemp -d)
