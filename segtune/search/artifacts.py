@@ -9,7 +9,8 @@ previews a trial's files beside it:
   Optuna's Boto3 store writes at the top of its bucket, so a prefix is added here (:class:`PrefixedStore`).
 - who writes: the driver, at a trial's end (search/recorder.py through the writer thread): it reads the trial's
   files where it can (its own disk, or a disk it shares with the trial's node), else a task on that node sends
-  them through Ray; then it uploads them and links them to the trial. Trials never connect to a store.
+  them through Ray; then it uploads them and links them to the trial. Trials never connect to a store. A folder
+  store on the run folder's filesystem holds a hard link, not a second copy (:class:`FolderStore`).
 - retried like the study store's writes; an upload that finally fails makes the trial FAIL, with the reason.
 """
 
@@ -20,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
@@ -89,7 +90,29 @@ def open_store(where: str) -> Any:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"--artifacts: cannot make folder {folder}: {e.strerror or e}") from None
-    return FileSystemArtifactStore(str(folder))
+    return FolderStore(folder)
+
+
+class FolderStore(FileSystemArtifactStore):
+    """Optuna's folder store (same layout, so optuna-dashboard reads it), keeping an uploaded file once on disk: a
+    hard link to it when it is on the store's filesystem, else a copy. Every trial's model stays in its run folder
+    too, and the two copies doubled a search's disk (6.2 GB for 61 ResNet-34 trials). A link is safe because every
+    file segtune uploads is written by replacing it (``checkpoint.save``, ``write_atomic``), never in place: a
+    link keeps the bytes it was made with, and deleting the run folder leaves the stored file whole."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder)
+        self.folder = folder
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        source = getattr(content_body, "name", None)  # upload_artifact passes the file it opened
+        if isinstance(source, str) and Path(artifact_id).name == artifact_id and artifact_id not in {"", ".", ".."}:
+            try:
+                os.link(source, self.folder / artifact_id)
+                return
+            except OSError:  # another filesystem, one without links, or a file of another user's: copied
+                pass
+        super().write(artifact_id, content_body)
 
 
 def _transient(error: BaseException) -> bool:

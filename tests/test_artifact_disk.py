@@ -1,0 +1,64 @@
+"""A search keeps each trial's model once on disk: its run folder and the artifact store share the file (a hard
+link) when they are on one filesystem, and the stored model stays as it was uploaded whatever happens to the run
+folder afterwards. A store on another filesystem gets a copy.
+
+Real searches, real SQLite stores, real files; /dev/shm (a tmpfs) is the other filesystem."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from segtune.search import artifacts
+from segtune.training import checkpoint
+
+
+def test_a_search_keeps_each_trials_model_once_on_disk(searched) -> None:
+    tmp, _ = searched
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp / 'store.db'}")
+    folder = Path(study.user_attrs[artifacts.ATTR])
+    ended = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ended) >= 8
+    for t in ended:
+        in_run = Path(t.user_attrs["checkpoint"], artifacts.MODEL)
+        stored = folder / artifacts.files_of(study, t.number)[artifacts.MODEL]
+        assert os.path.samefile(in_run, stored), f"trial {t.number}: its model is on disk twice"
+
+
+def one_trial_store(tmp_path: Path) -> tuple[optuna.Study, Path]:
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'store.db'}", direction="maximize")
+    study.ask()  # the driver uploads a trial's files before it tells the store how the trial ended
+    run = tmp_path / "runs" / "trial_0000"
+    checkpoint.write_atomic(run / artifacts.MODEL, b"the weights of epoch 3")
+    return study, run / artifacts.MODEL
+
+
+def test_a_stored_model_stays_as_uploaded_when_its_run_folder_is_saved_over_or_deleted(tmp_path: Path) -> None:
+    study, model = one_trial_store(tmp_path)
+    store = artifacts.open_store(str(tmp_path / "artifacts"))
+    artifacts.upload(study, 0, model, store)
+    stored = tmp_path / "artifacts" / artifacts.files_of(study, 0)[artifacts.MODEL]
+    assert os.path.samefile(model, stored)
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    checkpoint.write_atomic(model, b"the weights of epoch 5")  # a promoted trial saves its new best over it
+    assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "a").read_bytes() == b"the weights of epoch 3"
+    shutil.rmtree(tmp_path / "runs")  # a user clears the run folders
+    assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "b").read_bytes() == b"the weights of epoch 3"
+
+
+def test_a_store_on_another_filesystem_gets_a_copy(tmp_path: Path) -> None:
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem here (/dev/shm)")
+    study, model = one_trial_store(tmp_path)
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        store = artifacts.open_store(elsewhere)
+        artifacts.upload(study, 0, model, store)
+        stored = Path(elsewhere, artifacts.files_of(study, 0)[artifacts.MODEL])
+        assert stored.read_bytes() == b"the weights of epoch 3" and not os.path.samefile(model, stored)
