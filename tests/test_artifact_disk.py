@@ -1,6 +1,6 @@
-"""A search keeps each trial's model once on disk: its run folder and the artifact store share the file (a hard
-link) when they are on one filesystem, and the stored model stays as it was uploaded whatever happens to the run
-folder afterwards. A store on another filesystem gets a copy.
+"""A search keeps each trial's model once on disk: its run folder, the copy kept beside its resumable states and
+the artifact store share the file (a hard link) when they are on one filesystem, and a kept or stored model stays
+as it was whatever happens to the run folder afterwards. A store on another filesystem gets a copy.
 
 Real searches, real SQLite stores, real files; /dev/shm (a tmpfs) is the other filesystem."""
 
@@ -15,8 +15,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from segtune.files import write_atomic
 from segtune.search import artifacts
-from segtune.training import checkpoint
+from segtune.search.keeper import StateSaver, best_files
 
 
 def test_a_search_keeps_each_trials_model_once_on_disk(searched) -> None:
@@ -35,7 +36,7 @@ def one_trial_store(tmp_path: Path) -> tuple[optuna.Study, Path]:
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'store.db'}", direction="maximize")
     study.ask()  # the driver uploads a trial's files before it tells the store how the trial ended
     run = tmp_path / "runs" / "trial_0000"
-    checkpoint.write_atomic(run / artifacts.MODEL, b"the weights of epoch 3")
+    write_atomic(run / artifacts.MODEL, b"the weights of epoch 3")
     return study, run / artifacts.MODEL
 
 
@@ -46,8 +47,9 @@ def test_a_stored_model_stays_as_uploaded_when_its_run_folder_is_saved_over_or_d
     stored = tmp_path / "artifacts" / artifacts.files_of(study, 0)[artifacts.MODEL]
     assert os.path.samefile(model, stored)
 
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    checkpoint.write_atomic(model, b"the weights of epoch 5")  # a promoted trial saves its new best over it
+    for fetched_into in ("a", "b"):
+        (tmp_path / fetched_into).mkdir()
+    write_atomic(model, b"the weights of epoch 5")  # a promoted trial saves its new best over it
     assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "a").read_bytes() == b"the weights of epoch 3"
     shutil.rmtree(tmp_path / "runs")  # a user clears the run folders
     assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "b").read_bytes() == b"the weights of epoch 3"
@@ -62,3 +64,27 @@ def test_a_store_on_another_filesystem_gets_a_copy(tmp_path: Path) -> None:
         artifacts.upload(study, 0, model, store)
         stored = Path(elsewhere, artifacts.files_of(study, 0)[artifacts.MODEL])
         assert stored.read_bytes() == b"the weights of epoch 3" and not os.path.samefile(model, stored)
+
+
+def test_the_best_files_kept_beside_a_trials_states_are_its_own_files_until_a_new_best_replaces_them(
+    tmp_path: Path,
+) -> None:
+    best, states = tmp_path / "run" / "trial_0000", tmp_path / "run" / "states"
+    write_atomic(best / artifacts.MODEL, b"the weights of epoch 1")
+    write_atomic(best / artifacts.OVERLAY, b"the overlay of epoch 1")
+    saver = StateSaver(states, 0, keeper=None, shared=True, best=best)  # the trial shares the driver's disk
+    saver.save(1, {"epoch": 1})
+    saver.wait()
+    assert saver.error is None
+    for name in (artifacts.MODEL, artifacts.OVERLAY):
+        assert os.path.samefile(best / name, states / f"trial_0000.{name}"), f"{name} is on disk twice"
+
+    write_atomic(best / artifacts.MODEL, b"the weights of epoch 2")  # a new best, written over the old
+    assert best_files(states, 0)[artifacts.MODEL] == b"the weights of epoch 1"  # the kept one is as it was
+    saver.save(2, {"epoch": 2})
+    saver.wait()
+    assert best_files(states, 0) == {
+        artifacts.MODEL: b"the weights of epoch 2",
+        artifacts.OVERLAY: b"the overlay of epoch 1",
+    }
+    assert os.path.samefile(best / artifacts.MODEL, states / f"trial_0000.{artifacts.MODEL}")

@@ -27,6 +27,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 
 from segtune.errors import SegtuneError, StoreError
+from segtune.files import link_atomic
 from segtune.search import store
 
 ENV = "SEGTUNE_ARTIFACTS"
@@ -95,10 +96,9 @@ def open_store(where: str) -> Any:
 
 class FolderStore(FileSystemArtifactStore):
     """Optuna's folder store (same layout, so optuna-dashboard reads it), keeping an uploaded file once on disk: a
-    hard link to it when it is on the store's filesystem, else a copy. Every trial's model stays in its run folder
-    too, and the two copies doubled a search's disk (6.2 GB for 61 ResNet-34 trials). A link is safe because every
-    file segtune uploads is written by replacing it (``checkpoint.save``, ``write_atomic``), never in place: a
-    link keeps the bytes it was made with, and deleting the run folder leaves the stored file whole."""
+    hard link to it when it is on the store's filesystem (``files.link_atomic``), else a copy. Every trial's
+    model stays in its run folder too, and the two copies doubled a search's disk (6.2 GB for 61 ResNet-34
+    trials). Deleting the run folder leaves the stored file whole."""
 
     def __init__(self, folder: Path):
         super().__init__(folder)
@@ -106,13 +106,10 @@ class FolderStore(FileSystemArtifactStore):
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         source = getattr(content_body, "name", None)  # upload_artifact passes the file it opened
-        if isinstance(source, str) and Path(artifact_id).name == artifact_id and artifact_id not in {"", ".", ".."}:
-            try:
-                os.link(source, self.folder / artifact_id)
-                return
-            except OSError:  # another filesystem, one without links, or a file of another user's: copied
-                pass
-        super().write(artifact_id, content_body)
+        named = Path(artifact_id).name == artifact_id and artifact_id not in {"", ".", ".."}
+        if isinstance(source, str) and named and link_atomic(Path(source), self.folder / artifact_id):
+            return
+        super().write(artifact_id, content_body)  # a copy
 
 
 def _transient(error: BaseException) -> bool:

@@ -23,7 +23,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from segtune.training.checkpoint import write_atomic
+from segtune.files import link_atomic, write_atomic
 
 TOKEN_FILE = ".segtune-driver-token"
 
@@ -149,23 +149,29 @@ class StateSaver:
         self._thread = threading.Thread(target=self._write, args=(epoch, state), daemon=True)
         self._thread.start()
 
-    def _changed(self) -> dict[str, bytes]:
-        out = {}
+    def _changed(self) -> list[str]:
+        """The best epoch's files that changed since they were last sent."""
+        out = []
         for name in BEST_FILES:
             path = self.best / name
             if path.is_file() and self._sent.get(name) != path.stat().st_mtime:
                 self._sent[name] = path.stat().st_mtime
-                out[name] = path.read_bytes()
+                out.append(name)
         return out
+
+    def _read(self, names: list[str]) -> dict[str, bytes]:
+        return {name: (self.best / name).read_bytes() for name in names}
 
     def _write(self, epoch: int, state: dict[str, Any]) -> None:
         started = time.perf_counter()
         try:
-            files = self._changed()
+            changed = self._changed()
             name = f"trial_{self.number:04d}.e{epoch:04d}.state"
             if self.shared:  # straight to the file: no second copy of a few hundred MB in memory
-                for file_name, content in files.items():
-                    write_atomic(self.folder / f"trial_{self.number:04d}.{file_name}", content)
+                for file_name in changed:  # a link to the trial's own file where one can be made: no second copy
+                    source, kept = self.best / file_name, self.folder / f"trial_{self.number:04d}.{file_name}"
+                    if not link_atomic(source, kept):
+                        write_atomic(kept, source.read_bytes())
                 partial = self.folder / f"{name}.partial"
                 self.folder.mkdir(parents=True, exist_ok=True)
                 torch.save(state, partial)
@@ -174,7 +180,7 @@ class StateSaver:
                     if old.name != name:
                         old.unlink(missing_ok=True)
             else:
-                ray.get(self.keeper.save.remote(self.number, epoch, dumps(state), files))
+                ray.get(self.keeper.save.remote(self.number, epoch, dumps(state), self._read(changed)))
             self.saved_epoch = epoch
         except BaseException as e:  # noqa: BLE001 - a lost state costs a restart from an older one, not the trial
             self.error = e
@@ -190,9 +196,9 @@ class StateSaver:
         if self.shared:
             return
         try:
-            files = self._changed()
-            if files:
-                ray.get(self.keeper.save_files.remote(self.number, files))
+            changed = self._changed()
+            if changed:
+                ray.get(self.keeper.save_files.remote(self.number, self._read(changed)))
         except Exception as e:  # noqa: BLE001 - the model is still on the node; only the fallback copy is missing
             self.error = e
 

@@ -26,6 +26,7 @@ from ray import tune
 
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
+from segtune.files import write_atomic
 from segtune.search.costs import measure
 from segtune.search.keeper import StateSaver, load_state, shared_with_driver
 from segtune.search.quiet import NodeQuiet
@@ -183,7 +184,7 @@ def train_trial(
                 metrics=json_safe(row),
                 trial=number,
             )
-            checkpoint.write_atomic(folder / OVERLAY, render_overlay(model, data, device))
+            write_atomic(folder / OVERLAY, render_overlay(model, data, device))
         if saver is not None and epoch == max_epochs:  # no state follows: the keeper takes the last best files now
             saver.send_best()
         report = {k: json_safe(v) for k, v in row.items()}

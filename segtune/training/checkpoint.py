@@ -43,14 +43,6 @@ def save(
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, never half written (a reader sees the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-
-
 def load(
     path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
