@@ -21,7 +21,7 @@ import torch
 
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import build_dataset
-from segtune.files import write_atomic
+from segtune.search.files import write_atomic
 from segtune.search.keeper import dumps
 from segtune.spec import validate
 from segtune.training.loop import FitResult, _optimizer, _scheduler, fit, snapshot

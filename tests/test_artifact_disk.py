@@ -15,8 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from segtune.files import write_atomic
 from segtune.search import artifacts
+from segtune.search.files import write_atomic
 from segtune.search.keeper import StateSaver, best_files
 
 

@@ -27,8 +27,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 
 from segtune.errors import SegtuneError, StoreError
-from segtune.files import link_atomic
 from segtune.search import store
+from segtune.search.files import link_atomic
 
 ENV = "SEGTUNE_ARTIFACTS"
 MODEL = "model.pt"
@@ -96,7 +96,7 @@ def open_store(where: str) -> Any:
 
 class FolderStore(FileSystemArtifactStore):
     """Optuna's folder store (same layout, so optuna-dashboard reads it), keeping an uploaded file once on disk: a
-    hard link to it when it is on the store's filesystem (``files.link_atomic``), else a copy. Every trial's
+    hard link to it when it is on the store's filesystem (``search.files.link_atomic``), else a copy. Every trial's
     model stays in its run folder too, and the two copies doubled a search's disk (6.2 GB for 61 ResNet-34
     trials). Deleting the run folder leaves the stored file whole."""
 

@@ -23,7 +23,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from segtune.files import link_atomic, write_atomic
+from segtune.search.files import link_atomic, write_atomic
 
 TOKEN_FILE = ".segtune-driver-token"
 

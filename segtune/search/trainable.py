@@ -26,8 +26,8 @@ from ray import tune
 
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
-from segtune.files import write_atomic
 from segtune.search.costs import measure
+from segtune.search.files import write_atomic
 from segtune.search.keeper import StateSaver, load_state, shared_with_driver
 from segtune.search.quiet import NodeQuiet
 from segtune.search.recorder import EPOCHS_KEY, HIDDEN_PREFIX, RESUME_KEY, TRIAL_KEY
