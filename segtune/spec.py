@@ -297,6 +297,13 @@ class SearchSpec(_Strict):
     promotion: bool | Literal["auto"] = Field(
         "auto", description="true: a trial a rung stops is paused, resumed when later results promote it (auto: on)"
     )
+    keep_free_gb: float = Field(
+        5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="GB the driver's disk keeps free: below it paused trials end (least promising first), freeing "
+        "their states",
+    )
     budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
     budget_rule: Literal["finish", "exact"] = Field(
         "finish", description="finish: running trials finish past the budget; exact: never past it (search/budget.py)"

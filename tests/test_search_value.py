@@ -59,6 +59,18 @@ def test_a_paused_trial_is_promoted_when_later_results_rank_it_on_top() -> None:
     assert not rungs.stop(0, 3, 0.7)  # alone at rung 2: goes on (no bar there yet)
 
 
+def test_a_driver_short_of_disk_ends_the_least_promising_pause_first() -> None:
+    """Lowest rung first (a trial paused higher up has earned more), there the lowest value (promotion goes to the
+    top of a rung)."""
+    rungs = Rungs(9, 1, 3, min_first_rung=3, promote=True)
+    assert rungs.stop(0, 1, 0.60) and rungs.stop(1, 1, 0.20) and rungs.stop(2, 1, 0.40)
+    assert rungs.promote_one() == (0, 1)
+    assert not rungs.stop(0, 3, 0.70) and rungs.stop(3, 1, 0.9) is False
+    assert rungs.stop(3, 3, 0.65) and rungs.paused[3][1] == 1  # paused at rung 2, below trial 0's 0.70
+    assert [rungs.end_least_promising() for _ in range(4)] == [1, 2, 3, None]
+    assert not rungs.paused and rungs.promote_one() is None
+
+
 def test_rung_history_is_rebuilt_from_the_store(tmp_path: Path) -> None:
     """A second run (or --resume) judges with what the study's earlier trials recorded at the rungs."""
     raw = {

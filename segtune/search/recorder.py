@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 import warnings
@@ -107,6 +108,7 @@ class StoreRecorder(tune.Callback):
         artifacts: str | None = None,
         states: str | None = None,
         rungs: Any = None,
+        keep_free_gb: float | None = None,
     ):
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
@@ -119,6 +121,9 @@ class StoreRecorder(tune.Callback):
         self.artifacts = artifacts  # where every trial's files go (search/artifacts.py); None: nowhere
         self.states = states  # the run's folder of resumable states, on the driver's disk
         self.rungs = rungs  # the rung policy (search/rungs.py): which ended trials are only paused
+        self.keep_free_gb = keep_free_gb  # below it on the states' disk, paused trials end (_keep_disk_free)
+        self._paused_files: dict[int, tuple[tuple[str, str, bool] | None, Any]] = {}  # paused: its files, best epoch
+        self.pauses_ended: list[str] = []  # what the progress lines say of pauses ended for disk (drained there)
         self._artifact_store: Any = None  # opened on the writer's thread
         self._study: optuna.Study | None = None  # used on the writer's thread only
         # per Optuna trial number (a promoted trial is a new Ray trial of the same Optuna trial):
@@ -301,8 +306,11 @@ class StoreRecorder(tune.Callback):
             attrs.update(paused=True, paused_at_epoch=attrs["epochs_run"])
             if files is not None:
                 attrs.update(files_at=list(files))  # where its files are, for its end (prune_paused)
+            self._paused_files[number] = (files, attrs.get("best_epoch"))
             self.writer.submit(lambda: self._write_attrs(number, attrs))
+            self._keep_disk_free()
             return
+        self._paused_files.pop(number, None)
         self._forget(number)
         if trial.config.get(RESUME_KEY):  # the dead trial's state it went on from: done with
             attrs["resumed_state"] = trial.config[RESUME_KEY]
@@ -317,6 +325,31 @@ class StoreRecorder(tune.Callback):
         if best is not None and best > self.counts.best:
             self.counts.best, self.counts.best_trial = best, number
         self.writer.submit(lambda: self._write_end(number, attrs, state, values, files))
+
+    def _keep_disk_free(self) -> None:
+        """A paused trial keeps its state (a few hundred MB for a ResNet-34 Unet with AdamW) on the driver's disk until
+        later results promote it or the search ends, and most are never promoted: a long search holds tens of them.
+        When the disk's free space falls below ``keep_free_gb``, the least promising end PRUNED now, as they would at
+        the search's end, and their states go, rather than a full disk failing the search half-way."""
+        if self.rungs is None or self.states is None or self.keep_free_gb is None:
+            return
+        try:
+            free = shutil.disk_usage(self.states).free
+        except OSError:  # no states folder yet: nothing kept
+            return
+        keep = self.keep_free_gb * 1e9
+        while free < keep and (number := self.rungs.end_least_promising()) is not None:
+            why = f"{free / 1e9:.1f} GB free on the driver's disk, below search.keep_free_gb ({self.keep_free_gb:g})"
+            kept = [p for p in Path(self.states).glob(f"trial_{number:04d}.e*.state") if p.is_file()]
+            free += sum(p.stat().st_size for p in kept)  # gone once the writer has ended it
+            files, best_epoch = self._paused_files.pop(number, (None, None))
+            attrs: dict[str, Any] = {"paused": False, "pause_ended": why}
+            if best_epoch is not None:
+                attrs["best_epoch"] = best_epoch
+            self._forget(number)
+            self.counts.pruned += 1
+            self.pauses_ended.append(f"trial {number}'s pause ended (pruned): {why}")
+            self.writer.submit(lambda n=number, a=attrs, f=files: self._write_end(n, a, TrialState.PRUNED, None, f))
 
     def _files(self, trial: Any) -> tuple[str, str, bool] | None:
         """Where a trial's files are: its folder, the node holding it, whether the driver's disk is that disk."""
@@ -501,6 +534,8 @@ class Progress(tune.Callback):
             self._ended(trial, "paused (later results may promote it)")
         else:
             self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= planned else "pruned")
+        while self.recorder.pauses_ended:
+            self.line(self.recorder.pauses_ended.pop(0))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial, f"FAILED ({error_reason(trial)[:120]})")

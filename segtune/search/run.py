@@ -375,6 +375,7 @@ def run_study(
         artifacts=where,
         states=str(states),
         rungs=rungs,
+        keep_free_gb=search.keep_free_gb,
     )
     progress = Progress(recorder, trials, search.metric, out)
     gate = warm.gate if warm is not None else None

@@ -17,7 +17,8 @@ recorded there; with nothing recorded yet it goes on. Additions over Ray's:
   where it has, and at the latest at the milestone nearest a third of ``max_epochs``.
 - ``promote``: a stop is a pause. A paused trial keeps its value at its rung, and when later results show it ranks
   in the top ``1/reduction_factor`` there (ASHA's promotion), :meth:`Rungs.promote` hands it back to run on from its
-  state. Paused trials that nobody promotes end the search PRUNED.
+  state. Paused trials that nobody promotes end the search PRUNED; on a driver short of disk the least promising
+  end sooner (:meth:`Rungs.end_least_promising`).
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ class Rungs:
         _, _, key = best
         epoch = self.paused.pop(key)[2]
         return key, epoch
+
+    def end_least_promising(self) -> Any | None:
+        """The paused trial least likely to be promoted, no longer paused (the lowest rung, there the lowest value:
+        promotion goes to the top of a rung); None when none is paused. For a driver short of disk, whose paused
+        trials' states must go (search.keep_free_gb)."""
+        if not self.paused:
+            return None
+        key = min(
+            self.paused, key=lambda k: (self.paused[k][1], self._recorded[self.paused[k][0]][self.paused[k][1]][k])
+        )
+        del self.paused[key]
+        return key
 
 
 class RungScheduler(FIFOScheduler):

@@ -1,6 +1,8 @@
-"""A search keeps each trial's model once on disk: its run folder, the copy kept beside its resumable states and
-the artifact store share the file (a hard link) when they are on one filesystem, and a kept or stored model stays
-as it was whatever happens to the run folder afterwards. A store on another filesystem gets a copy.
+"""What a search leaves on disk. Each trial's model once: its run folder, the copy kept beside its resumable states
+and the artifact store share the file (a hard link) when they are on one filesystem, and a kept or stored model
+stays as it was whatever happens to the run folder afterwards; a store on another filesystem gets a copy. And the
+states of paused trials (a few hundred MB each, most never promoted) go, least promising first, before the
+driver's disk is fuller than the search allows (search.keep_free_gb).
 
 Real searches, real SQLite stores, real files; /dev/shm (a tmpfs) is the other filesystem."""
 
@@ -18,6 +20,7 @@ from optuna.trial import TrialState
 from segtune.search import artifacts
 from segtune.search.files import write_atomic
 from segtune.search.keeper import StateSaver, best_files
+from tests.conftest import ONE_AT_A_TIME, demo_args, segtune
 
 
 def test_a_search_keeps_each_trials_model_once_on_disk(searched) -> None:
@@ -88,3 +91,22 @@ def test_the_best_files_kept_beside_a_trials_states_are_its_own_files_until_a_ne
         artifacts.OVERLAY: b"the overlay of epoch 1",
     }
     assert os.path.samefile(best / artifacts.MODEL, states / f"trial_0000.{artifacts.MODEL}")
+
+
+def test_a_driver_short_of_disk_ends_pauses_at_once_and_says_so(tmp_path: Path) -> None:
+    bad = segtune(*demo_args(tmp_path, 3), "--set", "search.keep_free_gb=-1", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "keep_free_gb" in bad.stderr, bad.stderr[-500:]
+    assert not (tmp_path / "store.db").exists() or not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'store.db'}")
+
+    # more free disk than any machine has: every pause ends as it begins, as stops did before promotion
+    args = (*demo_args(tmp_path, 5, epochs=3), *ONE_AT_A_TIME, "--set", "search.keep_free_gb=1000000")
+    out = segtune(*args, cwd=tmp_path).stdout
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'store.db'}")
+    ended = [t for t in study.trials if "pause_ended" in t.user_attrs]
+    assert ended, "no trial was paused: the test proves nothing"  # the first rung waits for 3: trial 1 pauses
+    for t in ended:
+        assert t.state == TrialState.PRUNED and t.user_attrs["paused"] is False
+        assert "below search.keep_free_gb (1e+06)" in t.user_attrs["pause_ended"]
+        assert f"trial {t.number}'s pause ended (pruned)" in out
+    assert not any("promoted_at_epoch" in t.user_attrs for t in study.trials)
+    assert len(study.trials) == 5 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
