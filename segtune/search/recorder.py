@@ -122,7 +122,6 @@ class StoreRecorder(tune.Callback):
         self.states = states  # the run's folder of resumable states, on the driver's disk
         self.rungs = rungs  # the rung policy (search/rungs.py): which ended trials are only paused
         self.keep_free_gb = keep_free_gb  # below it on the states' disk, paused trials end (_keep_disk_free)
-        self._paused_files: dict[int, tuple[tuple[str, str, bool] | None, Any]] = {}  # paused: its files, best epoch
         self.pauses_ended: list[str] = []  # what the progress lines say of pauses ended for disk (drained there)
         self._artifact_store: Any = None  # opened on the writer's thread
         self._study: optuna.Study | None = None  # used on the writer's thread only
@@ -306,11 +305,9 @@ class StoreRecorder(tune.Callback):
             attrs.update(paused=True, paused_at_epoch=attrs["epochs_run"])
             if files is not None:
                 attrs.update(files_at=list(files))  # where its files are, for its end (prune_paused)
-            self._paused_files[number] = (files, attrs.get("best_epoch"))
             self.writer.submit(lambda: self._write_attrs(number, attrs))
             self._keep_disk_free()
             return
-        self._paused_files.pop(number, None)
         self._forget(number)
         if trial.config.get(RESUME_KEY):  # the dead trial's state it went on from: done with
             attrs["resumed_state"] = trial.config[RESUME_KEY]
@@ -342,14 +339,13 @@ class StoreRecorder(tune.Callback):
             why = f"{free / 1e9:.1f} GB free on the driver's disk, below search.keep_free_gb ({self.keep_free_gb:g})"
             kept = [p for p in Path(self.states).glob(f"trial_{number:04d}.e*.state") if p.is_file()]
             free += sum(p.stat().st_size for p in kept)  # gone once the writer has ended it
-            files, best_epoch = self._paused_files.pop(number, (None, None))
-            attrs: dict[str, Any] = {"paused": False, "pause_ended": why}
-            if best_epoch is not None:
-                attrs["best_epoch"] = best_epoch
             self._forget(number)
             self.counts.pruned += 1
             self.pauses_ended.append(f"trial {number}'s pause ended (pruned): {why}")
-            self.writer.submit(lambda n=number, a=attrs, f=files: self._write_end(n, a, TrialState.PRUNED, None, f))
+            # on the writer's thread, after the write of its pause: its attrs say where its files are
+            self.writer.submit(
+                lambda n=number, w=why: self._end_paused(n, store.trial_handle(self.study, n).user_attrs, pause_ended=w)
+            )
 
     def _files(self, trial: Any) -> tuple[str, str, bool] | None:
         """Where a trial's files are: its folder, the node holding it, whether the driver's disk is that disk."""
@@ -396,13 +392,17 @@ class StoreRecorder(tune.Callback):
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.user_attrs.get("run_id") != run_id or not t.user_attrs.get("paused"):
                 continue
-            files = t.user_attrs.get("files_at")
-            attrs: dict[str, Any] = {"paused": False}
-            if "best_epoch" in t.user_attrs:  # which kept copy is its best, should its node be gone (_upload)
-                attrs["best_epoch"] = t.user_attrs["best_epoch"]
-            self._write_end(t.number, attrs, TrialState.PRUNED, None, tuple(files) if files else None)
+            self._end_paused(t.number, t.user_attrs)
             pruned += 1
         return pruned
+
+    def _end_paused(self, number: int, paused: dict[str, Any], **extra: Any) -> None:
+        """Paused trial ``number`` ends PRUNED, from the attrs its pause wrote (``paused``): where its files are."""
+        files = paused.get("files_at")
+        attrs: dict[str, Any] = {"paused": False, **extra}
+        if "best_epoch" in paused:  # which kept copy is its best, should its node be gone (_upload)
+            attrs["best_epoch"] = paused["best_epoch"]
+        self._write_end(number, attrs, TrialState.PRUNED, None, tuple(files) if files else None)
 
     def _upload(self, number: int, folder: str, node_id: str, shared: bool, best_epoch: int | None = None) -> None:
         """The trial's best weights and their overlay into the artifact store, linked to it (the writer's thread).
