@@ -3,13 +3,13 @@
     python benchmarks/latency_spread.py                      # Unet / ResNet34 at 128 px, 1 thread, 10 times each
 
 Three ways to time the same model (the median of 15 forward passes at batch 1 after warm-up, as
-search/costs.py does), each repeated ``--repeats`` times:
+search/trial/costs.py does), each repeated ``--repeats`` times:
 
 - **alone**: nothing else runs;
 - **beside a neighbour**: another process trains a model meanwhile, as the slots of a node do (how latency was
   measured before: the figure moved with the load);
 - **quiet**: the same neighbour, but its steps hold the node's shared lock and the timing takes it exclusively
-  (search/quiet.py, what trials do now).
+  (search/nodes/quiet.py, what trials do now).
 
 It prints each way's median, range and spread ((max - min) / median); the goal for quiet measurements is a
 spread within 10%. Run it on a machine with nothing else running: other processes are neighbours too.
@@ -28,8 +28,8 @@ import torch
 
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import build_dataset
-from segtune.search.costs import latency_ms
-from segtune.search.quiet import NodeQuiet
+from segtune.search.nodes.quiet import NodeQuiet
+from segtune.search.trial.costs import latency_ms
 from segtune.spec import validate
 from segtune.training.loop import fit
 from segtune.training.models import build_model

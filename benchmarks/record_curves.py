@@ -202,7 +202,7 @@ def main() -> None:
         more = draw(args.configs, header.get("draw_seed", args.seed))[len(header["entries"]) :]
         header["entries"] += more
     header["draw_seed"] = header.get("draw_seed", args.seed)
-    if args.describe or "plateau" not in header:  # what the first rung waits for (search/rungs.py)
+    if args.describe or "plateau" not in header:  # what the first rung waits for (search/scheduling/rungs.py)
         header.update(describe(load_data(header["dataset"], Path(args.data_root))))
         if args.describe:
             write_table(args.table, header, curves)
@@ -249,8 +249,8 @@ def load_data(section: dict[str, Any], root: Path) -> Any:
 
 def describe(data: Any) -> dict[str, Any]:
     """The train split's class shares and the majority-class plateau the replay's rungs wait for."""
-    from segtune.search.run import plateau
-    from segtune.search.transfer import describe as data_description
+    from segtune.search.scheduling.study_policy import plateau
+    from segtune.search.store.study import describe_data as data_description
 
     return {"class_shares": data_description(data)["shares"], "plateau": round(plateau(data), 4)}
 

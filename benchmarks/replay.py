@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from segtune.search.replay import CurveTable, ReplayResult, Strategy, replay
+from segtune.search.scheduling.replay import CurveTable, ReplayResult, Strategy, replay
 from segtune.tables import format_table
 
 HERE = Path(__file__).resolve().parent
@@ -346,11 +346,13 @@ def cost(table: CurveTable, sizes: list[int], urls: list[str], measured: int) ->
     """The driver's own time with N trials already in the study, on real stores: per suggestion (TPE's ask
     with the search's sampler settings), per recorded epoch (report + the attributes the recorder writes),
     per end of trial (tell)."""
-    from segtune.search import defaults, outcome, store
-    from segtune.search.budget import Budget
-    from segtune.search.recorder import TRIAL_KEY
-    from segtune.search.replay import replay_spec
-    from segtune.search.searcher import OptunaStoreSearcher, make_sampler
+    from segtune.search import store
+    from segtune.search.ray_trials import TRIAL_KEY
+    from segtune.search.scheduling import defaults
+    from segtune.search.scheduling.replay import replay_spec
+    from segtune.search.scheduling.searcher import OptunaStoreSearcher, make_sampler
+    from segtune.search.store import outcome
+    from segtune.search.store.budget import Budget
 
     spec = replay_spec(table, Strategy("cost"), trials=10_000, seed=0, budget_epochs=10**6)
     chosen = defaults.resolve(spec.search, slots=2)

@@ -21,8 +21,8 @@ import torch
 
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import build_dataset
-from segtune.search.files import write_atomic
-from segtune.search.keeper import dumps
+from segtune.search.nodes.files import write_atomic
+from segtune.search.nodes.keeper import dumps
 from segtune.spec import validate
 from segtune.training.loop import FitResult, _optimizer, _scheduler, fit, snapshot
 from segtune.training.models import build_model

@@ -13,7 +13,7 @@ Definitions (issue "Every trial-second trains"), all read from the study store:
 - gap: on one worker process, from a trial's last epoch ending to the next trial's first training step;
 - workers up: from the first ask to the first training step, and the utilisation from then on. The slots'
   worker processes (torch, smp, albumentations and Ray Tune imported, the data fetched) start before the first
-  ask (search/warmup.py), so their start-up is in the start-up column, with Ray's;
+  ask (search/nodes/warmup.py), so their start-up is in the start-up column, with Ray's;
 - run: from calling ``run_study`` to the last tell (start-up, wall and all), to compare whole runs.
 
 ``--user-clock N`` measures what a user waits for instead: ``segtune run`` as a command, N times per study, from
@@ -236,7 +236,7 @@ def worker_import_seconds(repeats: int = 3) -> float:
     """What a slot's worker process imports before its first trial (the trainable's module and all it needs),
     timed in a fresh interpreter; the median of ``repeats``. Alone here: in a search, the slots' workers
     import side by side, with the driver beside them."""
-    code = "import time; t = time.perf_counter(); import segtune.search.trainable; print(time.perf_counter() - t)"
+    code = "import time; t = time.perf_counter(); import segtune.search.trial.trainable; print(time.perf_counter() - t)"
     runs = [
         float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
         for _ in range(repeats)

@@ -173,8 +173,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from segtune import tables
     from segtune.search import run as search
-    from segtune.search.cluster import disconnect
     from segtune.search.interrupt import SearchInterrupted
+    from segtune.search.nodes.cluster import disconnect
 
     storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
     name = args.study or spec.study

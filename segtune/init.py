@@ -1,6 +1,6 @@
 """`segtune init DATA_DIR [-o spec.yaml]`: from a dataset folder to a study spec that validates and runs.
 
-The folder is recognised by data/recognise.py and measured by data/fingerprint.py; this module turns them into
+The folder is recognised by data/recognise/ and measured by data/recognise/fingerprint.py; this module turns them into
 the spec's decisions (image size, class weights, losses, budget), each stated with its reason, and
 writes the spec with those reasons as comments.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from segtune.data.fingerprint import Fingerprint, fingerprint
 from segtune.data.recognise import Layout, detect
+from segtune.data.recognise.fingerprint import Fingerprint, fingerprint
 from segtune.errors import SpecError
 from segtune.tables import format_table
 

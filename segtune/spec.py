@@ -280,8 +280,12 @@ class SearchSpec(_Strict):
     scheduler: Literal["asha", "none"] = "asha"
     trials: int = Field(20, ge=1)
     max_epochs: int = Field(10, ge=1)
-    grace_period: int | Literal["auto"] = Field("auto", description="first rung (epochs); auto: search/defaults.py")
-    reduction_factor: float | Literal["auto"] = Field("auto", description="ASHA's eta; auto: search/defaults.py")
+    grace_period: int | Literal["auto"] = Field(
+        "auto", description="first rung (epochs); auto: search/scheduling/defaults.py"
+    )
+    reduction_factor: float | Literal["auto"] = Field(
+        "auto", description="ASHA's eta; auto: search/scheduling/defaults.py"
+    )
     metric: Literal["val_miou", "val_dice", "val_pixel_acc"] = "val_miou"
     seed: int | None = 0
     max_concurrent: int | None = Field(None, ge=1)
@@ -306,11 +310,13 @@ class SearchSpec(_Strict):
     )
     budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
     budget_rule: Literal["finish", "exact"] = Field(
-        "finish", description="finish: running trials finish past the budget; exact: never past it (search/budget.py)"
+        "finish",
+        description="finish: running trials finish past the budget; exact: never past it (search/store/budget.py)",
     )
     starting_points: list[dict[str, Any] | Literal["auto"]] | Literal["auto"] = Field(
         default_factory=list,
-        description="configurations run first; auto: the winners of earlier studies on alike data (search/transfer.py)",
+        description="configurations run first; auto: the winners of earlier studies on alike data "
+        "(search/scheduling/transfer.py)",
     )
     objectives: list[str] | None = Field(None, description="e.g. [val_miou, latency_ms]: accuracy against costs")
     constraints: dict[str, float] = Field(default_factory=dict, description="e.g. {latency_ms: 20}: cost limits")

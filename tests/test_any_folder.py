@@ -37,7 +37,7 @@ def ray_cluster() -> object:
     """One private local Ray cluster for the module's runs (what `segtune run` starts, started once)."""
     import ray
 
-    from segtune.search.cluster import connect_ray
+    from segtune.search.nodes.cluster import connect_ray
 
     connect_ray(None, local_cpus=1)  # the runs take one trial at a time (ONE_AT_A_TIME), and so a cluster of one CPU
     yield

@@ -15,7 +15,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from segtune.search.run import PENDING_ENV, cpu_share, local_cpus, pending_trials
+from segtune.search.nodes.resources import PENDING_ENV, cpu_share, local_cpus, pending_trials
 from segtune.spec import StudySpec, validate
 from segtune.training.device import precision_for, trial_device
 from tests.conftest import SPACES, ray_node, segtune, stop_nodes

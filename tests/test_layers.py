@@ -27,7 +27,8 @@ def imports(path: Path) -> set[str]:
 
 
 def modules(folder: str) -> list[Path]:
-    return sorted((PACKAGE / folder).glob("*.py"))
+    """Every module under ``folder`` (a layer, or a part of one), its sub-folders included."""
+    return sorted((PACKAGE / folder).rglob("*.py"))
 
 
 # (layer, modules it must never import)
@@ -53,13 +54,66 @@ def test_layers_import_only_downstream(layer: str, forbidden: tuple[str, ...]) -
 
 
 def test_results_reach_the_search_only_through_the_store() -> None:
-    """The study store, and its companion the artifact store (search/artifacts.py): nothing else of search/."""
+    """The study store's face (search/store/__init__.py), and its companion the artifact store
+    (search/store/artifacts.py): nothing else of search/."""
     bad = [
         f"{path.relative_to(PACKAGE.parent)} imports {name}"
         for path in modules("results")
         for name in sorted(imports(path))
         if name.startswith("segtune.search")
-        and name not in ("segtune.search", "segtune.search.store", "segtune.search.artifacts")
+        and name not in ("segtune.search", "segtune.search.store", "segtune.search.store.artifacts")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+DRIVER = tuple(f"segtune.search.{m}" for m in ("run", "tune_run", "progress", "interrupt"))
+# (part of search/, what it must never import): nodes <- store <- scheduling <- the driver's pipeline; a trial's
+# worker (trial/) sits on the nodes alone; ray_trials (the config keys every part reads) imports nothing of search/
+SEARCH_RULES = [
+    ("search/ray_trials.py", ("segtune.search.",)),
+    (
+        "search/nodes",
+        ("segtune.search.store", "segtune.search.scheduling", "segtune.search.trial", *DRIVER),
+    ),
+    ("search/store", ("segtune.search.scheduling", "segtune.search.trial", *DRIVER)),
+    ("search/scheduling", ("segtune.search.nodes", "segtune.search.trial", *DRIVER)),
+    ("search/trial", ("segtune.search.store", "segtune.search.scheduling", *DRIVER)),
+]
+
+
+@pytest.mark.parametrize(("part", "forbidden"), SEARCH_RULES, ids=[r[0] for r in SEARCH_RULES])
+def test_the_parts_of_search_import_only_downward(part: str, forbidden: tuple[str, ...]) -> None:
+    paths = [PACKAGE / part] if part.endswith(".py") else modules(part)
+    assert paths and all(p.is_file() for p in paths), part
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)} imports {name}"
+        for path in paths
+        for name in sorted(imports(path))
+        if name.startswith(forbidden) and name != "segtune.search.ray_trials"
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_search_is_a_pipeline_over_sub_concepts() -> None:
+    """search/ keeps the driver's pipeline at its top; everything else lives in scheduling/, store/, nodes/ or trial/,
+    and run.py reads as a page of named steps."""
+    top = {p.stem for p in (PACKAGE / "search").glob("*.py")} - {"__init__"}
+    assert top <= {"run", "tune_run", "progress", "interrupt", "ray_trials"}, top
+    for part in ("scheduling", "store", "nodes", "trial"):
+        assert (PACKAGE / "search" / part / "__init__.py").is_file(), part
+    source = (PACKAGE / "search" / "run.py").read_text()
+    run_study = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == "run_study")
+    assert run_study.end_lineno - run_study.lineno <= 60, "run_study is no longer a page"
+
+
+def test_datasets_readers_never_import_inits_rules() -> None:
+    """data/recognise/ (init's rules: what a folder is) reads with the readers; the readers never need the rules."""
+    readers = [p for p in modules("data") if "recognise" not in p.parts]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)} imports {name}"
+        for path in readers
+        for name in sorted(imports(path))
+        if name.startswith("segtune.data.recognise")
     ]
     assert not bad, "\n".join(bad)
 
@@ -106,7 +160,7 @@ def test_optunas_private_attributes_are_read_in_one_module_only() -> None:
     bad = [
         f"{path.relative_to(PACKAGE.parent)}:{line} reads {what}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path != PACKAGE / "search" / "store.py"
+        if path != PACKAGE / "search" / "store" / "rdb.py"
         for line, what in private_reads(path.read_text(), names)
     ]
     assert not bad, "\n".join(bad)

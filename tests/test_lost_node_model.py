@@ -20,9 +20,11 @@ from optuna.trial import TrialState
 
 from segtune.config import TrialConfig
 from segtune.data.resize import ResizePolicy
-from segtune.search import artifacts, store
-from segtune.search.recorder import TRIAL_KEY, StoreRecorder
-from segtune.search.resume import prepare_resume
+from segtune.search import store
+from segtune.search.ray_trials import TRIAL_KEY
+from segtune.search.store import artifacts
+from segtune.search.store.recorder import StoreRecorder
+from segtune.search.store.resume import prepare_resume
 from segtune.training import checkpoint
 from segtune.training.models import build_model
 
@@ -142,8 +144,8 @@ def test_a_trial_on_a_node_without_the_drivers_disk_sends_its_last_best_files_be
 
     from segtune.config import TrainSettings
     from segtune.data import build_dataset
-    from segtune.search.keeper import kept_best_files, start_keeper
-    from segtune.search.trainable import train_trial
+    from segtune.search.nodes.keeper import kept_best_files, start_keeper
+    from segtune.search.trial.trainable import train_trial
     from segtune.spec import SyntheticSpec
 
     data = build_dataset(SyntheticSpec(name="synthetic", num_images=16, num_classes=2, image_size=32, seed=0))

@@ -18,9 +18,9 @@ from segtune.config import TrainSettings, TrialConfig
 from segtune.data.resize import ResizePolicy
 from segtune.errors import SegtuneError
 from segtune.results.report import importance_figure
-from segtune.search import costs
-from segtune.search.costs import measure
-from segtune.search.quiet import NodeQuiet
+from segtune.search.nodes.quiet import NodeQuiet
+from segtune.search.trial import costs
+from segtune.search.trial.costs import measure
 from segtune.training.models import build_model
 from tests.test_trust import EVIL
 

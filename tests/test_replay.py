@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 from segtune import space
 from segtune.errors import SpecError
-from segtune.search.replay import CurveTable, Strategy, replay
-from segtune.search.rungs import Rungs
+from segtune.search.scheduling.replay import CurveTable, Strategy, replay
+from segtune.search.scheduling.rungs import Rungs
 from tests.conftest import segtune
 
 SPACE = {"lr": {"choice": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]}}
@@ -87,7 +87,7 @@ def run_decisions(study: optuna.Study) -> list[tuple[int, int, str]]:
 
 
 def replay_decisions(study: optuna.Study, spec: dict, **drift: object) -> list[tuple[int, int, str]]:
-    """The run's own per-epoch values, replayed by search/replay.py with the run's spec (and ``drift``)."""
+    """The run's own per-epoch values, replayed by search/scheduling/replay.py with the run's spec (and ``drift``)."""
     search = spec["search"]
     table = CurveTable.from_study(study, spec["space"], search["max_epochs"])
     strategy = Strategy("as run", sampler=search["sampler"], starting_points=True, **drift)

@@ -11,7 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from segtune.search import store
-from segtune.search.recorder import TRIAL_KEY, StoreRecorder
+from segtune.search.ray_trials import TRIAL_KEY
+from segtune.search.store.recorder import StoreRecorder
 
 
 def test_a_resumed_trial_takes_the_epochs_its_state_has_and_the_store_missed(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from segtune.search import artifacts
-from segtune.search.files import write_atomic
-from segtune.search.keeper import StateSaver, best_files
+from segtune.search.nodes.files import write_atomic
+from segtune.search.nodes.keeper import StateSaver, best_files
+from segtune.search.store import artifacts
 from tests.conftest import ONE_AT_A_TIME, demo_args, segtune
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from segtune.search import defaults
-from segtune.search.searcher import STARTING_POINT, queue_first_trials
+from segtune.search.scheduling import defaults
+from segtune.search.scheduling.searcher import STARTING_POINT, queue_first_trials
 from segtune.spec import read_yaml, validate
 from tests.conftest import SPACES, demo_args, segtune
 

@@ -16,10 +16,11 @@ import pytest
 from segtune import spec as spec_mod
 from segtune.config import TrialConfig
 from segtune.data import build_dataset
-from segtune.search import defaults, transfer
-from segtune.search.replay import CurveTable, Strategy, replay
-from segtune.search.run import plateau, study_rungs
-from segtune.search.rungs import Rungs
+from segtune.search.scheduling import defaults, transfer
+from segtune.search.scheduling.replay import CurveTable, Strategy, replay
+from segtune.search.scheduling.rungs import Rungs
+from segtune.search.scheduling.study_policy import plateau, study_rungs
+from segtune.search.store.study import DATA_ATTR, describe_data
 
 
 def test_a_trial_still_on_the_majority_class_plateau_is_not_judged_there() -> None:
@@ -43,7 +44,7 @@ def test_a_trial_still_on_the_majority_class_plateau_is_not_judged_there() -> No
 
 def test_the_plateau_comes_from_the_train_pixels() -> None:
     data = build_dataset(spec_mod.validate({"study": "p", "dataset": {"name": "synthetic", "num_classes": 3}}).dataset)
-    shares = transfer.describe(data)["shares"]
+    shares = describe_data(data)["shares"]
     assert plateau(data) == pytest.approx(max(shares) / 3)
 
 
@@ -136,10 +137,10 @@ def test_an_exact_budget_is_never_exceeded(tmp_path: Path) -> None:
 def test_starting_points_from_earlier_studies_refuse_configurations_outside_the_space(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     data = build_dataset(spec_mod.validate({"study": "d", "dataset": {"name": "synthetic", "num_classes": 3}}).dataset)
-    description = transfer.describe(data)
+    description = describe_data(data)
     for name, lr, arch in (("near", 1e-3, "Unet"), ("outside", 5e-2, "Unet"), ("other-arch", 1e-3, "FPN")):
         study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-        study.set_user_attr(transfer.ATTR, description)
+        study.set_user_attr(DATA_ATTR, description)
         t = study.ask()
         t.set_user_attr("config", TrialConfig(arch=arch, lr=lr).to_dict())
         study.tell(t, 0.7)

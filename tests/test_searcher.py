@@ -9,8 +9,9 @@ from optuna.trial import TrialState
 
 from segtune import spec as spec_mod
 from segtune.data import build_dataset
-from segtune.search import run as search
-from segtune.search.searcher import TRIAL_KEY, OptunaStoreSearcher
+from segtune.search.ray_trials import TRIAL_KEY
+from segtune.search.scheduling.searcher import OptunaStoreSearcher
+from segtune.search.store.study import prepare_study
 
 RAW = {
     "study": "pairs",
@@ -27,7 +28,7 @@ RAW = {
 def test_impossible_pairings_are_recorded_as_fail_and_drawn_again(tmp_path: Path) -> None:
     spec = spec_mod.validate(RAW)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    search.prepare_study(spec, url, "pairs", build_dataset(spec.dataset))
+    prepare_study(spec, url, "pairs", build_dataset(spec.dataset))
     searcher = OptunaStoreSearcher(url, "pairs", "run-1", spec)
     configs = [searcher.suggest(f"ray-{i}") for i in range(6)]
     assert all(c["arch"] == "UnetPlusPlus" and c["encoder"] == "resnet18" for c in configs)

@@ -11,8 +11,10 @@ from pathlib import Path
 import optuna
 import psycopg
 import pytest
+import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
+from segtune.errors import StoreError
 from segtune.search import store
 
 
@@ -60,7 +62,8 @@ def test_a_trial_s_report_does_not_wait_for_a_locked_store(tmp_path: Path) -> No
     The record lands, in full, once the lock is released."""
     from ray.tune.experiment import Trial
 
-    from segtune.search.recorder import TRIAL_KEY, StoreRecorder
+    from segtune.search.ray_trials import TRIAL_KEY
+    from segtune.search.store.recorder import StoreRecorder
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     study = optuna.create_study(study_name="s", storage=store.open_storage(url), direction="maximize")
@@ -109,7 +112,8 @@ def test_after_an_outage_found_by_the_searcher_the_recorder_starts_no_write(tmp_
     from ray.tune.experiment import Trial
 
     from segtune.search.interrupt import Interrupt
-    from segtune.search.recorder import TRIAL_KEY, StoreRecorder
+    from segtune.search.ray_trials import TRIAL_KEY
+    from segtune.search.store.recorder import StoreRecorder
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     study = optuna.create_study(study_name="s", storage=store.open_storage(url), direction="maximize")
@@ -204,14 +208,14 @@ def test_the_retry_window_is_the_users_to_set(monkeypatch: pytest.MonkeyPatch) -
 
     def down(attempt: int) -> None:
         tries.append(attempt)
-        raise store.sa_exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     with pytest.raises(store.StoreUnavailable):
         store.with_retries("ask", down)
     assert tries == [1]
     for bad in ("a minute", "-5", "inf", "nan"):  # inf: a search that never gives up would never say why it waits
         monkeypatch.setenv("SEGTUNE_STORE_RETRY_S", bad)
-        with pytest.raises(store.StoreError, match=f"SEGTUNE_STORE_RETRY_S: '{bad}' is not a number of seconds"):
+        with pytest.raises(StoreError, match=f"SEGTUNE_STORE_RETRY_S: '{bad}' is not a number of seconds"):
             store.with_retries("ask", down)
 
 
@@ -379,7 +383,7 @@ def test_a_failed_copy_of_tunes_own_snapshot_shows_no_traceback() -> None:
 
     from ray.tune.execution import experiment_state
 
-    from segtune.search.cluster import quiet_tune_logs
+    from segtune.search.nodes.cluster import quiet_tune_logs
 
     shown: list[logging.LogRecord] = []
     catch = logging.Handler()

@@ -87,7 +87,7 @@ def write_spec(folder: Path, space: dict[str, object] | None = None, **search: o
 CHECK = """
 import json, sys
 import optuna
-from segtune.search import artifacts
+from segtune.search.store import artifacts
 study = optuna.load_study(study_name="team", storage=sys.argv[1])
 out = {"artifacts": study.user_attrs["artifacts"], "trials": {}}
 for t in study.trials:

@@ -177,7 +177,7 @@ def _name(spec: FolderSpec, cls: int) -> str:
 
 def lossy_levels(spec: FolderSpec) -> LossyLevels | None:
     """``lossy_masks: nearest``: the declared levels (values, or colors) each pixel snaps to, and the tolerance."""
-    from segtune.data.content import tolerance
+    from segtune.data.labels import tolerance
 
     if spec.lossy_masks is None:
         return None

@@ -8,6 +8,7 @@ own convention (VOC's outlines, the pets-binary border, CamVid's void) says so.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -97,6 +98,25 @@ def train_pixels_per_class(masks: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(masks.ravel(), minlength=256)[:num_classes]
 
 
+MAX_TOLERANCE = 64
+
+
+def distance(a: RawValue, b: RawValue) -> float:
+    """Between two grey levels, or two colours (Euclidean in RGB)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return float(abs(a - b))
+    return math.dist(a, b)  # type: ignore[arg-type]
+
+
+def tolerance(levels: list[RawValue]) -> float:
+    """How far from its nearest level a lossy mask's pixel may lie and still be snapped to it: a quarter of the
+    distance between the two closest levels (so no pixel is near two), at most MAX_TOLERANCE (grey levels, or
+    RGB distance), in whole units. Binary 0/255 masks: 63, so values 64..191 are ignored; four grey levels
+    0/85/170/255: 21."""
+    gaps = [distance(a, b) for i, a in enumerate(levels) for b in levels[i + 1 :]]
+    return min(MAX_TOLERANCE, math.floor(min(gaps) / 4)) if gaps else MAX_TOLERANCE
+
+
 @dataclass(frozen=True)
 class OffLevel:
     """Pixels of lossy masks that were not exactly on a level: snapped to the nearest, or too far and ignored."""
@@ -118,7 +138,7 @@ class OffLevel:
 @dataclass(frozen=True)
 class LossyLevels:
     """``dataset.lossy_masks: nearest``: masks stored with JPEG noise, read by snapping each pixel to the nearest
-    declared level (grey value or colour) within ``tolerance`` (data/content.py says how it is chosen); a pixel
+    declared level (grey value or colour) within ``tolerance`` (:func:`tolerance` says how it is chosen); a pixel
     farther from every level counts for nothing (IGNORE_INDEX) and is counted."""
 
     classes: dict[Any, int]  # level (a grey value, or an (r, g, b) colour) -> class index or IGNORE_INDEX

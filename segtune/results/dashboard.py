@@ -10,7 +10,8 @@ import threading
 from typing import Any
 
 from segtune.errors import SegtuneError
-from segtune.search import artifacts, store
+from segtune.search import store
+from segtune.search.store import artifacts
 
 
 def _check_port(host: str, port: int) -> None:

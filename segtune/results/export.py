@@ -52,7 +52,7 @@ def within_budget(study: optuna.Study, ranked: list[optuna.trial.FrozenTrial], b
 
 def planned_epochs(study: optuna.Study, trial: optuna.trial.FrozenTrial, spec: dict[str, Any]) -> int:
     """The epochs a trial's schedule ran: the search's ``max_epochs``, or fewer for a trial an exact budget
-    shortened (search/budget.py): it retrains as it ran."""
+    shortened (search/store/budget.py): it retrains as it ran."""
     planned = trial.user_attrs.get("epochs_planned")
     return int(planned or study.user_attrs.get("max_epochs", spec["search"]["max_epochs"]))
 

@@ -10,7 +10,8 @@ from typing import Any
 import optuna
 
 from segtune.errors import StoreError
-from segtune.search import artifacts, store
+from segtune.search import store
+from segtune.search.store import artifacts
 
 
 def trial_number(study: optuna.Study, trial: int | None, rank: int) -> int:

@@ -12,7 +12,7 @@ import optuna
 from ray import tune
 
 from segtune.search import store
-from segtune.search.writer import StoreWriter
+from segtune.search.store.writer import StoreWriter
 
 
 class SearchInterrupted(Exception):

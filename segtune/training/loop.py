@@ -194,7 +194,7 @@ def fit(
     The epoch that scores best on ``settings.metric`` is kept (``FitResult.best_state``). Raises
     NonFiniteLoss when the loss turns NaN or infinite, naming the epoch and step, and a CUDA
     OutOfMemoryError that names the batch size. ``step_guard`` is entered around every training and validation
-    step (a search's trials hold their node's model timing off with it; search/quiet.py).
+    step (a search's trials hold their node's model timing off with it; search/nodes/quiet.py).
 
     Resumable: every ``state_every`` epochs but the last, before ``on_epoch``, ``on_state`` gets a snapshot
     (weights, optimizer, scheduler, scaler, the best epoch so far and the history: :func:`snapshot`); ``resume``

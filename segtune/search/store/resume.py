@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from segtune.search import store
-from segtune.search.keeper import latest_state
+from segtune.search.nodes.keeper import latest_state
 
 INTERRUPTED = "interrupted"
 
@@ -49,7 +49,7 @@ def counted(trial: FrozenTrial) -> bool:
 
 
 def newest_state(trial: FrozenTrial) -> tuple[int, Path] | None:
-    """The newest resumable state the trial left on this driver's disk (search/keeper.py), if any."""
+    """The newest resumable state the trial left on this driver's disk (search/nodes/keeper.py), if any."""
     folder = trial.user_attrs.get("state_folder")
     return latest_state(Path(folder), trial.number) if folder and Path(folder).is_dir() else None
 

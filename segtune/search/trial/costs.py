@@ -5,7 +5,7 @@
   (``torch.utils.flop_counter``), which counts a multiply-add as 2 FLOPs.
 - ``latency_ms``: the median of repeated forward passes at batch 1, after warm-up, with the trial's own
   threads, on the device the trial runs on (named beside it: a cluster of mixed GPUs is not compared
-  blindly). Measured before the trial trains, in a quiet moment of its node (search/quiet.py: the node's
+  blindly). Measured before the trial trains, in a quiet moment of its node (search/nodes/quiet.py: the node's
   other trials wait between steps meanwhile), and kept for the node, so every trial there stores the same
   latency for one model.
 
@@ -24,7 +24,7 @@ import torch.nn as nn
 
 import segtune
 from segtune.config import TrialConfig
-from segtune.search.quiet import NodeQuiet
+from segtune.search.nodes.quiet import NodeQuiet
 from segtune.training.models import build_model
 
 WARMUP, REPEATS = 3, 15

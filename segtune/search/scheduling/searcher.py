@@ -13,11 +13,12 @@ from ray.tune.search import Searcher
 
 from segtune import space
 from segtune.errors import SpecError
-from segtune.search import defaults, store
-from segtune.search.budget import Budget
-from segtune.search.defaults import SearchSettings
-from segtune.search.recorder import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, TRIAL_KEY, pickle_state
-from segtune.search.rungs import Rungs
+from segtune.search import store
+from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, TRIAL_KEY
+from segtune.search.scheduling import defaults
+from segtune.search.scheduling.defaults import SearchSettings
+from segtune.search.scheduling.rungs import Rungs
+from segtune.search.store.budget import Budget
 from segtune.spec import StudySpec
 from segtune.training import models
 
@@ -81,7 +82,7 @@ class OptunaStoreSearcher(Searcher):
         trials: int | None = None,
     ):
         super().__init__(metric=spec.search.metric, mode="max")
-        self.rungs = rungs  # paused trials that later results promote run on first (search/rungs.py)
+        self.rungs = rungs  # paused trials that later results promote run on first (search/scheduling/rungs.py)
         self.new_left = trials  # new trials this run may still ask Optuna for (None: Tune counts them)
         self.live: set[str] = set()  # Ray trials handed out and not ended
         self.before_ask = before_ask  # run: lands the recorder's queued writes (the sampler sees every tell)
@@ -100,7 +101,7 @@ class OptunaStoreSearcher(Searcher):
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:
-        return pickle_state(self)
+        return store.pickle_state(self)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         try:

@@ -1,7 +1,7 @@
 """Files on another node's disk, brought to the driver through Ray (a trial's model, once the trial ended).
 
 Its own module, importing nothing of segtune's: the task that reads the files runs in a fresh worker process on that
-node, which imports the module the task is defined in. Defined beside torch and smp (search/keeper.py) it took 8 s
+node, which imports the module the task is defined in. Defined beside torch and smp (search/nodes/keeper.py) it took 8 s
 and more to start on a node whose trials keep its cores busy, and the node could be lost in that window.
 """
 

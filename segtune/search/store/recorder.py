@@ -1,11 +1,8 @@
-"""Tune callbacks on the driver: StoreRecorder writes each trial's truth into the store, Progress prints it."""
+"""Tune callbacks on the driver: StoreRecorder writes each trial's truth into the store."""
 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,68 +10,31 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray import cloudpickle, tune
+from ray import tune
 
 from segtune.objectives import COSTS, violations
-from segtune.search import outcome, store
-from segtune.search.budget import Budget
-from segtune.search.resume import INTERRUPTED
-from segtune.search.writer import StoreWriter
+from segtune.search import store
+from segtune.search.ray_trials import (
+    EPOCHS_KEY,
+    LOST,
+    NO_WORKER,
+    RESUME_KEY,
+    TRIAL_KEY,
+    error_reason,
+    is_optuna_trial,
+)
+from segtune.search.store import outcome
+from segtune.search.store.budget import Budget
+from segtune.search.store.pauses import Pauses
+from segtune.search.store.resume import INTERRUPTED
+from segtune.search.store.uploads import ModelLostWithItsNode, Uploads
+from segtune.search.store.writer import StoreWriter
 from segtune.training.metrics import json_safe
-
-HIDDEN_PREFIX = "_segtune"  # config keys that are no hyperparameter: what the search tells a trial
-TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray trial's config
-RESUME_KEY = "_segtune_resume_from"  # --resume: the state (on the driver's disk) a re-run trial goes on from
-EPOCHS_KEY = "_segtune_epochs"  # an exact budget's last trials: the epochs their schedule ends at (< max_epochs)
-PROMOTED_KEY = "_segtune_promoted"  # a paused trial promoted: the epoch it was paused at (it goes on from its state)
-
 
 # A trial that goes on from its state reports its state's epoch once more (the state is saved before that epoch's
 # report, which may not have landed: trainable.py), and Optuna keeps the first value of a step. That is the design,
 # not a fault the user should read about in the driver's log.
 warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=\d+` is already reported")
-
-
-def is_optuna_trial(trial: Any) -> bool:
-    """A Ray trial that is an Optuna trial (not a slot's warm-up, which has no number and is never stored)."""
-    return TRIAL_KEY in trial.config
-
-
-NO_WORKER = "interrupted: Ray could not hand this trial a worker process (its reset failed)"
-
-
-def pickle_state(obj: Any) -> dict[str, Any]:
-    """What Tune may pickle into its experiment folder: no live store handle, no password.
-
-    Tune writes its run config (callbacks, stopper, searcher) to disk; segtune never restores
-    from it (the store is the state), but the file must not leak the store's password.
-    """
-    state = dict(obj.__dict__)
-    state["_study"] = None
-    if "_storage_url" in state:
-        state["_storage_url"] = store.redact(state["_storage_url"])
-    return state
-
-
-def error_reason(trial: Any) -> str:
-    """The exception a trial raised, as one line. Read from the trial's local error files: when Tune
-    calls back, they are written there but not yet synced to where ``get_pickled_error`` looks."""
-    cause = None
-    try:
-        with open(trial.pickled_error_file, "rb") as f:
-            err = cloudpickle.load(f)
-        cause = getattr(err, "cause", None) or err
-    except Exception:  # noqa: BLE001 - no pickle (or not loadable): fall back to the text file
-        pass
-    if cause is not None:
-        text = str(cause).strip().splitlines()
-        return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
-    try:
-        with open(trial.error_file) as f:
-            lines = [line.strip() for line in f if line.strip()]
-        return lines[-1][:500] if lines else "trial raised an error"
-    except (OSError, TypeError):
-        return "trial raised an error (no error file)"
 
 
 @dataclass
@@ -86,11 +46,11 @@ class Counts:
     best_trial: int | None = None
 
 
-class StoreRecorder(tune.Callback):
+class StoreRecorder(Pauses, Uploads, tune.Callback):
     """Writes each Ray trial's truth into its Optuna trial: per-epoch values, final state, metrics.
 
     The callbacks run in Tune's loop, which a trial's report waits on: they read what Tune knows and hand
-    the store calls to the ``writer`` (search/writer.py), which makes them in order on its own thread. A
+    the store calls to the ``writer`` (search/store/writer.py), which makes them in order on its own thread. A
     store that stays unreachable past its retry window does not abort Tune's loop: the writer tells
     ``on_outage`` (the search then stops cleanly) and the trial is left for --resume.
     """
@@ -118,9 +78,9 @@ class StoreRecorder(tune.Callback):
         self.multi = len(self.objectives) > 1
         self.writer = writer or StoreWriter()
         self.budget = budget or Budget()
-        self.artifacts = artifacts  # where every trial's files go (search/artifacts.py); None: nowhere
+        self.artifacts = artifacts  # where every trial's files go (search/store/artifacts.py); None: nowhere
         self.states = states  # the run's folder of resumable states, on the driver's disk
-        self.rungs = rungs  # the rung policy (search/rungs.py): which ended trials are only paused
+        self.rungs = rungs  # the rung policy (search/scheduling/rungs.py): which ended trials are only paused
         self.keep_free_gb = keep_free_gb  # below it on the states' disk, paused trials end (_keep_disk_free)
         self.pauses_ended: list[str] = []  # what the progress lines say of pauses ended for disk (drained there)
         self._artifact_store: Any = None  # opened on the writer's thread
@@ -144,10 +104,10 @@ class StoreRecorder(tune.Callback):
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**pickle_state(self), "_artifact_store": None}
+        return {**store.pickle_state(self), "_artifact_store": None}
 
     def failure_of(self, trial: Any) -> str | None:
-        """The error a trial reported as its outcome (search/trainable.py), if it did."""
+        """The error a trial reported as its outcome (search/trial/trainable.py), if it did."""
         return self._failed.get(trial.config[TRIAL_KEY])
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -195,7 +155,7 @@ class StoreRecorder(tune.Callback):
         attrs["epochs_run"] = epoch
         seconds.append(round(float(result.get("epoch_seconds", 0.0)), 3))
         attrs["epoch_seconds"] = list(seconds)  # train + validation of each epoch: a trial's training time
-        if result.get("state_epoch"):  # its newest resumable state (search/keeper.py), on the driver's disk
+        if result.get("state_epoch"):  # its newest resumable state (search/nodes/keeper.py), on the driver's disk
             attrs.update(state_epoch=result["state_epoch"], state_folder=self.states)
         excess: dict[str, float] = {}
         nodes = self._nodes.setdefault(trial.config[TRIAL_KEY], [])
@@ -323,30 +283,6 @@ class StoreRecorder(tune.Callback):
             self.counts.best, self.counts.best_trial = best, number
         self.writer.submit(lambda: self._write_end(number, attrs, state, values, files))
 
-    def _keep_disk_free(self) -> None:
-        """A paused trial keeps its state (a few hundred MB for a ResNet-34 Unet with AdamW) on the driver's disk until
-        later results promote it or the search ends, and most are never promoted: a long search holds tens of them.
-        When the disk's free space falls below ``keep_free_gb``, the least promising end PRUNED now, as they would at
-        the search's end, and their states go, rather than a full disk failing the search half-way."""
-        if self.rungs is None or self.states is None or self.keep_free_gb is None:
-            return
-        try:
-            free = shutil.disk_usage(self.states).free
-        except OSError:  # no states folder yet: nothing kept
-            return
-        keep = self.keep_free_gb * 1e9
-        while free < keep and (number := self.rungs.end_least_promising()) is not None:
-            why = f"{free / 1e9:.1f} GB free on the driver's disk, below search.keep_free_gb ({self.keep_free_gb:g})"
-            kept = [p for p in Path(self.states).glob(f"trial_{number:04d}.e*.state") if p.is_file()]
-            free += sum(p.stat().st_size for p in kept)  # gone once the writer has ended it
-            self._forget(number)
-            self.counts.pruned += 1
-            self.pauses_ended.append(f"trial {number}'s pause ended (pruned): {why}")
-            # on the writer's thread, after the write of its pause: its attrs say where its files are
-            self.writer.submit(
-                lambda n=number, w=why: self._end_paused(n, store.trial_handle(self.study, n).user_attrs, pause_ended=w)
-            )
-
     def _files(self, trial: Any) -> tuple[str, str, bool] | None:
         """Where a trial's files are: its folder, the node holding it, whether the driver's disk is that disk."""
         last = self._last.get(trial.config[TRIAL_KEY]) or {}
@@ -385,62 +321,6 @@ class StoreRecorder(tune.Callback):
         if attrs.get("resumed_state"):
             Path(attrs["resumed_state"]).unlink(missing_ok=True)
 
-    def prune_paused(self, run_id: str) -> int:
-        """The search ended: its trials still paused (no later result promoted them) end PRUNED, valued at their last
-        epoch, their files stored as any ended trial's are. Called on the driver after Tune has stopped."""
-        pruned = 0
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("run_id") != run_id or not t.user_attrs.get("paused"):
-                continue
-            self._end_paused(t.number, t.user_attrs)
-            pruned += 1
-        return pruned
-
-    def _end_paused(self, number: int, paused: dict[str, Any], **extra: Any) -> None:
-        """Paused trial ``number`` ends PRUNED, from the attrs its pause wrote (``paused``): where its files are."""
-        files = paused.get("files_at")
-        attrs: dict[str, Any] = {"paused": False, **extra}
-        if "best_epoch" in paused:  # which kept copy is its best, should its node be gone (_upload)
-            attrs["best_epoch"] = paused["best_epoch"]
-        self._write_end(number, attrs, TrialState.PRUNED, None, tuple(files) if files else None)
-
-    def _upload(self, number: int, folder: str, node_id: str, shared: bool, best_epoch: int | None = None) -> None:
-        """The trial's best weights and their overlay into the artifact store, linked to it (the writer's thread).
-
-        From another node they come through Ray. A node lost once the trial ended but before its files were fetched
-        (the fetch waits for a worker process on that node) leaves the copy the trial sent beside its states, when
-        that copy is of its best epoch; else :class:`ModelLostWithItsNode`."""
-        from segtune.search import artifacts, keeper, node_files
-
-        if self._artifact_store is None:
-            self._artifact_store = artifacts.open_store(self.artifacts)
-        names = [artifacts.MODEL, artifacts.OVERLAY]
-        with tempfile.TemporaryDirectory(prefix="segtune-upload-") as tmp:
-            if shared:  # the driver reads them where the trial wrote them
-                paths = [Path(folder, n) for n in names if Path(folder, n).is_file()]
-            else:  # from the trial's node, through Ray
-                paths = []
-                try:
-                    fetched = node_files.fetch_files(node_id, [str(Path(folder, n)) for n in names])
-                except Exception as e:
-                    if node_files.node_alive(node_id):
-                        raise
-                    kept = None
-                    if self.states is not None and best_epoch is not None:
-                        kept = keeper.kept_best_files(Path(self.states), number, int(best_epoch))
-                    if kept is None:
-                        raise ModelLostWithItsNode(
-                            f"its node ({node_id[:12]}) was lost after its last epoch, before its model was fetched"
-                        ) from e
-                    fetched = kept
-                for name, data in fetched.items():
-                    paths.append(Path(tmp, name))
-                    paths[-1].write_bytes(data)
-            if not any(p.name == artifacts.MODEL for p in paths):
-                raise FileNotFoundError(f"no {artifacts.MODEL} in {folder}")
-            for path in paths:
-                artifacts.upload(self.study, number, path, self._artifact_store)
-
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not is_optuna_trial(trial):
             return
@@ -457,95 +337,3 @@ class StoreRecorder(tune.Callback):
         self._forget(number)
         self.counts.failed += 1
         self.writer.submit(lambda: self._write_end(number, attrs, TrialState.FAIL, None))
-
-
-class ModelLostWithItsNode(Exception):
-    """A trial's best model was only on a node that is gone: the trial must run again to have one."""
-
-
-LOST = ("ActorDiedError", "RayActorError", "NodeDiedError", "OwnerDiedError", "WorkerCrashedError", "died")
-
-
-class Progress(tune.Callback):
-    """One line when a trial starts or ends, and a heartbeat while trials run."""
-
-    def __init__(self, recorder: StoreRecorder, total: int, metric: str, out: Any, heartbeat_s: float = 30.0):
-        self.recorder, self.total, self.metric, self.out = recorder, total, metric, out
-        self.heartbeat_s = heartbeat_s
-        self.started = time.monotonic()
-        self.last_print = 0.0
-        self.running: dict[str, int] = {}  # ray trial id -> epochs reported
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks into the run folder: not the stream
-        return {**self.__dict__, "out": None}
-
-    def line(self, event: str = "") -> None:
-        c = self.recorder.counts
-        paused = len(self.recorder.rungs.paused) if self.recorder.rungs is not None else 0
-        done = c.complete + c.pruned + c.failed + paused  # a paused trial is done unless a later result promotes it
-        best = f"{c.best:.4f} (trial {c.best_trial})" if c.best_trial is not None else "-"
-        elapsed = time.monotonic() - self.started
-        text = (
-            f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}/{self.total} done: "
-            f"{len(self.running)} running, " + (f"{paused} paused, " if paused else "") + f"{c.complete} complete, "
-            f"{c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
-        )
-        if self.recorder.budget.epochs is not None:
-            text += f" | budget {self.recorder.budget.text()}"
-        print(text + (f" | {event}" if event else ""), file=self.out, flush=True)
-        self.last_print = time.monotonic()
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if not is_optuna_trial(trial):  # a slot's warm-up (search/warmup.py) prints its own lines
-            return
-        self.running[trial.trial_id] = 0
-        promoted = trial.config.get(PROMOTED_KEY)
-        if promoted is not None:
-            self.line(f"trial {trial.config[TRIAL_KEY]} promoted: later results rank it in the top at epoch {promoted}")
-            return
-        self.line(f"trial {trial.config[TRIAL_KEY]} started: {_short_params(trial.config)}")
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if is_optuna_trial(trial) and "failed" not in result:
-            self.running[trial.trial_id] = int(result.get("epoch", 0))
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if is_optuna_trial(trial):
-            self.line(
-                f"trial {trial.config[TRIAL_KEY]}: its worker or node was lost; Tune runs it again from its state"
-            )
-
-    def _ended(self, trial: Any, how: str) -> None:
-        if not is_optuna_trial(trial):
-            return
-        epochs = self.running.pop(trial.trial_id, 0)
-        self.line(f"trial {trial.config[TRIAL_KEY]} {how} after {epochs} epoch(s)")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        failed = self.recorder.failure_of(trial) if is_optuna_trial(trial) else None
-        if failed is not None:
-            self._ended(trial, f"FAILED ({failed[:120]})")
-            return
-        if not is_optuna_trial(trial):
-            return
-        number, rungs = trial.config[TRIAL_KEY], self.recorder.rungs
-        planned = int(trial.config.get(EPOCHS_KEY, self.recorder.max_epochs))
-        if rungs is not None and number in rungs.paused:
-            self._ended(trial, "paused (later results may promote it)")
-        else:
-            self._ended(trial, "complete" if self.running.get(trial.trial_id, 0) >= planned else "pruned")
-        while self.recorder.pauses_ended:
-            self.line(self.recorder.pauses_ended.pop(0))
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial, f"FAILED ({error_reason(trial)[:120]})")
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.running and time.monotonic() - self.last_print > self.heartbeat_s:
-            epochs = ", ".join(str(e) for e in self.running.values())
-            self.line(f"epochs so far of running trials: {epochs}")
-
-
-def _short_params(config: dict[str, Any]) -> str:
-    keys = ("arch", "encoder", "loss", "augment", "optimizer", "lr", "batch_size", "schedule")
-    return " ".join(f"{k}={config[k]:.2g}" if isinstance(config[k], float) else f"{k}={config[k]}" for k in keys)

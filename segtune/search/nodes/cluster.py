@@ -128,8 +128,8 @@ def quiet_tune_logs() -> None:
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
     logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": the table says so
     # Tune's copy of its own experiment snapshot into results_dir failed once in a full CI run here, and its
-    # traceback came amid segtune's output; segtune never restores that snapshot (search/resume.py: the study store
-    # is the only state), so there is nothing in it for the user to act on
+    # traceback came amid segtune's output; segtune never restores that snapshot (search/store/resume.py: the study
+    # store is the only state), so there is nothing in it for the user to act on
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
 

@@ -1,13 +1,13 @@
 """Studies that learn from each other: ``search.starting_points: auto`` starts a study from the winners of earlier
 studies in the same store, the ones on the most alike data first.
 
-Each study records what its data is (:func:`describe`: classes and each one's share of the train pixels, the
-canvas, how many pictures), beside the fingerprint that says which files they were. Two studies' data are alike
-(:func:`distance`) when they have as many classes with alike shares (the shares sorted, so names do not matter),
-at an alike size, with alike numbers of pictures. From the nearest studies, their best distinct complete
-configurations join the spec's own starting points, as long as they lie inside this study's space; those that do
-not are dropped, and `run` says which and why. Studies made before segtune recorded the description are skipped,
-with a note: their data cannot be compared.
+Each study records what its data is (``describe_data`` in search/store/study.py: classes and each one's share of the
+train pixels, the canvas, how many pictures), beside the fingerprint that says which files they were. Two studies'
+data are alike (:func:`distance`) when they have as many classes with alike shares (the shares sorted, so names do
+not matter), at an alike size, with alike numbers of pictures. From the nearest studies, their best distinct
+complete configurations join the spec's own starting points, as long as they lie inside this study's space; those
+that do not are dropped, and `run` says which and why. Studies made before segtune recorded the description are
+skipped, with a note: their data cannot be compared.
 """
 
 from __future__ import annotations
@@ -26,25 +26,12 @@ from segtune.config import DEFAULTS, TrialConfig
 from segtune.data import SegData
 from segtune.errors import SpecError
 from segtune.search import store
+from segtune.search.store.study import DATA_ATTR, describe_data
 from segtune.tables import params_text
 
-ATTR = "data_description"
 AUTO = "auto"
 PER_STUDY = 2  # the best distinct configurations taken from each earlier study
 MOST = 4  # starting points added in all
-
-
-def describe(data: SegData) -> dict[str, Any]:
-    """What the data is, to find studies on alike data: classes and their train shares, canvas, picture counts."""
-    masks = data.masks[data.splits["train"]]
-    counts = np.bincount(masks.ravel(), minlength=256)[: data.num_classes].astype(np.float64)
-    shares = (counts / max(1.0, counts.sum())).round(4).tolist()
-    return {
-        "classes": len(data.classes),
-        "shares": shares,
-        "canvas": list(data.canvas),
-        "images": {split: int(len(idx)) for split, idx in data.splits.items()},
-    }
 
 
 def distance(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -77,11 +64,11 @@ def candidates(
         if summary.study_name == this:
             continue
         attrs = summary.user_attrs
-        if ATTR not in attrs:
+        if DATA_ATTR not in attrs:
             skipped.append(summary.study_name)
             continue
         study = store.load_study(storage, summary.study_name)
-        d = distance(here, attrs[ATTR])
+        d = distance(here, attrs[DATA_ATTR])
         seen: set[str] = set()
         for t in sorted(
             study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
@@ -111,7 +98,7 @@ def starting_points(
 ) -> list[tuple[dict[str, Any], str]]:
     """Up to MOST winners of earlier studies inside the space (as Optuna params, with where each comes from), none
     of them one of ``own`` (the spec's starting points); what was dropped and skipped is said on ``out``."""
-    found, skipped = candidates(storage, this, describe(data))
+    found, skipped = candidates(storage, this, describe_data(data))
     kept: list[tuple[dict[str, Any], str]] = []
     dropped = []
     for c in found:

@@ -7,7 +7,7 @@ previews a trial's files beside it:
   SQLite file (``segtune.db`` -> ``segtune-artifacts/``); ``s3://bucket/prefix`` for S3-compatible object storage
   (Optuna's ``Boto3ArtifactStore``; endpoint and credentials from the usual AWS variables, never stored or printed).
   Optuna's Boto3 store writes at the top of its bucket, so a prefix is added here (:class:`PrefixedStore`).
-- who writes: the driver, at a trial's end (search/recorder.py through the writer thread): it reads the trial's
+- who writes: the driver, at a trial's end (search/store/recorder.py through the writer thread): it reads the trial's
   files where it can (its own disk, or a disk it shares with the trial's node), else a task on that node sends
   them through Ray; then it uploads them and links them to the trial. Trials never connect to a store. A folder
   store on the run folder's filesystem holds a hard link, not a second copy (:class:`FolderStore`).
@@ -28,7 +28,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 
 from segtune.errors import SegtuneError, StoreError
 from segtune.search import store
-from segtune.search.files import link_atomic
+from segtune.search.nodes.files import link_atomic
 
 ENV = "SEGTUNE_ARTIFACTS"
 MODEL = "model.pt"

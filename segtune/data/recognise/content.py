@@ -3,7 +3,7 @@ noise around them), or a photograph.
 
 `init` uses it to tell masks from pictures whatever their folders are called, and to decide, from every mask
 of a dataset at once, whether the masks are lossy (:func:`find_levels`); the folder reader snaps lossy masks
-to their levels within :func:`tolerance`.
+to their levels within ``labels.tolerance``.
 
 Why these rules: a mask's pixels sit exactly (or, after JPEG, within a few units) on a handful of values.
 Measured on real files (the Oxford-IIIT Pet sample and Kvasir-SEG): 98-100% of a mask's pixels lie within 2
@@ -23,16 +23,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segtune.data.base import grey_palette
-from segtune.data.labels import RawValue
+from segtune.data.labels import RawValue, distance
 
-MAX_LEVELS = 16  # a lossy picture whose pixels need more levels than this to be covered is no mask
+MAX_MASK_LEVELS = 16  # a lossy picture whose pixels need more levels than this to be covered is no mask
 CLEAN_VALUES = 64  # a picture of at most this many exact values is a clean mask (photographs hold hundreds)
 NEAR = {1: 2, 3: 10}  # channels -> how far (per channel) from a level a pixel still counts as on it
 MIN_LEVEL_SHARE = 0.002  # a level holds at least this share of the pixels; rarer values are noise around one
 SEPARATION = {1: 16, 3: 48}  # two levels closer than this (grey levels; RGB distance) are one level and its noise
 MASK_SCORE = 0.7  # pictures whose median score reaches this read as masks
 PROBE_SIDE = 256  # content is judged on a thumbnail no larger than this (JPEG decodes it at a reduced size)
-MAX_TOLERANCE = 64
 COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 LOSSY_FORMATS = {"JPEG", "MPO", "WEBP"}  # WEBP may be lossless, but people's WEBP masks rarely are
 
@@ -72,14 +71,7 @@ def _counts(arr: np.ndarray) -> dict[RawValue, int]:
     return {(int(r), int(g), int(b)): int(n) for (r, g, b), n in zip(colours, counts, strict=True)}
 
 
-def distance(a: RawValue, b: RawValue) -> float:
-    """Between two grey levels, or two colours (Euclidean in RGB)."""
-    if isinstance(a, int) and isinstance(b, int):
-        return float(abs(a - b))
-    return math.dist(a, b)  # type: ignore[arg-type]
-
-
-def find_levels(counts: Mapping[RawValue, int], max_levels: int = MAX_LEVELS) -> list[RawValue]:
+def find_levels(counts: Mapping[RawValue, int], max_levels: int = MAX_MASK_LEVELS) -> list[RawValue]:
     """The levels (grey values or colours) a set of masks is written in: the most common values, each one
     taken only when no level already taken is within SEPARATION of it (its noise), and only while it holds
     MIN_LEVEL_SHARE of the pixels. Sorted."""
@@ -154,12 +146,3 @@ def sample(paths: list[Path], n: int = 12) -> Sample:
     if not scores:
         return Sample(0.0, False, 0, False)
     return Sample(float(np.median(scores)), colour > len(scores) / 2, levels, is_lossy_file(picked[0]))
-
-
-def tolerance(levels: list[RawValue]) -> float:
-    """How far from its nearest level a lossy mask's pixel may lie and still be snapped to it: a quarter of the
-    distance between the two closest levels (so no pixel is near two), at most MAX_TOLERANCE (grey levels, or
-    RGB distance), in whole units. Binary 0/255 masks: 63, so values 64..191 are ignored; four grey levels
-    0/85/170/255: 21."""
-    gaps = [distance(a, b) for i, a in enumerate(levels) for b in levels[i + 1 :]]
-    return min(MAX_TOLERANCE, math.floor(min(gaps) / 4)) if gaps else MAX_TOLERANCE

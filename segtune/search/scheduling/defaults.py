@@ -33,7 +33,7 @@ class SearchSettings:
     brackets: int
     n_startup_trials: int
     startup: str
-    plateau: bool = False  # a trial still on the majority-class plateau is judged later (search/rungs.py)
+    plateau: bool = False  # a trial still on the majority-class plateau is judged later (search/scheduling/rungs.py)
     promote: bool = False  # a stop is a pause that later results may undo
 
     def text(self) -> str:

@@ -28,11 +28,13 @@ from optuna.trial import TrialState
 
 from segtune import space
 from segtune.config import TrialConfig
-from segtune.search import defaults, outcome, store
-from segtune.search.budget import Budget
-from segtune.search.recorder import EPOCHS_KEY, HIDDEN_PREFIX, TRIAL_KEY
-from segtune.search.rungs import Rungs
-from segtune.search.searcher import OptunaStoreSearcher, make_sampler, queue_first_trials
+from segtune.search import store
+from segtune.search.ray_trials import EPOCHS_KEY, HIDDEN_PREFIX, TRIAL_KEY
+from segtune.search.scheduling import defaults
+from segtune.search.scheduling.rungs import Rungs
+from segtune.search.scheduling.searcher import OptunaStoreSearcher, make_sampler, queue_first_trials
+from segtune.search.store import outcome
+from segtune.search.store.budget import Budget
 from segtune.spec import StudySpec, validate
 
 
@@ -57,7 +59,7 @@ class CurveTable:
     def __init__(self, header: dict[str, Any], curves: list[Curve]):
         self.header, self.curves = header, curves
         self.max_epochs = int(header["max_epochs"])
-        self.plateau: float | None = header.get("plateau")  # the majority-class value (search/rungs.py)
+        self.plateau: float | None = header.get("plateau")  # the majority-class value (search/scheduling/rungs.py)
         self.space_raw = header["space"]
         self.params = space.parse_space(self.space_raw)
 
@@ -135,10 +137,12 @@ class Strategy:
     n_startup_trials: int | str = "auto"
     startup: str = "stratified"  # or "random"
     starting_points: bool = False
-    budget_rule: str = "finish"  # or "exact" (search/budget.py)
-    first_rung: str = "auto"  # plateau | grace (search/rungs.py)
+    budget_rule: str = "finish"  # or "exact" (search/store/budget.py)
+    first_rung: str = "auto"  # plateau | grace (search/scheduling/rungs.py)
     promotion: bool | str = "auto"
-    transfer_from: list[dict[str, Any]] | None = None  # another study's winners, run first (search/transfer.py)
+    transfer_from: list[dict[str, Any]] | None = (
+        None  # another study's winners, run first (search/scheduling/transfer.py)
+    )
 
     def search_section(self, trials: int, max_epochs: int, seed: int, budget_epochs: int) -> dict[str, Any]:
         grace = min(self.grace_period, max_epochs) if isinstance(self.grace_period, int) else self.grace_period

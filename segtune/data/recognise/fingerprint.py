@@ -1,4 +1,4 @@
-"""`segtune init`, second half: measure a recognised dataset (data/recognise.py) as segtune will read it.
+"""`segtune init`, second half: measure a recognised dataset (data/recognise/) as segtune will read it.
 
 The fingerprint decodes the dataset with the builders `check` and `run` use (at a small size) and measures
 what the spec's decisions rest on: pictures per split, sizes and aspect ratios, the share of each class's
@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segtune.data.base import SPLITS
 from segtune.data.labels import IGNORE_INDEX
-from segtune.data.recognise import Layout
+from segtune.data.recognise.layout import Layout
 
 
 @dataclass

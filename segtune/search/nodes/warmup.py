@@ -7,7 +7,7 @@ actor a pre-started process. Asked first, each slot's first trial would wait tho
 ask, and its time in the store would hold its worker's start-up.
 
 So the searcher first hands Tune one warm-up trial per slot (no Optuna trial, nothing stored): its
-worker starts and does the one-off work (:func:`segtune.search.trainable.warm_up`). Once every
+worker starts and does the one-off work (:func:`segtune.search.trial.trainable.warm_up`). Once every
 slot's worker is up, the searcher asks Optuna, and Tune's actor reuse gives each warm worker to a
 real trial.
 
@@ -33,7 +33,7 @@ from ray import tune
 from ray.tune.progress_reporter import TrialProgressCallback
 from ray.tune.search import Searcher
 
-from segtune.search.recorder import error_reason
+from segtune.search.ray_trials import error_reason
 
 WARMUP_KEY = "_segtune_warmup"  # in a warm-up trial's Ray config: which slot it warms (no Optuna trial)
 WARMUP_PREFIX = "warmup_"  # its Tune folder in the run's folder, removed when the run ends

@@ -26,12 +26,12 @@ from ray import tune
 
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
-from segtune.search.costs import measure
-from segtune.search.files import write_atomic
-from segtune.search.keeper import StateSaver, load_state, shared_with_driver
-from segtune.search.quiet import NodeQuiet
-from segtune.search.recorder import EPOCHS_KEY, HIDDEN_PREFIX, RESUME_KEY, TRIAL_KEY
-from segtune.search.warmup import WARMUP_KEY, WARMUP_PREFIX, is_warmup, wait_at
+from segtune.search.nodes.files import write_atomic
+from segtune.search.nodes.keeper import StateSaver, load_state, shared_with_driver
+from segtune.search.nodes.quiet import NodeQuiet
+from segtune.search.nodes.warmup import WARMUP_KEY, WARMUP_PREFIX, is_warmup, wait_at
+from segtune.search.ray_trials import EPOCHS_KEY, HIDDEN_PREFIX, RESUME_KEY, TRIAL_KEY
+from segtune.search.trial.costs import measure
 from segtune.training import checkpoint
 from segtune.training.device import trial_device
 from segtune.training.loop import fit
@@ -96,7 +96,7 @@ def assigned_device() -> tuple[list[str], torch.device]:
 
 
 def warm_up() -> None:
-    """A slot's warm-up (search/warmup.py): the imports are done by now (loading this module) and the data is
+    """A slot's warm-up (search/nodes/warmup.py): the imports are done by now (loading this module) and the data is
     fetched (Tune's ``with_parameters`` did, to call the trainable); settle the worker, and on a GPU create the
     CUDA context its trials share."""
     settle_worker()
@@ -144,7 +144,7 @@ def train_trial(
 
     An error of the trial's own (NaN, out of memory, a bad configuration) is reported as the trial's last result
     (``failed``): it ends FAIL and Tune does not retry it. A worker or node that dies is Tune's to retry: the
-    retried trial goes on from its newest state (search/keeper.py)."""
+    retried trial goes on from its newest state (search/nodes/keeper.py)."""
     if is_warmup(config):
         warm_up()
         wait_at(gate)
@@ -208,7 +208,7 @@ def train_trial(
             carried.clear()
         tune.report(report)
 
-    # a study that times its models: every trial's steps hold the node's timing off (search/quiet.py)
+    # a study that times its models: every trial's steps hold the node's timing off (search/nodes/quiet.py)
     node = NodeQuiet() if "latency_ms" in settings.costs else None
     guard = node.step if node is not None else contextlib.nullcontext
     resume: dict[str, Any] | None = None

@@ -39,6 +39,19 @@ def redact(url: str) -> str:
         return url
 
 
+def pickle_state(obj: Any) -> dict[str, Any]:
+    """What Tune may pickle into its experiment folder: no live store handle, no password.
+
+    Tune writes its run config (callbacks, stopper, searcher) to disk; segtune never restores
+    from it (the store is the state), but the file must not leak the store's password.
+    """
+    state = dict(obj.__dict__)
+    state["_study"] = None
+    if "_storage_url" in state:
+        state["_storage_url"] = redact(state["_storage_url"])
+    return state
+
+
 log = logging.getLogger("segtune.store")
 BACKOFF_S = (0.2, 0.5, 1, 2, 4, 8, 15)  # then every 15 s until the window is spent
 RETRY_WINDOW_ENV = "SEGTUNE_STORE_RETRY_S"

@@ -56,8 +56,8 @@ class Rungs:
 
     @classmethod
     def from_settings(cls, max_epochs: int, settings: Any, plateau: float | None, promote: bool = True) -> Rungs:
-        """The rung policy of resolved search settings (search/defaults.py), as `run` and the replay build it:
-        ``plateau`` is the data's majority-class value (used when the settings judge from the plateau);
+        """The rung policy of resolved search settings (search/scheduling/defaults.py), as `run` and the replay build
+        it: ``plateau`` is the data's majority-class value (used when the settings judge from the plateau);
         ``promote`` False where a trial cannot go on from a state."""
         return cls(
             max_epochs,

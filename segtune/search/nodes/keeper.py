@@ -1,6 +1,6 @@
 """Where a trial's resumable state lives: on the driver's disk, whichever node trained it.
 
-A trial saves its state (search/trainable.py: weights, optimizer, scheduler, scaler, its best epoch and history,
+A trial saves its state (search/trial/trainable.py: weights, optimizer, scheduler, scaler, its best epoch and history,
 from ``training.loop.snapshot``) every ``train.checkpoint_every`` epochs. A node can be lost with everything on its
 disk, so the state goes where the driver is: straight into the run's ``states/`` folder when the trial's node
 shares the driver's disk (a token the driver wrote there says so, see :func:`shared_with_driver`), else as bytes
@@ -23,7 +23,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from segtune.search.files import link_atomic, write_atomic
+from segtune.search.nodes.files import link_atomic, write_atomic
 
 TOKEN_FILE = ".segtune-driver-token"
 
