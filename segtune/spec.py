@@ -318,6 +318,17 @@ class SearchSpec(_Strict):
         description="configurations run first; auto: the winners of earlier studies on alike data "
         "(search/scheduling/transfer.py)",
     )
+    prior: Literal["auto", "race", "first"] = Field(
+        "auto",
+        description="race: the starting points race at the rungs like any trial (successive halving among them), "
+        "promotion may bring one back; first: they run to the end before anything is judged; auto: race when the "
+        "spec lists two or more, first for one",
+    )
+    near_incumbent: float | Literal["auto"] = Field(
+        "auto",
+        description="share of the model's trials drawn near the incumbent (one or two of its parameters changed); "
+        "auto: search/scheduling/defaults.py",
+    )
     objectives: list[str] | None = Field(None, description="e.g. [val_miou, latency_ms]: accuracy against costs")
     constraints: dict[str, float] = Field(default_factory=dict, description="e.g. {latency_ms: 20}: cost limits")
 
@@ -373,6 +384,13 @@ class SearchSpec(_Strict):
     def _startup_positive(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 0:
             raise ValueError("must be 'auto' or a whole number >= 0")
+        return v
+
+    @field_validator("near_incumbent")
+    @classmethod
+    def _a_share(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0 <= v <= 1:
+            raise ValueError("must be 'auto' or a share between 0 and 1")
         return v
 
     @field_validator("grace_period", "min_first_rung", "brackets")

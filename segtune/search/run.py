@@ -62,11 +62,11 @@ def run_study(
     existing = refuse_incomparable(spec, storage_url, study_name, data, allow_spec_change, out)
     connect_ray(address, local_cpus(spec))  # before the store is touched: a wrong address must leave nothing behind
     resources = resources_for(spec, out)
-    trials = plan(existing, spec, resume, out) if existing is not None else spec.search.trials
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trials = plan(existing, spec, resume, run_id, out) if existing is not None else spec.search.trials
     if trials == 0:
         return existing
 
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     study = prepare_study(spec, storage_url, study_name, data, run_id)
     where = open_artifacts(study, spec, artifacts_url, storage_url)
     settings = train_settings(spec, resources)

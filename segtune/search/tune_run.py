@@ -87,7 +87,7 @@ class TuneRun:
         interrupt = Interrupt(study, run_id, out, writer)
         writer.on_outage = interrupt.store_outage
         stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
-        rungs = study_rungs(study, spec, chosen, data) if search.scheduler == "asha" else None
+        rungs = study_rungs(study, spec, chosen, data, run_id) if search.scheduler == "asha" else None
         asker = OptunaStoreSearcher(
             storage_url,
             study.study_name,

@@ -333,6 +333,8 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
 
     def _record_failure(self, trial: Any, reason: str) -> None:
         number = trial.config[TRIAL_KEY]
+        if self.rungs is not None:  # a prior member that failed: the rest of the list no longer waits for it
+            self.rungs.leave(number)
         attrs = {**self._finish_attrs(trial), "fail_reason": reason}
         self._forget(number)
         self.counts.failed += 1
