@@ -244,7 +244,7 @@ def test_of(model: Path, dataset: dict[str, Any], cache: dict[str, Any]) -> floa
     if key not in cache:
         cache.clear()
         cache[key] = build_dataset(validate({"study": "score", "dataset": dataset}).dataset, full_res=("test",))
-    return float(split_metrics(load_predictor(model, "cpu"), cache[key], "test")["test_miou"])
+    return float(split_metrics(load_predictor(model, "cpu"), cache[key], "test")["miou"])
 
 
 def score(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace, cache: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +335,7 @@ def compare_on_spec(args: argparse.Namespace) -> None:
         f"{spec['search']['max_epochs']} epochs a run; test mIoU at the pictures' own size"
     )
     headers = ["hand picks' val-best", "hand picks' ensemble", "search's best trial", "search's ensemble"]
-    print(format_table(["K runs", "seed", *headers, "search's best trial"], rows))
+    print(format_table(["K runs", "seed", *headers, "the search's best trial is"], rows))
     print(format_table(["K runs", "seeds", *(f"median: {h}" for h in headers)], medians))
     if not args.keep_models:
         for k in args.hand_picks:  # every score of a (K, seed) is in: its models go (a K = 10 search's are GBs)
