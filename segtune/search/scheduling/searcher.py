@@ -20,7 +20,7 @@ from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, TRIA
 from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
-from segtune.search.store.budget import Budget
+from segtune.search.store.budget import Budget, Clock
 from segtune.search.store.resume import ADOPTED
 from segtune.spec import StudySpec
 from segtune.training import models
@@ -89,8 +89,10 @@ class OptunaStoreSearcher(Searcher):
         before_ask: Callable[[], None] | None = None,
         rungs: Rungs | None = None,
         trials: int | None = None,
+        clock: Clock | None = None,
     ):
         super().__init__(metric=spec.search.metric, mode="max")
+        self.clock = clock  # search.time_budget: no trial starts that cannot reach its first rung in the time left
         self.rungs = rungs  # paused trials that later results promote run on first (search/scheduling/rungs.py)
         self.new_left = trials  # new trials this run may still ask Optuna for (None: Tune counts them)
         self.live: set[str] = set()  # Ray trials handed out and not ended
@@ -128,6 +130,8 @@ class OptunaStoreSearcher(Searcher):
         if self.budget.spent:  # search.budget_epochs: no new trial; running ones finish or stop at a rung
             # an exact budget may get epochs back from a trial a rung stops early: ask again then
             return None if self.budget.exact and self.budget.reserved else Searcher.FINISHED
+        if self.clock is not None and self.clock.grant(self.budget.max_epochs) < self.budget.first_rung:
+            return Searcher.FINISHED  # search.time_budget: what is left would not reach a first rung
         if self.before_ask is not None:
             self.before_ask()
         self._know_the_prior()
@@ -158,8 +162,10 @@ class OptunaStoreSearcher(Searcher):
                 trial.set_user_attr("ray_trial_id", trial_id)
                 trial.set_user_attr("config", config.to_dict())  # the full config, defaults and fixed values included
                 granted = self.budget.start(trial.number)
+                if self.clock is not None:  # search.time_budget: its schedule ends where the time runs out
+                    granted = min(granted, max(self.budget.first_rung, self.clock.grant(self.budget.max_epochs)))
                 hidden: dict[str, Any] = {TRIAL_KEY: trial.number}
-                if granted < self.budget.max_epochs:  # search.budget_rule: exact, at the end of the budget
+                if granted < self.budget.max_epochs:  # the end of an exact budget, or of the time budget
                     hidden[EPOCHS_KEY] = granted
                     trial.set_user_attr("epochs_planned", granted)
                 resume_from = trial.user_attrs.get("resume_from")
@@ -222,6 +228,8 @@ class OptunaStoreSearcher(Searcher):
         planned = int(frozen.user_attrs.get("epochs_planned") or self.budget.max_epochs)
         if not self.budget.resume(number, planned - epoch):  # an exact budget has no epochs left for it
             return None
+        if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # nor the time budget: it ends
+            return None  # PRUNED at the search's end, as the paused trials nobody promoted (its attrs say paused)
         handle = store.trial_handle(self.study, number)
         handle.set_user_attr("paused", False)
         handle.set_user_attr("promoted_at_epoch", epoch)

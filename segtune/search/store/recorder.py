@@ -24,7 +24,7 @@ from segtune.search.ray_trials import (
     is_optuna_trial,
 )
 from segtune.search.store import outcome
-from segtune.search.store.budget import Budget
+from segtune.search.store.budget import Budget, Clock
 from segtune.search.store.pauses import Pauses
 from segtune.search.store.resume import INTERRUPTED
 from segtune.search.store.uploads import ModelLostWithItsNode, Uploads
@@ -69,6 +69,7 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
         states: str | None = None,
         rungs: Any = None,
         keep_free_gb: float | None = None,
+        clock: Clock | None = None,
     ):
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
@@ -78,6 +79,7 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
         self.multi = len(self.objectives) > 1
         self.writer = writer or StoreWriter()
         self.budget = budget or Budget()
+        self.clock = clock  # search.time_budget: every epoch's seconds tell it how long the next ones take
         self.artifacts = artifacts  # where every trial's files go (search/store/artifacts.py); None: nowhere
         self.states = states  # the run's folder of resumable states, on the driver's disk
         self.rungs = rungs  # the rung policy (search/scheduling/rungs.py): which ended trials are only paused
@@ -131,6 +133,8 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
             return  # restarted from an older state: an epoch recorded already (the first value stays)
         self._last[trial.config[TRIAL_KEY]] = result
         self.budget.epoch(number)  # one trial-epoch (search.budget_epochs)
+        if self.clock is not None:
+            self.clock.record(float(result.get("epoch_seconds", 0.0)))
         value = result.get(self.metric)
         attrs: dict[str, Any] = {}
         reported = None
