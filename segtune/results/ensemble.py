@@ -16,9 +16,10 @@ models", ICML 2004), as auto-sklearn, Auto-PyTorch and AutoGluon run it after th
   training canvas in each direction (the smallest stride that keeps one model's probabilities within
   ``budget_mb``, 32 MB), quantised to uint8, in memory when all candidates fit in 512 MB, else in memory-mapped
   files in a temporary folder that goes when the selection ends. A pixel subsample, not pooled probabilities: each
-  counted pixel is the ensemble's exact vote there, and the counts estimate the canvas's confusion matrix. The
-  running sum is int32 in memory (4 x one model's budget). So memory and disk grow with the candidates, never with
-  val beyond the budget.
+  counted pixel is the ensemble's exact vote there, and the counts estimate the canvas's confusion matrix. Classes
+  are the last axis (the vote is an argmax over contiguous values); the running sum is int16 in memory (2 x one
+  model's budget; at most 128 picks). So memory and disk grow with the candidates, never with val beyond the
+  budget.
 - **Judged on pictures the selection did not see**: the selection's val gain is optimistic (it was chosen on val),
   so val is split in two halves (seeded); the selection is run on each half and judged on the other against the
   best single model of the same half, and a paired bootstrap over all val pictures (1000 draws) of the held-out
@@ -74,6 +75,7 @@ ATTR = "ensemble"  # the study attr holding the selection (report and export-mod
 PRUNED_FLOOR = 0.95
 MAX_CANDIDATES = 16
 MAX_STEPS = 25
+MAX_PICKS = 128  # 128 x 255 fits the int16 running sum
 BUDGET_MB = 32.0  # one candidate's val probabilities at the selection's stride, uint8
 IN_MEMORY_MB = 512.0  # all candidates' probabilities up to this stay in memory; above, memory-mapped files
 DRAWS = 1000
@@ -130,7 +132,12 @@ class Selection:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
+        """As JSON; a trial member's file path is left out (a temporary copy of this process: the trial names it)."""
+        raw = asdict(self)
+        for m in raw["members"]:
+            if m["trial"] is not None:
+                m["path"] = None
+        return json_safe(raw)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Selection:
@@ -188,7 +195,7 @@ class Score:
 class ProbabilityCache:
     """Every candidate's val probabilities at every ``stride``-th pixel, uint8 (0-255), and the true classes there."""
 
-    probs: list[np.ndarray]  # per candidate: uint8 (N, C, h, w), in memory or memory-mapped
+    probs: list[np.ndarray]  # per candidate: uint8 (N, h, w, C), in memory or memory-mapped
     targets: np.ndarray  # uint8 (N, h, w): class or IGNORE_INDEX (the canvas's padding)
     stride: int
     num_classes: int
@@ -206,17 +213,17 @@ class ProbabilityCache:
 
     def confusions(self, counts: dict[int, int], pictures: np.ndarray, base: torch.Tensor | None = None) -> np.ndarray:
         """Each picture's confusion matrix (len(pictures), C, C) of the ensemble ``counts`` (candidate -> weight),
-        plus ``base`` (a running sum over ``pictures``, int32) when given."""
+        plus ``base`` (a running sum over ``pictures``, int16) when given."""
         n = self.num_classes
         out = np.zeros((len(pictures), n, n), np.int64)
         start = 0
         for chunk in self.rows(pictures):
-            total = base[start : start + len(chunk)].clone() if base is not None else None
+            total = base[start : start + len(chunk)] if base is not None else None
             for m, w in counts.items():
-                p = torch.from_numpy(np.ascontiguousarray(self.probs[m][chunk])).to(torch.int32) * w
+                p = torch.from_numpy(np.ascontiguousarray(self.probs[m][chunk])).to(torch.int16) * w
                 total = p if total is None else total + p
             assert total is not None
-            pred = total.argmax(1)
+            pred = total.argmax(-1)
             target = torch.from_numpy(np.ascontiguousarray(self.targets[chunk])).long()
             cells = torch.where(target == IGNORE_INDEX, n * n, target * n + pred)
             offset = torch.arange(len(chunk)).view(-1, 1, 1) * (n * n + 1)
@@ -226,10 +233,10 @@ class ProbabilityCache:
         return out
 
     def stacked(self, counts: dict[int, int], pictures: np.ndarray) -> torch.Tensor:
-        """The ensemble's summed uint8 probabilities over ``pictures``, int32 (the greedy's running sum)."""
+        """The ensemble's summed uint8 probabilities over ``pictures``, int16 (the greedy's running sum)."""
         total = None
         for m, w in counts.items():
-            p = torch.from_numpy(np.ascontiguousarray(self.probs[m][pictures])).to(torch.int32) * w
+            p = torch.from_numpy(np.ascontiguousarray(self.probs[m][pictures])).to(torch.int16) * w
             total = p if total is None else total + p
         assert total is not None
         return total
@@ -263,7 +270,7 @@ def build_cache(
     stride = plan_stride(n, c, data.canvas, budget_mb)
     off = stride // 2
     targets = np.ascontiguousarray(data.masks[val][:, off::stride, off::stride])
-    shape = (n, c, *targets.shape[1:])
+    shape = (n, *targets.shape[1:], c)
     per_model = math.prod(shape)
     folder = None
     if per_model * len(candidates) > IN_MEMORY_MB * 1e6:
@@ -289,7 +296,7 @@ def build_cache(
             predictor = TorchPredictor([model], data.classes, data.resize, device)
             for i in range(0, n, 8):
                 p = predictor.probabilities(data.images[val[i : i + 8]])[:, :, off::stride, off::stride]
-                probs[i : i + 8] = (p * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+                probs[i : i + 8] = (p * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             cache.probs.append(probs)
             del model, predictor
             print(
@@ -330,6 +337,8 @@ class Greedy:
 def greedy(cache: ProbabilityCache, pictures: np.ndarray, metric: str, max_steps: int = MAX_STEPS) -> Greedy:
     """Forward selection with replacement from the best single candidate, on ``pictures``; stops when no addition
     raises the metric."""
+    if max_steps >= MAX_PICKS:
+        raise SegtuneError(f"max_steps: below {MAX_PICKS}, got {max_steps}")
     singles = [metric_of(cache.confusions({m: 1}, pictures).sum(0), metric) for m in range(len(cache.probs))]
     best = max(range(len(singles)), key=lambda m: (singles[m], -m))
     counts: Counter[int] = Counter({best: 1})
@@ -579,9 +588,11 @@ def select_study(
     max_steps: int = MAX_STEPS,
     seed: int = 0,
     out: Any = None,
+    data: SegData | None = None,
 ) -> Selection:
     """Caruana's selection over a study's trained models, on its val split (the benchmark's entry; `segtune
-    ensemble` records it with :func:`record`)."""
+    ensemble` records it with :func:`record`). ``data``: the study's dataset already decoded (train and val, as
+    the search read it), so a caller that selects and scores several times decodes once."""
     out = out or sys.stdout
     spec = study.user_attrs.get("spec")
     if not spec:
@@ -596,7 +607,7 @@ def select_study(
         file=out,
         flush=True,
     )
-    data = _dataset(spec["dataset"], ("val",))
+    data = data if data is not None else _dataset(spec["dataset"], ("val",))
     selection = select(candidates, data, store.study_metric(study), device, trust_code, budget_mb, max_steps, seed, out)
     selection.notes.extend(notes)
     return selection
@@ -683,6 +694,11 @@ def evaluate(
     data = _dataset(dataset, (split,), (split,) if full_resolution else ())
     if len(data.splits.get(split, [])) == 0:
         raise DataError(f"dataset: the {split} split is empty")
+    if full_resolution and any(int(i) not in data.full_masks for i in data.splits[split]):
+        raise SegtuneError(
+            f"evaluate: the dataset was decoded without the {split} split's full-resolution masks "
+            f"(build_dataset(..., full_res=({split!r},)))"
+        )
     dev = pick_device(device)
     models = []
     for path, _ in members:
