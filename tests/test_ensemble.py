@@ -212,3 +212,20 @@ def test_evaluate_scores_a_model_on_test_as_retrain_does_and_ensembles_retrains(
     assert {c.label for c in selection.candidates} == {str(r / "model.pt") for r in runs}
     both = evaluate(selection.weighted_paths(), dataset, "test")
     assert 0 <= both.miou <= 1 and both.images == written["test_images"]
+
+
+def test_bad_ensemble_requests_are_one_line_and_exit_2(searched, tmp_path: Path) -> None:
+    url = f"sqlite:///{searched[0] / 'store.db'}"  # read only: nothing here writes to the shared search
+    cases = [
+        (
+            ["export-model", "e2e", "--ensemble", "--storage", url],
+            "study 'e2e' has no ensemble yet: run `segtune ensemble e2e`",
+        ),
+        (["ensemble", "e2e", "--storage", url, "--budget-mb", "0"], "--budget-mb: must be above 0"),
+        (["ensemble", "e2e", "--storage", url, "--max-candidates", "0"], "--max-candidates: at least 1"),
+        (["ensemble", "nosuch", "--storage", url], "study 'nosuch' is not in the store"),
+    ]
+    for args, says in cases:
+        proc = segtune(*args, cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert "ensemble" not in optuna.load_study(study_name="e2e", storage=url).user_attrs
