@@ -38,6 +38,7 @@ A list of checkpoints (a hand-picked list's retrains) is selected the same way (
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import statistics
@@ -748,3 +749,54 @@ def report_lines(selection: Selection) -> list[str]:
         f"{selection.size_mb:.1f} MB of weights in {len(selection.members)} models; {selection.seconds:.0f} s",
         *selection.notes,
     ]
+
+
+# -- benchmarks/confirm_search.py's entry ---------------------------------------------------------------------------
+
+
+def benchmark_score(
+    arm: str,
+    picks: list[dict[str, Any]],
+    store_path: Path,
+    name: str,
+    dataset: dict[str, Any],
+    device: str | None = None,
+) -> dict[str, Any]:
+    """One arm's ensemble deliverable for benchmarks/confirm_search.py: ``arm`` "hand" selects over the K hand picks'
+    retrained models (``picks[i]["model"]``, a retrain's folder), "search" over the models study ``name`` of the
+    SQLite store ``store_path`` trained; both on val, both scored on test at the pictures' own size, the data decoded
+    once. ``test`` is what the procedure delivers: the ensemble when it is kept, else its best single model (an arm
+    never ships an ensemble its own rule refused); ``test_selection`` is the selected ensemble's, kept or not."""
+    from segtune.search.store import open_storage
+
+    data = _dataset(dataset, ("test",), ("test",))
+    quiet = io.StringIO()  # the selection's progress lines: the benchmark prints its own
+    if arm == "hand":
+        selection = select_checkpoints([p["model"] for p in picks], data, device=device, out=quiet)
+        files = selection.weighted_paths()
+        single = Path(selection.best_single)
+    elif arm == "search":
+        study = store.load_study(open_storage(f"sqlite:///{store_path}", must_exist=True), name)
+        selection = select_study(study, device=device, out=quiet, data=data)
+        files = member_files(study, selection)
+        single = trial_model(study, int(selection.best_single.removeprefix("trial ")))
+    else:
+        raise ValueError(f"arm: 'hand' or 'search', got {arm!r}")
+    ensemble_test = evaluate(files, data, "test", device=device).miou
+    single_test = ensemble_test if len(files) == 1 else evaluate([(single, 1.0)], data, "test", device=device).miou
+    return {
+        "test": ensemble_test if selection.kept else single_test,
+        "test_selection": ensemble_test,
+        "test_best_single": single_test,
+        "kept": selection.kept,
+        "reason": selection.reason,
+        "members": [(m.label, m.weight) for m in selection.members],
+        "candidates": len(selection.candidates),
+        "val": selection.val_ensemble,
+        "val_best_single": selection.val_best_single,
+        "heldout_gain": selection.heldout_gain,
+        "heldout_interval": selection.heldout_interval,
+        "latency_ms": selection.latency_ms,
+        "size_mb": selection.size_mb,
+        "seconds": selection.seconds,
+    }
