@@ -767,8 +767,6 @@ def benchmark_score(
     SQLite store ``store_path`` trained; both on val, both scored on test at the pictures' own size, the data decoded
     once. ``test`` is what the procedure delivers: the ensemble when it is kept, else its best single model (an arm
     never ships an ensemble its own rule refused); ``test_selection`` is the selected ensemble's, kept or not."""
-    from segtune.search.store import open_storage
-
     data = _dataset(dataset, ("test",), ("test",))
     quiet = io.StringIO()  # the selection's progress lines: the benchmark prints its own
     if arm == "hand":
@@ -776,7 +774,7 @@ def benchmark_score(
         files = selection.weighted_paths()
         single = Path(selection.best_single)
     elif arm == "search":
-        study = store.load_study(open_storage(f"sqlite:///{store_path}", must_exist=True), name)
+        study = store.load_study(store.open_storage(f"sqlite:///{store_path}", must_exist=True), name)
         selection = select_study(study, device=device, out=quiet, data=data)
         files = member_files(study, selection)
         single = trial_model(study, int(selection.best_single.removeprefix("trial ")))
