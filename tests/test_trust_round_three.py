@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import optuna
+import torch
 import yaml
 
-from tests.conftest import SPACES
+from segtune.results.export import ranked_complete
+from segtune.search.store import artifacts
+from tests.conftest import PETS_SAMPLE, SPACES, demo_search, segtune
+
+PETS_IMAGES = PETS_SAMPLE / "oxford-iiit-pet" / "images"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,3 +144,45 @@ def test_tune_snapshots_its_experiment_only_at_a_runs_start_and_end(tmp_path: Pa
             run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[Counted()]),
         ).fit()
     assert Counted.snapshots == 2
+
+
+def test_a_model_overwritten_in_its_run_folder_is_refused_and_the_stored_one_stays_as_it_was(tmp_path: Path) -> None:
+    """After a search, a user's `torch.save` over the best trial's `model.pt` in its run folder (it truncates and
+    rewrites that file) with zeroed weights: `predict STUDY` and `export-model STUDY` refuse it with one line naming
+    the run folder's file and the stored one, exit 2. The stored file was never that file and is as uploaded: once the
+    run folder is gone, predict reads it from the store. A stored file changed in place is refused too. (On main both
+    commands used the zeroed weights without a word.)"""
+    demo_search(tmp_path, 2, one_at_a_time=True)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.load_study(study_name="e2e", storage=url)
+    best = ranked_complete(study)[0]
+    in_run = Path(best.user_attrs["checkpoint"], artifacts.MODEL)
+    stored = Path(study.user_attrs[artifacts.ATTR], artifacts.files_of(study, best.number)[artifacts.MODEL])
+    assert best.user_attrs[artifacts.SHA256_ATTR] == artifacts.sha256(stored) == artifacts.sha256(in_run)
+    assert not os.path.samefile(in_run, stored)
+
+    payload = torch.load(in_run, weights_only=True)
+    payload["state_dict"] = {k: torch.zeros_like(v) for k, v in payload["state_dict"].items()}
+    torch.save(payload, in_run)  # in place: the same file, truncated and rewritten
+    picture = next((PETS_IMAGES).glob("*.jpg"))
+    for args in (
+        ["predict", "e2e", str(picture), "-o", str(tmp_path / "masks")],
+        ["export-model", "e2e", "-o", str(tmp_path / "model.onnx")],
+    ):
+        proc = segtune(*args, "--storage", url, cwd=tmp_path, check=False)
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        error = proc.stderr.strip().splitlines()
+        assert len(error) == 1 and f"trial {best.number}'s model {in_run} is not the model stored" in error[0], error
+        assert f"the stored one: {stored}" in error[0]
+    assert not (tmp_path / "model.onnx").exists()
+    assert artifacts.sha256(stored) == best.user_attrs[artifacts.SHA256_ATTR]  # the store never shared that file
+
+    shutil.rmtree(in_run.parent)  # the run folder is gone: predict fetches the stored model
+    proc = segtune("predict", "e2e", str(picture), "-o", str(tmp_path / "masks"), "--storage", url, cwd=tmp_path)
+    assert "wrote 1 masks" in proc.stdout
+    with open(stored, "r+b") as f:  # the stored file itself changed in place
+        f.seek(-8, os.SEEK_END)
+        f.write(b"\0" * 8)
+    proc = segtune("predict", "e2e", str(picture), "-o", str(tmp_path / "masks"), "--storage", url, check=False)
+    error = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(error) == 1 and f"fetched from {stored}" in error[0], error

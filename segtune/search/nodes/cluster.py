@@ -86,7 +86,7 @@ TUNE_VARIABLES = {
 @contextlib.contextmanager
 def tune_environment() -> Iterator[None]:
     """What Tune reads from the environment when a run starts (:data:`TUNE_VARIABLES`), and its loggers as segtune
-    wants them (:func:`quiet_tune_logs`), for one run; the process's own after it."""
+    wants them (:data:`QUIET_TUNE_LOGGERS`), for one run; the process's own after it."""
     with environment.variables(TUNE_VARIABLES), environment.logger_levels(QUIET_TUNE_LOGGERS):
         yield
 
