@@ -38,10 +38,20 @@ def command_variables() -> dict[str, str]:
     return wanted
 
 
+# what a trial reads from its environment, passed on from the driver's (search/nodes/quiet.py: the node's costs)
+TRIAL_VARIABLES = (
+    "NO_ALBUMENTATIONS_UPDATE",
+    "HF_HUB_OFFLINE",
+    "SEGTUNE_QUIET_WAIT_S",
+    "SEGTUNE_COST_TTL_S",
+    "SEGTUNE_COST_REFRESH",
+)
+
+
 def for_workers() -> dict[str, str]:
-    """The command's variables as the driver has them now, for the trial workers of a cluster it joins (a local
+    """The variables trials read, as the driver has them now, for the trial workers of a cluster it joins (a local
     cluster inherits the driver's environment; a remote one does not)."""
-    return {name: os.environ[name] for name in ("NO_ALBUMENTATIONS_UPDATE", "HF_HUB_OFFLINE") if name in os.environ}
+    return {name: os.environ[name] for name in TRIAL_VARIABLES if name in os.environ}
 
 
 @contextlib.contextmanager

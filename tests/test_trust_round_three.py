@@ -6,12 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
 import torch
 import yaml
 
@@ -186,3 +193,209 @@ def test_a_model_overwritten_in_its_run_folder_is_refused_and_the_stored_one_sta
     proc = segtune("predict", "e2e", str(picture), "-o", str(tmp_path / "masks"), "--storage", url, check=False)
     error = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(error) == 1 and f"fetched from {stored}" in error[0], error
+
+
+# What a trial does with its node's state: a step under the node's lock, then its model's costs, timed in a quiet
+# moment and kept for the node. In the node's default folder (under $TMPDIR).
+TRIAL_ON_NODE = r"""
+import json, sys, torch
+from segtune.config import TrialConfig
+from segtune.search.nodes.quiet import NodeQuiet
+from segtune.search.trial.costs import measure
+torch.set_num_threads(1)
+node = NodeQuiet()
+with node.step():
+    pass
+size = int(sys.argv[1])
+print(json.dumps(measure(TrialConfig(arch="SmallUNet"), 2, (size, size), torch.device("cpu"), ["latency_ms"], node)))
+node.close()
+"""
+
+
+def trial_on_node(tmp: Path, uid: int = 0, size: int = 32, **env: str) -> subprocess.CompletedProcess[str]:
+    """:data:`TRIAL_ON_NODE` as user ``uid``. The interpreter lives under /root (0700), so another uid keeps one
+    capability: reading and searching folders (CAP_DAC_READ_SEARCH); it writes as that user, nothing more."""
+    as_user = []
+    if uid != 0:
+        caps = ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+        as_user = ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", *caps]
+    environ = {**os.environ, "TMPDIR": str(tmp), "HOME": str(tmp), "PYTHONPATH": str(REPO), **env}
+    environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    return subprocess.run(
+        [*as_user, sys.executable, "-c", TRIAL_ON_NODE, str(size)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp,
+        env=environ,
+    )
+
+
+@pytest.fixture()
+def node_tmp() -> Iterator[Path]:
+    """A temporary folder like /tmp (every user may write there, sticky), for the node's state."""
+    folder = Path(tempfile.mkdtemp(prefix="segtune-test-node-"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_second_user_runs_trials_on_a_node_after_root_did(node_tmp: Path) -> None:
+    """root's trial, then uid 65534's, on one node: each user has a folder of its own (0700, its own), times its model
+    in a quiet moment and keeps the figure there. A folder of another user's under a user's name is never used: that
+    user's trial times alone and says why. (On main: PermissionError, the second user opening root's lock file.)"""
+    first = trial_on_node(node_tmp)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = trial_on_node(node_tmp, uid=65534)
+    assert second.returncode == 0, second.stderr[-2000:]
+    for proc, uid in ((first, 0), (second, 65534)):
+        costs = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert costs["latency_ms"] > 0 and costs["latency_quiet"] is True, costs
+        folder = node_tmp / f"segtune-node-{uid}"
+        info = folder.stat()
+        assert info.st_uid == uid and stat.S_IMODE(info.st_mode) == 0o700
+        assert (folder / "costs.json").stat().st_uid == uid
+
+    planted = node_tmp / "segtune-node-65533"  # made by root, open to all, under the name uid 65533 would use
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)
+    third = trial_on_node(node_tmp, uid=65533)
+    assert third.returncode == 0, third.stderr[-2000:]
+    costs = json.loads(third.stdout.strip().splitlines()[-1])
+    assert costs["latency_quiet"] is False and f"{planted} belongs to uid 0" in costs["latency_quiet_reason"], costs
+    assert list(planted.iterdir()) == []  # nothing of uid 65533's was put there
+    assert not list(node_tmp.glob("segtune-node-65533-*"))  # its private folder went with the trial
+
+
+HOLDER = r"""
+import sys, time
+from pathlib import Path
+from segtune.search.nodes.quiet import NodeQuiet
+node = NodeQuiet(Path(sys.argv[1]))
+with node.step():  # a step that does not end: a hung loader, then a SIGSTOP or a debugger
+    print("stepping", flush=True)
+    time.sleep(600)
+"""
+
+
+def time_model(node: Any, into: list[dict]) -> None:
+    """A trial's costs, timed in a quiet moment of ``node``, into ``into``."""
+    from segtune.config import TrialConfig
+    from segtune.search.trial import costs
+
+    into.append(costs.measure(TrialConfig(arch="SmallUNet"), 2, (32, 32), torch.device("cpu"), ["latency_ms"], node))
+
+
+def test_a_stopped_or_hung_neighbour_does_not_stall_a_timing_beyond_the_bound(tmp_path: Path) -> None:
+    """A neighbour holds the node's step lock in a step that never ends. The timing gives up after its bound (2 s here)
+    and records why, when the neighbour hangs; at once when it is stopped (SIGSTOP: its state says so). It times
+    anyway, says `latency_quiet: false`, and the node does not keep that figure. (On main: the timing waits for
+    ever.)"""
+    from segtune.search.nodes.quiet import NodeQuiet
+    from segtune.search.trial import costs
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "stepping"
+        for stop in (False, True):
+            if stop:
+                os.kill(holder.pid, signal.SIGSTOP)
+            costs._cache.clear()
+            timer = NodeQuiet(tmp_path, wait_s=2.0)
+            measured: list[dict] = []
+            started = time.monotonic()
+            timing = threading.Thread(target=time_model, args=(timer, measured), daemon=True)
+            timing.start()
+            timing.join(timeout=30)
+            took = time.monotonic() - started
+            assert measured, "the timing is still waiting for the neighbour's step"
+            figure = measured[0]
+            assert figure["latency_ms"] > 0 and figure["latency_quiet"] is False, figure
+            if stop:
+                assert f"pid {holder.pid} holds the node's step lock and is stopped" in figure["latency_quiet_reason"]
+                assert figure["latency_quiet_wait_s"] < 1.0  # seen at once, not after the bound
+            else:
+                assert "the node's step lock was still held after 2 s" in figure["latency_quiet_reason"]
+                assert 2.0 <= figure["latency_quiet_wait_s"] < 3.0
+            assert took < 20
+            timer.close()
+        assert not (tmp_path / "costs.json").exists()  # a figure timed beside a training neighbour is not kept
+    finally:
+        holder.kill()  # a stopped process dies of SIGKILL too
+        holder.wait()
+
+
+def test_the_nodes_figures_are_keyed_to_what_they_measured_expire_and_can_be_refreshed(node_tmp: Path) -> None:
+    """One trial's figure is reused by the next for the same model, canvas and code; another canvas is measured; a
+    figure older than SEGTUNE_COST_TTL_S is measured again, and so is one from before a worker started with
+    SEGTUNE_COST_REFRESH=1. (On main: a figure never expires, and the key names no canvas precision or code.)"""
+    timed = "latency_quiet_wait_s"  # present when this trial timed the model itself
+    first = json.loads(trial_on_node(node_tmp).stdout.strip().splitlines()[-1])
+    reused = json.loads(trial_on_node(node_tmp).stdout.strip().splitlines()[-1])
+    assert timed in first and timed not in reused and reused["latency_ms"] == first["latency_ms"]
+    other = json.loads(trial_on_node(node_tmp, size=48).stdout.strip().splitlines()[-1])
+    assert timed in other
+    figures = json.loads((node_tmp / "segtune-node-0" / "costs.json").read_text())
+    assert len(figures) == 2
+    for key in figures:
+        assert all(f"{part}=" in key for part in ("model", "canvas", "precision", "device", "threads", "code"))
+
+    time.sleep(1.5)
+    expired = json.loads(trial_on_node(node_tmp, SEGTUNE_COST_TTL_S="1").stdout.strip().splitlines()[-1])
+    assert timed in expired
+    refreshed = json.loads(trial_on_node(node_tmp, SEGTUNE_COST_REFRESH="1").stdout.strip().splitlines()[-1])
+    assert timed in refreshed
+    again = json.loads(trial_on_node(node_tmp, SEGTUNE_COST_REFRESH="0").stdout.strip().splitlines()[-1])
+    assert timed not in again and again["latency_ms"] == refreshed["latency_ms"]
+
+
+TIMER = r"""
+import sys, time
+from pathlib import Path
+from segtune.search.nodes.quiet import NodeQuiet
+node = NodeQuiet(Path(sys.argv[1]))
+with node.quiet():  # a timing that does not end: stopped (SIGSTOP, a debugger) while it holds the node
+    print("timing", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_stopped_timer_does_not_stall_its_neighbours_steps(tmp_path: Path) -> None:
+    """A trial stopped while it times its model holds the node's locks exclusively: its neighbours see that it is
+    stopped and train on (a step, not the neighbour's figure, is what must not wait). (On main: they wait for
+    ever.)"""
+    from segtune.search.nodes.quiet import NodeQuiet
+
+    timer = subprocess.Popen(
+        [sys.executable, "-c", TIMER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert timer.stdout is not None and timer.stdout.readline().strip() == "timing"
+        os.kill(timer.pid, signal.SIGSTOP)
+        neighbour = NodeQuiet(tmp_path, wait_s=60.0)
+        steps: list[float] = []
+
+        def train() -> None:
+            for _ in range(3):
+                started = time.monotonic()
+                with neighbour.step():
+                    pass
+                steps.append(time.monotonic() - started)
+
+        training = threading.Thread(target=train, daemon=True)
+        training.start()
+        training.join(timeout=30)
+        assert len(steps) == 3, "the neighbour's steps wait for the stopped timer"
+        assert max(steps) < 2.0, steps  # seen as stopped, long before the 180 s a step would wait for a live timer
+        neighbour.close()
+    finally:
+        timer.kill()
+        timer.wait()
