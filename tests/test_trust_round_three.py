@@ -399,3 +399,27 @@ def test_a_stopped_timer_does_not_stall_its_neighbours_steps(tmp_path: Path) -> 
     finally:
         timer.kill()
         timer.wait()
+
+
+def test_the_machines_cpus_come_from_its_affinity_and_its_cgroup_quota(tmp_path: Path) -> None:
+    """What a local cluster is capped by, read from public sources: the CPUs this process may run on, and a
+    container's CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`)."""
+    from segtune.search.nodes.cluster import cgroup_cpu_quota, machine_cpus
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1) is None
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    assert cgroup_cpu_quota(v1) == 4.0
+    assert cgroup_cpu_quota(tmp_path / "none") is None
+    quota = cgroup_cpu_quota()
+    expected = len(os.sched_getaffinity(0)) if quota is None else max(1, min(len(os.sched_getaffinity(0)), int(quota)))
+    assert machine_cpus() == expected >= 1
