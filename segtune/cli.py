@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import NoReturn
 
+from segtune.environment import command_environment
 from segtune.errors import SegtuneError
 from segtune.spec import DEFAULT_STORAGE
 
@@ -433,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         "export-model": _export_model,
     }
     try:
-        return handlers[args.command](args)
+        with command_environment():  # offline, Optuna's verbosity: set for the command, given back after it
+            return handlers[args.command](args)
     except SegtuneError as e:
         for line in e.details:
             print(line, file=sys.stderr)

@@ -229,7 +229,9 @@ def finish(
     summary = summarise(record, chosen, metric, folds)
     record["summary"] = summary
     winner = summary["winner"]
-    fold_models = [checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev)[0] for k in range(folds)]
+    fold_models = [
+        checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev, trust_code=trust_code)[0] for k in range(folds)
+    ]
     final = TorchPredictor(
         fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"], precision=settings.precision
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,6 @@ from segtune.search.store.resume import INTERRUPTED
 from segtune.search.store.uploads import ModelLostWithItsNode, Uploads
 from segtune.search.store.writer import StoreWriter
 from segtune.training.metrics import json_safe
-
-# A trial that goes on from its state reports its state's epoch once more (the state is saved before that epoch's
-# report, which may not have landed: trainable.py), and Optuna keeps the first value of a step. That is the design,
-# not a fault the user should read about in the driver's log.
-warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=\d+` is already reported")
 
 
 @dataclass
@@ -219,7 +213,7 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
         handle = store.trial_handle(self.study, number)
         for earlier, earlier_value in sorted(carried.items()):
             handle.report(earlier_value, step=earlier)
-        if value is not None:
+        if value is not None:  # a resumed trial's repeated epoch: Optuna keeps the first (segtune/environment.py)
             handle.report(value, step=epoch)
         for k, v in attrs.items():
             handle.set_user_attr(k, v)
