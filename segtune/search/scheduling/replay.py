@@ -304,6 +304,7 @@ def replay(
             stop = strategy.scheduler == "asha" and rungs.stop(event.number, epoch, value, event.number in protected)
             result.events.append((event.number, epoch, value, stop))
             if stop and event.number in rungs.paused:  # stays in the study, RUNNING, until promoted or the end
+                store.trial_handle(study, event.number).set_user_attr(store.PAUSED, True)  # as the recorder writes
                 paused[event.number] = running.pop(event.number)
                 budget.end(event.number)
                 searcher.on_trial_complete(ray_ids[event.number])

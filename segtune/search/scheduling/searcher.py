@@ -231,7 +231,7 @@ class OptunaStoreSearcher(Searcher):
         if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # nor the time budget: it ends
             return None  # PRUNED at the search's end, as the paused trials nobody promoted (its attrs say paused)
         handle = store.trial_handle(self.study, number)
-        handle.set_user_attr("paused", False)
+        handle.set_user_attr(store.PAUSED, False)
         handle.set_user_attr("promoted_at_epoch", epoch)
         handle.set_user_attr("ray_trial_id", trial_id)
         self.live.add(trial_id)
