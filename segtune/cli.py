@@ -62,6 +62,16 @@ def parser() -> argparse.ArgumentParser:
         "ones, and run until the study holds search.trials trials",
     )
 
+    fit = sub.add_parser(
+        "fit", help="from a dataset folder (or a spec) to a checked model, a report and a card, within --hours"
+    )
+    fit.add_argument("source", help="the dataset's folder as it ships, or a study spec")
+    fit.add_argument("--hours", type=float, required=True, help="the whole job's wall-clock budget, e.g. 0.5 or 8")
+    fit.add_argument("-o", "--output", help="the fit's folder (default: fit-NAME): spec, store, models, report")
+    fit.add_argument("--storage", help="SQLAlchemy URL of the study store (default: a SQLite file in the fit's folder)")
+    fit.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    _artifacts_arg(fit)
+
     init = sub.add_parser("init", help="look at a dataset folder and write a study spec that runs")
     init.add_argument("data_dir", help="the dataset's folder")
     init.add_argument("-o", "--output", default="spec.yaml", help="spec to write (default: spec.yaml)")
@@ -237,6 +247,27 @@ def _run(args: argparse.Namespace) -> int:
     print(tables.trials_table(study, limit=args.top), flush=True)
     leave()
     return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import ray
+
+    from segtune.fit import Fit
+    from segtune.search.nodes.cluster import disconnect
+
+    source = Path(args.source)
+    if not source.exists():
+        raise SegtuneError(f"{source}: no such folder or spec")
+    out = Path(args.output or f"fit-{source.resolve().stem or 'data'}")
+    leave = disconnect if not ray.is_initialized() else lambda: None
+    try:
+        return Fit(
+            source, args.hours, out, args.storage or os.environ.get(STORAGE_ENV), args.address, args.artifacts
+        ).run()
+    finally:
+        leave()
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -421,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handlers = {
         "run": _run,
+        "fit": _fit,
         "init": _init,
         "check": _check,
         "status": _status,

@@ -518,16 +518,26 @@ def study_candidates(
     max_candidates: int = MAX_CANDIDATES,
 ) -> tuple[list[Candidate], list[str]]:
     """The study's complete trials, and its pruned ones within ``pruned_floor`` of the best complete one (None: no
-    pruned trial), best first, at most ``max_candidates``; and what was left out, in words."""
+    pruned trial), best first, at most ``max_candidates``; and what was left out, in words. A study with no complete
+    trial (a short time budget cut them all) offers its pruned ones within the floor of the best pruned one."""
     metric = store.study_metric(study)
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if store.objective_value(t) is not None
     ]
+    notes: list[str] = []
     if not complete:
-        raise StoreError(f"study {study.study_name!r} has no complete trial to ensemble")
-    best = max(store.objective_value(t) or 0.0 for t in complete)
+        stopped = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+            if store.shown_value(t, metric) is not None
+        ]
+        if not stopped:
+            raise StoreError(f"study {study.study_name!r} has no complete or pruned trial to ensemble")
+        notes.append("no trial ran its whole schedule: the candidates are pruned trials, at their best epoch")
+        pruned_floor = PRUNED_FLOOR if pruned_floor is None else pruned_floor
+    best = max(store.shown_value(t, metric) or 0.0 for t in complete or stopped)
     pruned: list[FrozenTrial] = []
     if pruned_floor is not None:
         pruned = [
@@ -536,7 +546,6 @@ def study_candidates(
             if (v := store.shown_value(t, metric)) is not None and v >= pruned_floor * best
         ]
     ranked = sorted(complete + pruned, key=lambda t: store.shown_value(t, metric) or 0.0, reverse=True)
-    notes = []
     if len(ranked) > max_candidates:
         notes.append(f"{len(ranked) - max_candidates} more trials above the floor left out (max_candidates)")
         ranked = ranked[:max_candidates]

@@ -29,6 +29,7 @@ from segtune.search.scheduling import defaults, transfer
 from segtune.search.scheduling.searcher import queue_first_trials
 from segtune.search.scheduling.study_policy import starting_points
 from segtune.search.store import artifacts
+from segtune.search.store.budget import Clock
 from segtune.search.store.study import plan, prepare_study, refuse_incomparable
 from segtune.search.tune_run import TuneRun
 from segtune.spec import StudySpec, num_classes
@@ -48,6 +49,7 @@ def run_study(
     resume: bool = False,
     allow_spec_change: bool = False,
     artifacts_url: str | None = None,
+    clock: Clock | None = None,
 ) -> optuna.Study:
     """Run ``spec.search.trials`` more trials of ``study_name`` (with ``resume``: until it holds that
     many) and return the study.
@@ -55,7 +57,8 @@ def run_study(
     Nothing is written before the data is decoded, the run is known to be comparable with the
     study's earlier trials and the Ray cluster answers. Raises :class:`SearchInterrupted` (after the
     store is made consistent) when the user stops it, :class:`store.StoreUnavailable` when the store
-    stayed unreachable past its retry window.
+    stayed unreachable past its retry window. ``clock``: the search's time budget as the caller set it up (what it
+    keeps back for the work after the search: `segtune fit`), instead of ``search.time_budget``'s own.
     """
     out = out or sys.stdout
     data = data if data is not None else decode(spec, out)
@@ -78,7 +81,7 @@ def run_study(
     chosen = defaults.resolve(spec.search, slots)
     queue_start(study, spec, chosen, data, storage_url, out)
     run = TuneRun.build(
-        spec, study, run_id, data, storage_url, where, settings, resources, slots, trials, chosen, out, stopper
+        spec, study, run_id, data, storage_url, where, settings, resources, slots, trials, chosen, out, stopper, clock
     )
     announce(spec, study, storage_url, address, resources, trials, chosen, run, out)
 

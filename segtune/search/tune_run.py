@@ -88,6 +88,7 @@ class TuneRun:
         chosen: defaults.SearchSettings,
         out: Any,
         stopper: Any = None,
+        clock: Clock | None = None,
     ) -> TuneRun:
         search = spec.search
         budget = Budget(
@@ -97,7 +98,8 @@ class TuneRun:
             rule=search.budget_rule,
             max_epochs=search.max_epochs,
         )
-        clock = Clock(search.time_budget) if search.time_budget is not None else None
+        if clock is None and search.time_budget is not None:
+            clock = Clock(search.time_budget)
         writer = StoreWriter()  # the recorder's store writes, off Tune's loop (search/store/writer.py)
         interrupt = Interrupt(study, run_id, out, writer)
         writer.on_outage = interrupt.store_outage

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -95,12 +96,18 @@ class Clock:
     seconds: float | None = None
     started: float = field(default_factory=time.monotonic)
     measured: list[float] = field(default_factory=list)  # seconds of every epoch so far, on any slot
+    # what must stay for the work after the search (`segtune fit`'s finishing), from an epoch's seconds
+    reserve: Callable[[float | None], float] | None = None
+    first_epoch_s: float | None = None  # an estimate to grant by until an epoch is measured (`segtune fit` times one)
 
     def left(self) -> float | None:
-        return None if self.seconds is None else self.seconds - (time.monotonic() - self.started)
+        if self.seconds is None:
+            return None
+        kept = self.reserve(self.per_epoch()) if self.reserve is not None else 0.0
+        return self.seconds - kept - (time.monotonic() - self.started)
 
     def per_epoch(self) -> float | None:
-        return float(statistics.median(self.measured[-50:])) if self.measured else None
+        return float(statistics.median(self.measured[-50:])) if self.measured else self.first_epoch_s
 
     def record(self, seconds: float) -> None:
         if seconds > 0:
@@ -123,4 +130,4 @@ class Clock:
 
     def text(self) -> str:
         left = self.left()
-        return "" if left is None else f"{max(0.0, left) / 60:.1f} min of {self.seconds / 60:.1f} left"
+        return "" if left is None else f"{max(0.0, left) / 60:.1f} min of {self.seconds / 60:.1f} left to search"
