@@ -65,7 +65,7 @@ class FitOutcome:
     best_epoch: int
     last: dict[str, Any]  # the last epoch's row
     epochs_run: int
-    started: float  # wall clock (time.time()) on its node: when it began here
+    started: float  # wall clock (time.time()) where it trained: when it began, on the first worker it ran on
     ended: float
     host: str
     device: str
@@ -113,6 +113,7 @@ def run_job(
         nowhere = Path(tempfile.gettempdir()) / f"segtune-fit-{uuid.uuid4().hex}"  # a folder that never holds any
         saver = StateSaver(disk.states, job.number, disk.keeper, disk.shared, nowhere)
         resume = load_state(disk.states, job.number, disk.keeper, disk.shared, nowhere)
+    started = resume.get("fit_started", started) if resume else started  # its first start, on whichever worker
     best_weights: dict[str, torch.Tensor] | None = resume.get("kept_best") if resume else None
     best_value = resume["best_value"] if resume else -math.inf
 
@@ -129,6 +130,7 @@ def run_job(
         assert saver is not None
         if job.keep == "best":  # the state comes before its epoch's epoch_done: its own weights when it is the best
             state["kept_best"] = state["model"] if state["best_epoch"] == epoch else best_weights
+        state["fit_started"] = started
         saver.save(epoch, state)
 
     try:

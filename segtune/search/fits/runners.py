@@ -32,6 +32,7 @@ from segtune.search.fits.slots import SlotPlan
 from segtune.search.fits.worker import FitWorker
 from segtune.search.nodes.files import write_atomic
 from segtune.search.nodes.keeper import TOKEN_FILE, start_keeper, write_token
+from segtune.search.nodes.warmup import PATIENCE_S
 from segtune.search.trial.trainable import STATES
 
 MAX_RESTARTS = 3  # times a fit runs again after its worker or node was lost (as Tune does a trial's)
@@ -130,16 +131,22 @@ class ClusterFits:
             flush=True,
         )
         up = done = failed_starts = 0
+        first_batch, first_up, warm = len(starting), None, False
         last_line = time.monotonic()
         while queue or running:
-            while idle and queue:
+            # the first fits wait until every slot's worker is up (as a search's first trials do: warmup.py), so they
+            # start side by side; a slot that is not up after PATIENCE_S is not waited for
+            if not warm and (up >= first_batch or not starting or time.monotonic() - (first_up or 1e18) > PATIENCE_S):
+                warm = True
+                print(f"{up} worker(s) up in {time.monotonic() - began:.1f} s", file=self.out, flush=True)
+            while warm and idle and queue:
                 slot, job = idle.pop(0), queue.popleft()
                 slot.job, slot.shown = job, 0
                 running[slot.handle.run.remote(job)] = slot
                 again = f", again after its worker was lost ({restarts[job.number]})" if restarts[job.number] else ""
                 print(f"  started {job.label} on {slot.where()}{again}", file=self.out, flush=True)
                 last_line = time.monotonic()
-            for slot in list(idle):  # nothing left for it: its resources go back to the cluster
+            for slot in list(idle) if not queue else []:  # nothing left for it: its resources go back to the cluster
                 idle.remove(slot)
                 self._drop(slot)
             if not starting and not running:
@@ -163,8 +170,7 @@ class ClusterFits:
                         print(f"  a worker could not start ({reason(e)})", file=self.out, flush=True)
                         continue
                     up += 1
-                    if up == self.plan.slots:
-                        print(f"{up} worker(s) up in {time.monotonic() - began:.1f} s", file=self.out, flush=True)
+                    first_up = first_up or time.monotonic()
                     idle.append(slot)
                     continue
                 slot = running.pop(ref)
