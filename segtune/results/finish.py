@@ -11,10 +11,11 @@ weights of its last epoch (no epoch is picked on the fold that scores it). The w
   inner holdout would take data from small datasets, where finishing matters most.
 - **Test**: only then, the ensemble (with TTA when chosen) on the test split at full resolution.
 
-The K x F trainings run side by side on the Ray cluster's slots, each with a trial's resources (search/fits/): the
-driver only orchestrates and scores the final ensemble. ``--device`` trains them one after another in this process
-instead, as before. Every (configuration, fold) result is written to ``finish.json`` and the study as soon as it
-exists, so an interrupted `finish` resumes where it stopped; a fold that was running goes on from its newest state.
+The K x F trainings run side by side on the Ray cluster's slots, each with a trial's resources (search/fits/), and
+each scores its held-out fold where it trained; the ensemble's test runs on a slot too: the driver only orchestrates.
+``--device`` trains and scores in this process instead, one model after another, as before. Every (configuration,
+fold) result is written to ``finish.json`` and the study as soon as it exists, so an interrupted `finish` resumes
+where it stopped; a fold that was running goes on from its newest state.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,6 @@ from segtune.search.fits import VAL_SPLIT, FitJob, FitOutcome, runner
 from segtune.spec import ResourcesSpec, TrainSpec, validate
 from segtune.tables import format_table
 from segtune.training import checkpoint
-from segtune.training.device import pick_device
 from segtune.training.metrics import json_safe
 from segtune.training.models import refuse_code
 from segtune.training.weights import weights_dir
@@ -123,6 +124,21 @@ def held_out_scores(model: torch.nn.Module, data: SegData, device: torch.device,
         predictor = TorchPredictor([model], data.classes, data.resize, device, flip=flip, precision=settings.precision)
         scores["flip" if flip else "plain"] = split_metrics(predictor, data, VAL_SPLIT, full_resolution=False)[name]
     return scores
+
+
+def ensemble_test(
+    data: SegData, device: torch.device, settings: TrainSettings, models: list[bytes], flip: bool, trust_code: bool
+) -> dict[str, Any]:
+    """Where the folds trained: the ensemble of the winner's fold models (their files' bytes), with flip TTA when it
+    was kept, on the test split at full resolution."""
+    with tempfile.TemporaryDirectory(prefix="segtune-ensemble-") as scratch:
+        loaded = []
+        for k, content in enumerate(models):
+            path = Path(scratch) / f"fold{k}.pt"
+            path.write_bytes(content)
+            loaded.append(checkpoint.load(path, device, trust_code=trust_code)[0])
+    predictor = TorchPredictor(loaded, data.classes, data.resize, device, flip=flip, precision=settings.precision)
+    return split_metrics(predictor, data, "test", full_resolution=True)
 
 
 def finish(
@@ -239,21 +255,17 @@ def finish(
             flush=True,
         )
 
-    if jobs:
-        study_spec = spec.get("resources", {}), spec.get("train", {})
-        resources, train = ResourcesSpec.model_validate(study_spec[0]), TrainSpec.model_validate(study_spec[1])
-        with runner(data, settings, out_dir, len(jobs), resources, train, address, slots, device, out) as fits:
+    study_spec = spec.get("resources", {}), spec.get("train", {})
+    resources, train = ResourcesSpec.model_validate(study_spec[0]), TrainSpec.model_validate(study_spec[1])
+    with runner(data, settings, out_dir, len(jobs), resources, train, address, slots, device, out) as fits:
+        if jobs:
             record["settings"] = fits.settings.to_dict()  # the search's, with this slot's threads and GPU share
             fits.run(jobs, landed)
-    dev = pick_device(device)  # the ensemble's test: here, once, after every fold
-    summary = summarise(record, chosen, metric, folds)
-    record["summary"] = summary
-    winner = summary["winner"]
-    fold_models = [checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev)[0] for k in range(folds)]
-    final = TorchPredictor(
-        fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"], precision=settings.precision
-    )
-    test = split_metrics(final, data, "test", full_resolution=True)
+        summary = summarise(record, chosen, metric, folds)
+        record["summary"] = summary
+        winner = summary["winner"]
+        models = [Path(results[f"{winner}/{k}"]["checkpoint"]).read_bytes() for k in range(folds)]
+        test = fits.call(ensemble_test, models, summary["flip_tta"], trust_code)  # where the folds trained
     record["test"] = {
         "miou": test["miou"],
         "dice": test["dice"],

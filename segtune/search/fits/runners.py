@@ -40,6 +40,7 @@ POLL_S = 2.0  # how often the driver looks at the running fits' epochs, when the
 HEARTBEAT_S = 60.0  # a line saying what runs, this often, while nothing else is printed
 
 DoneCallback = Callable[[FitJob, FitOutcome], None]
+SlotCall = Callable[..., Any]  # fn(data, device, settings, *args), run where the fits run
 EpochCallback = Callable[[FitJob, dict[str, Any]], None]
 
 # Ray's word that a worker (its process, its node, or an object it held) is gone: the fit runs again elsewhere.
@@ -66,6 +67,10 @@ class ProcessFits:
             print(f"  started {job.label} here ({self.device})", file=self.out, flush=True)
             show = (lambda row, job=job: on_epoch(job, row)) if on_epoch is not None else None
             on_done(job, run_job(job, self.data, self.device, self.settings, None, show))
+
+    def call(self, fn: SlotCall, *args: Any) -> Any:
+        """``fn(data, device, settings, *args)`` here."""
+        return fn(self.data, self.device, self.settings, *args)
 
     def close(self) -> None:
         pass
@@ -96,6 +101,7 @@ class ClusterFits:
         self.keeper = start_keeper(self.folder / STATES) if self.settings.checkpoint_every else None
         self.data_ref = ray.put(data)  # decoded once, in the object store once, for every slot
         self.slots: list[Slot] = []
+        self.spare: Slot | None = None  # a warm worker kept after the fits, for :meth:`call`
 
     def where(self) -> str:
         return f"the Ray cluster, {self.plan.text()}"
@@ -116,6 +122,8 @@ class ClusterFits:
             self.slots.remove(slot)
 
     def run(self, jobs: list[FitJob], on_done: DoneCallback, on_epoch: EpochCallback | None = None) -> None:
+        if not jobs:
+            return
         queue = collections.deque(jobs)
         restarts: collections.Counter[int] = collections.Counter()
         starting: dict[Any, Slot] = {}
@@ -201,6 +209,11 @@ class ClusterFits:
             if time.monotonic() - last_line >= self.heartbeat_s:
                 self._heartbeat(running, done, len(jobs), began)
                 last_line = time.monotonic()
+        for slot in idle:  # the last to end stays warm for a call after the fits (:meth:`call`)
+            if self.spare is None:
+                self.spare = slot
+            else:
+                self._drop(slot)
 
     def _lost(self, job: FitJob, slot: Slot, error: Exception, restarts: collections.Counter[int]) -> None:
         restarts[job.number] += 1
@@ -252,6 +265,29 @@ class ClusterFits:
         minutes = (time.monotonic() - began) / 60
         running_text = "; ".join(parts) if parts else "waiting for a free slot"
         print(f"  ... {done} of {total} done, {minutes:.1f} min: {running_text}", file=self.out, flush=True)
+
+    def call(self, fn: SlotCall, *args: Any) -> Any:
+        """``fn(data, device, settings, *args)`` on a slot's worker (a module-level function, pickled by name): work
+        after the fits that belongs on a slot, not in the driver (finish: the ensemble on the test split). A lost
+        worker is replaced and the call made again."""
+        for attempt in range(MAX_RESTARTS + 1):
+            slot, self.spare = self.spare or self._start(), None
+            try:
+                if not slot.info:
+                    slot.info = ray.get(slot.handle.ready.remote())
+                return ray.get(slot.handle.call.remote(fn, *args))
+            except LOST as e:
+                self._drop(slot)
+                if attempt == MAX_RESTARTS:
+                    raise SegtuneError(f"{getattr(fn, '__name__', fn)}: its worker was lost {attempt + 1} times") from e
+                print(f"  its worker on {slot.where()} was lost ({reason(e)}); once more", file=self.out, flush=True)
+            except ray.exceptions.RayTaskError as e:
+                cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
+                raise cause from None
+            finally:
+                if slot in self.slots and self.spare is None:
+                    self.spare = slot  # still warm, for the next call
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """The workers and the keeper go; the states of fits that did not end stay (the next run goes on from them)."""

@@ -59,6 +59,13 @@ class FitWorker:
         finally:
             release_memory()  # the worker serves the next job: free this one's model, optimizer and state
 
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(data, device, settings, *args)`` on this slot (:meth:`ClusterFits.call`)."""
+        try:
+            return fn(self.data, self.device, self.settings, *args)
+        finally:
+            release_memory()
+
     def epochs(self, number: int, since: int) -> list[dict[str, Any]]:
         """The validation rows of job ``number``'s epochs from the ``since``-th on (its resumed ones included)."""
         with self._lock:
