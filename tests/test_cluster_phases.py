@@ -133,3 +133,17 @@ def test_retrain_on_a_slot_writes_the_metrics_it_wrote_in_the_drivers_process(tm
     assert {"test_miou", "test_at_training_size", "best_val_epoch", "val_miou", "provenance"} <= set(slot)
     for run in ("slot", "here"):
         assert (tmp_path / run / "model.pt").is_file() and len(list((tmp_path / run / "overlays").glob("*.png"))) == 6
+
+
+def test_the_compose_driver_needs_no_gpu_and_sends_every_phase_to_the_cluster() -> None:
+    """In docker/compose.yaml the driver reserves no GPU, and any segtune command run in it (`finish`, `retrain`) trains
+    on the Ray cluster's workers: its RAY_ADDRESS is the head's, so none starts a private local Ray in the container."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    services = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]
+    driver = services["driver"]
+    assert "deploy" not in driver and "runtime" not in driver  # no GPU reserved
+    head = next(a for a in driver["command"] if a.endswith(":6379"))
+    assert driver["environment"]["RAY_ADDRESS"] == head == "ray-head:6379"
