@@ -207,7 +207,7 @@ class ClusterFits:
             if on_epoch is not None and sum(self._show(slot, on_epoch) for slot in running.values()):
                 last_line = time.monotonic()
             if time.monotonic() - last_line >= self.heartbeat_s:
-                self._heartbeat(running, done, len(jobs), began)
+                self._heartbeat(running, len(starting), done, len(jobs), began)
                 last_line = time.monotonic()
         for slot in idle:  # the last to end stays warm for a call after the fits (:meth:`call`)
             if self.spare is None:
@@ -251,7 +251,7 @@ class ClusterFits:
         slot.shown += len(rows)
         return len(rows)
 
-    def _heartbeat(self, running: dict[Any, Slot], done: int, total: int, began: float) -> None:
+    def _heartbeat(self, running: dict[Any, Slot], starting: int, done: int, total: int, began: float) -> None:
         parts = []
         for slot in running.values():
             job = slot.job
@@ -263,7 +263,9 @@ class ClusterFits:
                 epoch = "?"
             parts.append(f"{job.label} at epoch {epoch}/{job.epochs}")
         minutes = (time.monotonic() - began) / 60
-        running_text = "; ".join(parts) if parts else "waiting for a free slot"
+        if starting:  # a worker not up yet: Ray starts it, or waits for the cluster's resources to free
+            parts.append(f"{starting} worker(s) starting")
+        running_text = "; ".join(parts)
         print(f"  ... {done} of {total} done, {minutes:.1f} min: {running_text}", file=self.out, flush=True)
 
     def call(self, fn: SlotCall, *args: Any) -> Any:
