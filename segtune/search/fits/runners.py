@@ -31,13 +31,14 @@ from segtune.search.fits.job import FitJob, FitOutcome, run_job
 from segtune.search.fits.slots import SlotPlan
 from segtune.search.fits.worker import FitWorker
 from segtune.search.nodes.files import write_atomic
-from segtune.search.nodes.keeper import TOKEN_FILE, start_keeper, write_token
-from segtune.search.nodes.warmup import PATIENCE_S
-from segtune.search.trial.trainable import STATES
+from segtune.search.nodes.keeper import STATES, TOKEN_FILE, start_keeper, write_token
 
 MAX_RESTARTS = 3  # times a fit runs again after its worker or node was lost (as Tune does a trial's)
 POLL_S = 2.0  # how often the driver looks at the running fits' epochs, when the caller shows them
 HEARTBEAT_S = 60.0  # a line saying what runs, this often, while nothing else is printed
+# the first fits wait this long at most for every slot's worker, as a search's warm-ups do (search/nodes/warmup.py's
+# PATIENCE_S; not imported: that module brings Ray Tune, which a fit's worker does without)
+PATIENCE_S = 120.0
 
 DoneCallback = Callable[[FitJob, FitOutcome], None]
 SlotCall = Callable[..., Any]  # fn(data, device, settings, *args), run where the fits run
@@ -202,7 +203,8 @@ class ClusterFits:
                 slot.job = None
                 idle.append(slot)
                 done += 1
-                on_done(job, outcome)
+                on_done(job, outcome)  # the caller records it (finish.json) before its states go
+                self._forget(job)
                 last_line = time.monotonic()
             if on_epoch is not None and sum(self._show(slot, on_epoch) for slot in running.values()):
                 last_line = time.monotonic()
@@ -231,10 +233,13 @@ class ClusterFits:
         )
 
     def _land(self, job: FitJob, outcome: FitOutcome) -> None:
-        """The model on the driver's disk (sent through Ray when its node does not share it); its states go."""
+        """The model on the driver's disk (sent through Ray when its node does not share it)."""
         if outcome.model_bytes is not None:
             write_atomic(Path(job.destination), outcome.model_bytes)
             outcome.model_bytes = None
+
+    def _forget(self, job: FitJob) -> None:
+        """A fit's states, once its outcome is the caller's."""
         for path in (self.folder / STATES).glob(f"trial_{job.number:04d}.*"):
             path.unlink(missing_ok=True)
 

@@ -1,7 +1,7 @@
 """A slot's worker: one Ray actor per slot, warm before its first fit and serving fit after fit.
 
 It asks Ray for a trial's resources (CPUs, a GPU fraction: search/fits/slots.py), readies itself as a trial's worker
-does (search/trial/trainable.py's ``warm_up``: the imports, the decoded data fetched once from the object store, a
+does (search/nodes/worker_process.py's ``warm_up``: the imports, the decoded data fetched once from the object store, a
 CUDA context on a GPU), then runs the jobs the driver hands it. A threaded actor (two threads): one trains, the other
 answers the driver's questions about the epochs done so far (the progress lines).
 """
@@ -19,8 +19,8 @@ import ray
 from segtune.config import TrainSettings
 from segtune.data import SegData
 from segtune.search.fits.job import DriverDisk, FitJob, FitOutcome, run_job
-from segtune.search.nodes.keeper import shared_with_driver
-from segtune.search.trial.trainable import STATES, assigned_device, release_memory, warm_up
+from segtune.search.nodes.keeper import STATES, shared_with_driver
+from segtune.search.nodes.worker_process import assigned_device, release_memory, warm_up
 
 
 @ray.remote(max_concurrency=2)
