@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,8 +152,19 @@ def spec_dataset(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     return data
 
 
+def pick_config(spec: dict[str, Any], pick: dict[str, Any]) -> dict[str, Any]:
+    """A hand pick inside the spec's space: CE without class weights where the space would search them (a rare class
+    brings ``class_weights`` into the space `init` writes), so the search's prior and the retrained pick agree."""
+    point = dict(pick)
+    weights = spec["space"].get("class_weights")
+    if isinstance(weights, dict) and point.get("loss", "ce") == "ce":
+        point.setdefault("class_weights", None)
+    return point
+
+
 def retrained(doc: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``segtune retrain`` of one configuration (once: a finished folder is read again)."""
+    """``segtune retrain`` of one configuration (once: a finished folder is read again); its model stays in
+    ``folder/retrain/model.pt`` until the scores that need it are in."""
     if not (folder / "metrics.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -161,21 +173,25 @@ def retrained(doc: dict[str, Any], folder: Path) -> dict[str, Any]:
     return json.loads((folder / "metrics.json").read_text())
 
 
-def hand_picks_arm(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """K hand picks trained with ``seed``; the one that validated best is the arm's model."""
+def hand_picks(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The first K hand picks, each retrained for the spec's ``max_epochs`` with ``seed`` (kept on train, its best val
+    epoch): their configurations, val and test mIoU, and model files."""
     runs = []
     for i, pick in enumerate(SPEC_HAND_PICKS[:k]):
+        folder = args.out / "hand-picks" / f"pick{i}-seed{seed}"
         doc = {
             "name": f"pick{i}-seed{seed}",
             "dataset": spec_dataset(spec, args),
-            "config": {**spec_fixed(spec), **pick},
+            "config": {**spec_fixed(spec), **pick_config(spec, pick)},
             "epochs": spec["search"]["max_epochs"],
             "seed": seed,
         }
         print(f"  hand pick {i + 1}/{k}, seed {seed}: {describe(pick)}", flush=True)
-        runs.append((retrained(doc, args.out / "hand-picks" / f"pick{i}-seed{seed}"), pick))
-    best, pick = max(runs, key=lambda r: r[0]["val_miou"])
-    return {"config": pick, "val": best["val_miou"], "test": best["test_miou"], "trial_epochs": k * doc["epochs"]}
+        metrics = retrained(doc, folder)
+        runs.append(
+            {"config": pick, "val": metrics["val_miou"], "test": metrics["test_miou"], "model": folder / "retrain"}
+        )
+    return runs
 
 
 def spec_fixed(spec: dict[str, Any]) -> dict[str, Any]:
@@ -183,17 +199,19 @@ def spec_fixed(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec["space"].items() if not isinstance(v, dict)}
 
 
-def search_arm(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """The spec's own search at K runs' trial-epochs, exactly; its winner exported and retrained with ``seed``."""
+def search(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace) -> tuple[Path, str]:
+    """The spec's search with the K hand picks as its prior, at K runs' trial-epochs exactly (once: a finished search
+    is read again). Its store and study name."""
     folder = args.out / f"search-k{k}-seed{seed}"
-    done = folder / "summary.json"
-    if not done.is_file():
+    store_path = (folder / "study.db").resolve()
+    name = f"confirm-k{k}-seed{seed}"
+    if not (folder / "searched").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        log, store = folder / "log.txt", f"sqlite:///{(folder / 'study.db').resolve()}"
+        store_path.unlink(missing_ok=True)
         budget = k * spec["search"]["max_epochs"]
         run_spec = {
             **{key: v for key, v in spec.items() if key != "storage"},
-            "study": f"confirm-k{k}-seed{seed}",
+            "study": name,
             "dataset": spec_dataset(spec, args),
             "search": {
                 **spec["search"],
@@ -201,29 +219,89 @@ def search_arm(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace
                 "budget_epochs": budget,
                 "budget_rule": "exact",
                 "seed": seed,
+                "starting_points": [pick_config(spec, p) for p in SPEC_HAND_PICKS[:k]],
             },
             "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
             "results_dir": str((folder / "runs").resolve()),
+            "artifacts": str((folder / "artifacts").resolve()),
         }
         (folder / "spec.yaml").write_text(yaml.safe_dump(run_spec, sort_keys=False))
-        print(f"  search, {budget} trial-epochs, seed {seed} (log: {log})", flush=True)
+        log = folder / "log.txt"
+        print(f"  search from the {k} hand picks, {budget} trial-epochs, seed {seed} (log: {log})", flush=True)
         started = time.monotonic()
-        segtune("run", str(folder / "spec.yaml"), "--storage", store, log=log)
-        searched = time.monotonic() - started
-        segtune("export", run_spec["study"], "--storage", store, "-o", str(folder / "best.yaml"), log=log)
-        best = yaml.safe_load((folder / "best.yaml").read_text())
-        study = optuna.load_study(study_name=run_spec["study"], storage=store)
-        trial_epochs = sum(len(t.intermediate_values) for t in study.trials)
-        test = retrained({**best, "seed": seed}, folder / "winner")
-        summary = {
-            "config": best["config"],
-            "val": best["provenance"]["val_miou"],
-            "test": test["test_miou"],
-            "trial_epochs": trial_epochs,
-            "search_s": round(searched),
+        segtune("run", str(folder / "spec.yaml"), "--storage", f"sqlite:///{store_path}", log=log)
+        (folder / "searched").write_text(json.dumps({"search_s": round(time.monotonic() - started)}))
+    return store_path, name
+
+
+def test_of(model: Path, dataset: dict[str, Any], cache: dict[str, Any]) -> float:
+    """A model's test mIoU at the pictures' own size (the decoded data kept in ``cache`` for the next model)."""
+    from segtune.data import build_dataset
+    from segtune.results.predict import load_predictor, split_metrics
+    from segtune.spec import validate
+
+    key = json.dumps(dataset, sort_keys=True)
+    if key not in cache:
+        cache.clear()
+        cache[key] = build_dataset(validate({"study": "score", "dataset": dataset}).dataset, full_res=("test",))
+    return float(split_metrics(load_predictor(model, "cpu"), cache[key], "test")["miou"])
+
+
+def score(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace, cache: dict[str, Any]) -> dict[str, Any]:
+    """The four deliverables of one (K, seed), each inside its arm's own budget (no retrain outside it): the hand
+    picks' val-best and their own ensemble (Caruana's selection over the K models, on val), the search's best complete
+    trial's own model and the search's ensemble (over the models it trained). Test mIoU at the pictures' own size."""
+    done = args.out / f"scores-k{k}-seed{seed}.json"
+    summary = json.loads(done.read_text()) if done.is_file() else {}
+    picks = hand_picks(spec, k, seed, args)
+    store_path, name = search(spec, k, seed, args)
+    dataset = spec_dataset(spec, args)
+    if "hand_best" not in summary:
+        best = max(picks, key=lambda r: r["val"])
+        summary["hand_best"] = {"config": best["config"], "val": best["val"], "test": best["test"]}
+    if "search_best" not in summary:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{store_path}")
+        from segtune.results.fetch import trial_model
+
+        best_trial = max(
+            (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value
+        )
+        summary["search_best"] = {
+            "config": best_trial.user_attrs["config"],
+            "trial": best_trial.number,
+            "val": best_trial.value,
+            "test": test_of(trial_model(study, best_trial.number), dataset, cache),
+            "trial_epochs": sum(len(t.intermediate_values) for t in study.trials),
+            "trials": len(study.trials),
+            "prior_complete": sum(
+                t.state == optuna.trial.TrialState.COMPLETE and bool(t.user_attrs.get("starting_point"))
+                for t in study.trials
+            ),
+            "near": sum(bool(t.user_attrs.get("drawn")) for t in study.trials),
         }
-        done.write_text(json.dumps(summary, indent=2))
-    return json.loads(done.read_text())
+    for arm, deliverable in (("hand", "hand_ensemble"), ("search", "search_ensemble")):
+        if deliverable not in summary:
+            found = ensemble_of(arm, picks, store_path, name, dataset, args)
+            if found is not None:
+                summary[deliverable] = found
+    done.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def ensemble_of(
+    arm: str,
+    picks: list[dict[str, Any]],
+    store_path: Path,
+    name: str,
+    dataset: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any] | None:
+    """Caruana's ensemble selection on val, scored on test (segtune/results/ensemble.py); None until it exists."""
+    try:
+        from segtune.results import ensemble
+    except ImportError:
+        return None
+    return ensemble.benchmark_score(arm, picks, store_path, name, dataset)  # filled in when ensemble.py lands
 
 
 def compare_on_spec(args: argparse.Namespace) -> None:
@@ -231,32 +309,42 @@ def compare_on_spec(args: argparse.Namespace) -> None:
     if args.max_epochs:
         spec["search"]["max_epochs"] = args.max_epochs
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, medians = [], []
+    rows, medians, cache = [], [], {}
+    names = ("hand_best", "hand_ensemble", "search_best", "search_ensemble")
     for k in args.hand_picks:
-        hand, search = [], []
+        found: dict[str, list[float]] = {n: [] for n in names}
         for seed in args.seeds:
             print(f"K = {k}, seed {seed}", flush=True)
-            hand.append(hand_picks_arm(spec, k, seed, args))
-            search.append(search_arm(spec, k, seed, args))
-            for name, r in [("best of the hand picks", hand[-1]), ("search from the usual pick", search[-1])]:
-                rows.append(
-                    [k, seed, name, describe(r["config"]), r["trial_epochs"], f"{r['val']:.3f}", f"{r['test']:.3f}"]
-                )
-        medians.append(
-            [
-                k,
-                len(args.seeds),
-                f"{statistics.median(r['test'] for r in hand):.3f}",
-                f"{statistics.median(r['test'] for r in search):.3f}",
-            ]
-        )
+            summary = score(spec, k, seed, args, cache)
+            tests = [summary[n]["test"] if n in summary else None for n in names]
+            for n, t in zip(names, tests, strict=True):
+                if t is not None:
+                    found[n].append(t)
+            rows.append(
+                [
+                    k,
+                    seed,
+                    *("-" if t is None else f"{t:.3f}" for t in tests),
+                    describe(summary["search_best"]["config"]),
+                ]
+            )
+        medians.append([k, len(args.seeds), *(f"{statistics.median(v):.3f}" if v else "-" for v in found.values())])
     data = spec_dataset(spec, args)
     print(
         f"\n{spec['study']}: {data.get('image_size')} px, at most {data.get('limit', 'all')} images a split, "
         f"{spec['search']['max_epochs']} epochs a run; test mIoU at the pictures' own size"
     )
-    print(format_table(["K runs", "seed", "arm", "its model", "trial-epochs", "val mIoU", "test mIoU"], rows))
-    print(format_table(["K runs", "seeds", "median test, hand picks", "median test, search"], medians))
+    headers = ["hand picks' val-best", "hand picks' ensemble", "search's best trial", "search's ensemble"]
+    print(format_table(["K runs", "seed", *headers, "the search's best trial is"], rows))
+    print(format_table(["K runs", "seeds", *(f"median: {h}" for h in headers)], medians))
+    if not args.keep_models:
+        for k in args.hand_picks:  # every score of a (K, seed) is in: its models go (a K = 10 search's are GBs)
+            for seed in args.seeds:
+                summary = json.loads((args.out / f"scores-k{k}-seed{seed}.json").read_text())
+                if all(n in summary for n in names):
+                    folder = args.out / f"search-k{k}-seed{seed}"
+                    for sub in ("runs", "artifacts"):
+                        shutil.rmtree(folder / sub, ignore_errors=True)
 
 
 def main() -> None:
@@ -265,6 +353,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="with --spec: at most this many images a split")
     p.add_argument("--hand-picks", type=int, nargs="+", default=[3], help="with --spec: K, the runs' worth")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="with --spec: training and search seeds")
+    p.add_argument("--keep-models", action="store_true", help="with --spec: keep the searches' models once scored")
     p.add_argument("--data-root", help="folder holding oxford-iiit-pet/ (torchvision's layout)")
     p.add_argument("--target", choices=["trimap", "binary"], default="trimap")
     p.add_argument("--size", type=int, help="image size (pets: 64; --spec: the spec's own)")

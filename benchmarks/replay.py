@@ -9,6 +9,8 @@
     python benchmarks/replay.py --out-of-sample benchmarks/curves/pets_sample_64px.jsonl.gz \
         benchmarks/curves/kvasir_seg_64px_30ep.jsonl.gz  # choose the rules on one table, report on the other
     python benchmarks/replay.py --transfer A B       # B's search started from A's winners, and the reverse
+    python benchmarks/replay.py --prior A B          # the hand picks as the prior: run whole first, or raced, with
+                                                     # a share of the model's trials near the incumbent
 
 Each replay drives segtune's real searcher, rung policy and end-of-trial function (segtune/search/replay.py)
 over benchmarks/curves/pets_sample_64px.jsonl.gz with 2 slots (this machine) until the trial-epoch
@@ -310,6 +312,60 @@ def transfer(paths: list[Path], seeds: int, slots: int, jobs: int, top: int = 4)
         report(target_table, results, budget, baseline=plain.name)
 
 
+PRIOR_RULES = [
+    Strategy(
+        "the list first, run whole (one starting point's rule)", starting_points=True, prior="first", near_incumbent=0.0
+    ),
+    Strategy("the list raced, then the model", starting_points=True, prior="race", near_incumbent=0.0),
+    Strategy("the list raced, 25% near the incumbent", starting_points=True, prior="race", near_incumbent=0.25),
+    Strategy("the list raced, 50% near the incumbent", starting_points=True, prior="race", near_incumbent=0.5),
+    Strategy("the list raced, 75% near the incumbent", starting_points=True, prior="race", near_incumbent=0.75),
+]
+
+
+def prior(paths: list[Path], seeds: range, slots: int, jobs: int) -> None:
+    """The hand picks as the search's prior. Per table: the trial-epochs until a complete trial reaches the best hand
+    pick's final value (what running the whole list, K x max_epochs, gets), against the list's own cost; and the best
+    complete value at half the list's cost, at the list's cost and at the default budget."""
+    for path in paths:
+        table = CurveTable.load(path)
+        picks = table.hand_picks()
+        hand = max(c.final(table.max_epochs) or 0 for c in picks)
+        whole = len(picks) * table.max_epochs
+        budget = default_budget(table)
+        results = run_strategies(path, PRIOR_RULES, seeds, slots, budget, jobs)
+        rows = []
+        for s in PRIOR_RULES:
+            rs = results[s.name]
+            reached = [r.epochs_to(hand) for r in rs]
+            med, q1, q3 = quantiles([float(e) if e is not None else None for e in reached])
+            within = sum(e is not None and e <= whole / 2 for e in reached)
+            bests = [statistics.median([r.best_at(e) or 0.0 for r in rs]) for e in (whole // 2, whole, budget)]
+            rows.append(
+                [
+                    s.name,
+                    f"{seconds(med)} [{seconds(q1)}, {seconds(q3)}]",
+                    f"{med / whole:.2f}" if math.isfinite(med) else "-",
+                    f"{within}/{len(rs)}",
+                    *(f"{b:.3f}" for b in bests),
+                ]
+            )
+        print(
+            f"\n{path.name}: {len(picks)} hand picks, the best {hand:.3f} after {table.max_epochs} epochs; the list "
+            f"costs {whole} trial-epochs; {slots} slots, seeds {seeds.start}-{seeds.stop - 1}"
+        )
+        headers = [
+            "rule",
+            "trial-epochs to the best hand pick: median [IQR]",
+            "/ the list's",
+            "seeds within half",
+            f"best at {whole // 2}",
+            f"at {whole}",
+            f"at {budget}",
+        ]
+        print(format_table(headers, rows))
+
+
 def prefill(study: optuna.Study, table: CurveTable, n: int, seed: int) -> None:
     """``n`` finished trials as a search leaves them: params drawn from the space, the nearest recorded
     curve's values as intermediate values, the attributes the recorder writes."""
@@ -437,6 +493,7 @@ def main() -> None:
     p.add_argument("--sizes", default="100,500,2000", help="--cost: trials already in the study")
     p.add_argument("--out-of-sample", nargs=2, type=Path, metavar="TABLE", help="choose on one, report on the other")
     p.add_argument("--transfer", nargs=2, type=Path, metavar="TABLE", help="start each from the other's winners")
+    p.add_argument("--prior", nargs="+", type=Path, metavar="TABLE", help="the hand picks as the prior (see above)")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -445,6 +502,9 @@ def main() -> None:
         return
     if args.transfer:
         transfer(args.transfer, args.seeds or 30, args.slots, args.jobs)
+        return
+    if args.prior:
+        prior(args.prior, range(args.seeds or 30), args.slots, args.jobs)
         return
     table = CurveTable.load(args.table)
     if args.cost:

@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import NoReturn
 
+from segtune.environment import command_environment
 from segtune.errors import SegtuneError
 from segtune.spec import DEFAULT_STORAGE
 
@@ -127,6 +128,31 @@ def parser() -> argparse.ArgumentParser:
     finish.add_argument("--device", help=IN_PROCESS_HELP)
     finish.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
+    ensemble = sub.add_parser(
+        "ensemble", help="Caruana's ensemble of a study's trained models on val, kept when it beats the best one"
+    )
+    ensemble.add_argument("study")
+    _storage_arg(ensemble)
+    _artifacts_arg(ensemble)
+    ensemble.add_argument(
+        "--pruned-floor",
+        type=float,
+        default=0.95,
+        help="pruned trials are candidates when their val is at least this share of the best complete trial's "
+        "(default 0.95)",
+    )
+    ensemble.add_argument("--no-pruned", action="store_true", help="complete trials only")
+    ensemble.add_argument("--max-candidates", type=int, default=16, help="the best N trials at most (default 16)")
+    ensemble.add_argument(
+        "--budget-mb",
+        type=float,
+        default=32.0,
+        help="one model's val probabilities at most this many MB (uint8): above, a pixel subsample (default 32)",
+    )
+    ensemble.add_argument("--seed", type=int, default=0, help="the val halves and the bootstrap's draws")
+    ensemble.add_argument("--device", help=DEVICE_HELP)
+    ensemble.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
+
     export_model = sub.add_parser("export-model", help="a model as ONNX (checked) or as an smp model folder")
     export_model.add_argument(
         "model", help="model.pt, a trial's folder, a finish folder (its ensemble), or a STUDY of --storage"
@@ -135,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     export_model.add_argument("--format", choices=["onnx", "smp"], default="onnx", help="smp: save_pretrained folder")
     export_model.add_argument("--rank", type=int, default=1, help="a STUDY's N-th best complete trial (default: 1)")
     export_model.add_argument("--trial", type=int, help="a STUDY's trial N instead of the best")
+    export_model.add_argument(
+        "--ensemble", action="store_true", help="a STUDY's ensemble (`segtune ensemble STUDY`) as one ONNX graph"
+    )
     _storage_arg(export_model)
     _artifacts_arg(export_model)
     export_model.add_argument(
@@ -337,12 +366,52 @@ def _finish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensemble(args: argparse.Namespace) -> int:
+    from segtune.results import ensemble
+
+    for name, value, low in (("--pruned-floor", args.pruned_floor, 0.0), ("--budget-mb", args.budget_mb, 0.0)):
+        if not value > low:
+            raise SegtuneError(f"{name}: must be above {low:g}, got {value:g}")
+    if args.max_candidates < 1:
+        raise SegtuneError(f"--max-candidates: at least 1, got {args.max_candidates}")
+    study = _open(args, args.study)
+    selection = ensemble.select_study(
+        study,
+        args.artifacts,
+        pruned_floor=None if args.no_pruned else args.pruned_floor,
+        max_candidates=args.max_candidates,
+        device=args.device,
+        trust_code=args.trust_code,
+        budget_mb=args.budget_mb,
+        seed=args.seed,
+    )
+    ensemble.record(study, selection)
+    print(ensemble.table(selection))
+    for line in ensemble.report_lines(selection):
+        print(line)
+    print(f"recorded in study {args.study!r} (attr {ensemble.ATTR!r}): segtune report and export-model --ensemble")
+    return 0
+
+
 def _export_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from segtune.results import fetch
-    from segtune.results.deploy import export, export_smp
+    from segtune.results.deploy import export, export_ensemble, export_smp
 
+    if args.ensemble:
+        if args.format != "onnx" or args.trial is not None or args.rank != 1:
+            raise SegtuneError(
+                "--ensemble: exports a STUDY's ensemble as ONNX; --format smp, --trial and --rank name one model"
+            )
+        export_ensemble(
+            _open(args, args.model),
+            Path(args.output or "ensemble.onnx"),
+            args.images,
+            artifacts_url=args.artifacts,
+            trust_code=args.trust_code,
+        )
+        return 0
     source = fetch.resolve(args.model, args.storage, args.trial, args.rank, args.artifacts)
     if args.format == "smp":
         export_smp(source.path, Path(args.output or "model"), trust_code=args.trust_code, name=args.model)
@@ -375,10 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         "retrain": _retrain,
         "predict": _predict,
         "finish": _finish,
+        "ensemble": _ensemble,
         "export-model": _export_model,
     }
     try:
-        return handlers[args.command](args)
+        with command_environment():  # offline, Optuna's verbosity: set for the command, given back after it
+            return handlers[args.command](args)
     except SegtuneError as e:
         for line in e.details:
             print(line, file=sys.stderr)

@@ -123,6 +123,29 @@ def missing_classes(fp: Fingerprint) -> list[Decision]:
     return [Decision("dataset.allow_missing_classes", True, why)]
 
 
+def starting_points(fp: Fingerprint) -> list[tuple[dict[str, Any], str]]:
+    """A short, diverse list of what a person would try first, from the fingerprint, each with its reason: the usual
+    pick; Dice + Focal (the change that won most often in the hand-pick runs, README Benchmarks), and for a rare
+    class the overlap loss that weighs recall (Tversky) and CE weighed by median frequency; one learning-rate
+    change. The search races them (search.prior) and spends what they free near the best of them."""
+    foreground = {c: s for c, s in fp.pixel_share.items() if c != fp.classes[0] and fp.images_with[c]}
+    rarest = min(foreground, key=foreground.get) if foreground else None
+    rare = rarest is not None and foreground[rarest] < RARE
+    points = [
+        (dict(HAND_PICK), "the usual pick: Unet / ResNet34, CE, flips, AdamW 1e-3, one-cycle"),
+        (
+            {**HAND_PICK, "loss": "dice+focal"},
+            "Dice + Focal: overlap and hard pixels, often better on a small foreground",
+        ),
+    ]
+    if rare:
+        share = f"{rarest} covers {foreground[rarest]:.1%} of the pixels"
+        points.append(({**HAND_PICK, "loss": "tversky"}, f"Tversky, which weighs recall: {share}"))
+        points.append(({**HAND_PICK, "class_weights": "median_frequency"}, f"CE weighed by median frequency: {share}"))
+    points.append(({**HAND_PICK, "lr": 3.0e-3}, "the usual pick at lr 3e-3: encoders trained from scratch here"))
+    return points
+
+
 def propose(layout: Layout, fp: Fingerprint, study: str) -> tuple[dict[str, Any], list[Decision]]:
     decisions = [image_size(fp), *missing_classes(fp), *losses(fp), *budget(fp)]
     dataset = {
@@ -149,14 +172,14 @@ def propose(layout: Layout, fp: Fingerprint, study: str) -> tuple[dict[str, Any]
         }
     )
     search = {d.field.removeprefix("search."): d.value for d in decisions if d.field.startswith("search.")}
-    search.update(metric="val_miou", starting_points=[HAND_PICK])
+    points = starting_points(fp)
+    search.update(metric="val_miou", starting_points=[p for p, _ in points])
     decisions.append(
         Decision(
             "search.starting_points",
-            [HAND_PICK],
-            "the configuration a person tries first "
-            "(Unet / ResNet34, CE, flips, AdamW 1e-3, one-cycle) runs first: the search starts "
-            "from it and never ends below it",
+            [p for p, _ in points],
+            "a person's short list, the search's prior (raced at the rungs, its best members go on): "
+            + "; ".join(f"{i + 1}. {why}" for i, (_, why) in enumerate(points)),
         )
     )
     spec = {

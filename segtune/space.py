@@ -316,3 +316,49 @@ def starting_point_params(params: dict[str, Param], point: dict[str, Any], num_c
                 )
         enqueue[name] = value
     return enqueue
+
+
+NEAR_SPREAD = 0.25  # a numeric change: a normal step of this share of the range (on a log scale where it is one)
+
+
+def _active(params: dict[str, Param], point: dict[str, Any]) -> dict[str, Any]:
+    """``point`` without the parameters whose ``when`` it no longer meets."""
+    values = {**DEFAULTS, **{k: v for k, v in point.items() if k != MODEL}}
+    if MODEL in point:
+        values["arch"], values["encoder"] = split_model(point[MODEL])
+    return {k: v for k, v in point.items() if not any(values.get(d) not in a for d, a in params[k].when.items())}
+
+
+def perturb(params: dict[str, Param], point: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """A neighbour of ``point`` (a trial's params, as Optuna records them): one of its searched parameters changed,
+    two a third of the time, the rest kept (PriorBand's sampling around the incumbent). A choice takes another of
+    its values; a number moves by a normal step of NEAR_SPREAD of its range (on a log scale for a log range),
+    clipped to it. Parameters the change deactivates (a ``when`` no longer met) are dropped; ones it activates are
+    left for the sampler to draw."""
+    searched = [
+        p
+        for p in params.values()
+        if p.name in point
+        and (p.kind in ("int", "uniform", "loguniform") or (p.kind == "choice" and len(p.choices) > 1))
+    ]
+    if not searched:
+        return dict(point)
+    n = 2 if len(searched) > 1 and rng.random() < 1 / 3 else 1
+    out = dict(point)
+    for i in rng.choice(len(searched), size=n, replace=False):
+        p = searched[int(i)]
+        value = point[p.name]
+        if p.kind == "choice":
+            others = [c for c in p.choices if c != value]
+            out[p.name] = others[int(rng.integers(len(others)))]
+            continue
+        low, high = (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)
+        x = (math.log(value) if p.log else float(value)) + rng.normal(0.0, NEAR_SPREAD * (high - low))
+        x = min(high, max(low, x))
+        moved = math.exp(x) if p.log else x
+        if p.kind == "int":
+            moved = int(p.low + round((moved - p.low) / p.step) * p.step)
+            if moved == value:  # a whole-number step of at least one
+                moved = int(min(p.high, value + p.step) if rng.random() < 0.5 or value <= p.low else value - p.step)
+        out[p.name] = moved
+    return _active(params, out)

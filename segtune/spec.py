@@ -309,6 +309,13 @@ class SearchSpec(_Strict):
         "their states",
     )
     budget_epochs: int | None = Field(None, ge=1, description="trial-epochs in all; then no trial starts")
+    time_budget: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="wall-clock seconds for the search (or '90m', '4h'): no trial starts that cannot reach its first "
+        "rung in the time left, and each is told to end its schedule where the time runs out",
+    )
     budget_rule: Literal["finish", "exact"] = Field(
         "finish",
         description="finish: running trials finish past the budget; exact: never past it (search/store/budget.py)",
@@ -317,6 +324,17 @@ class SearchSpec(_Strict):
         default_factory=list,
         description="configurations run first; auto: the winners of earlier studies on alike data "
         "(search/scheduling/transfer.py)",
+    )
+    prior: Literal["auto", "race", "first"] = Field(
+        "auto",
+        description="race: the starting points race at the rungs like any trial (successive halving among them), "
+        "promotion may bring one back; first: they run to the end before anything is judged; auto: race when the "
+        "spec lists two or more, first for one",
+    )
+    near_incumbent: float | Literal["auto"] = Field(
+        "auto",
+        description="share of the model's trials drawn near the incumbent (one or two of its parameters changed); "
+        "auto: search/scheduling/defaults.py",
     )
     objectives: list[str] | None = Field(None, description="e.g. [val_miou, latency_ms]: accuracy against costs")
     constraints: dict[str, float] = Field(default_factory=dict, description="e.g. {latency_ms: 20}: cost limits")
@@ -373,6 +391,26 @@ class SearchSpec(_Strict):
     def _startup_positive(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 0:
             raise ValueError("must be 'auto' or a whole number >= 0")
+        return v
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        """``4h``, ``90m``, ``30s`` or a number of seconds."""
+        if isinstance(v, str):
+            text = v.strip().lower()
+            units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+            try:
+                return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+            except ValueError:
+                raise ValueError(f"{v!r} is no duration: write seconds, or a number with h, m or s") from None
+        return v
+
+    @field_validator("near_incumbent")
+    @classmethod
+    def _a_share(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0 <= v <= 1:
+            raise ValueError("must be 'auto' or a share between 0 and 1")
         return v
 
     @field_validator("grace_period", "min_first_rung", "brackets")

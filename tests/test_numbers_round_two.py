@@ -21,6 +21,7 @@ from segtune.results.report import importance_figure
 from segtune.search.nodes.quiet import NodeQuiet
 from segtune.search.trial import costs
 from segtune.search.trial.costs import measure
+from segtune.training.device import pick_device, precision_for
 from segtune.training.models import build_model
 from tests.test_trust import EVIL
 
@@ -46,16 +47,40 @@ def charted(study: optuna.Study) -> dict[str, float]:
     return dict(zip(bar.y, bar.x, strict=True))
 
 
+def top_shift(study: optuna.Study, best_first: bool, quantile: float = 0.1, bins: int = 10) -> dict[str, float]:
+    """How far each parameter's values among the top ``quantile`` of complete trials (ranked on the first objective,
+    highest first when ``best_first``, else lowest first) stray from its values among all of them: the total
+    variation distance of the two histograms. Computed here from the trials alone, without Optuna's evaluators: a
+    parameter that decides which trials reach the top shows it."""
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted(trials, key=lambda t: t.values[0], reverse=best_first)
+    top = ranked[: max(2, int(len(ranked) * quantile))]
+    shift = {}
+    for name in trials[0].params:
+        edges = np.linspace(0, 1, bins + 1)
+        every = np.histogram([t.params[name] for t in trials], edges)[0] / len(trials)
+        best = np.histogram([t.params[name] for t in top], edges)[0] / len(top)
+        shift[name] = float(np.abs(best - every).sum() / 2)
+    return shift
+
+
 def test_importances_explain_the_best_trials_of_a_maximised_study() -> None:
+    """The chart puts first the parameter the top trials of the study's direction show, computed independently (the
+    one that decides the highest values), and below it the one that decides the lowest values (what a chart for the
+    other direction would put first)."""
     study = constructed_study(["maximize"])
     chart = charted(study)
-    assert max(chart, key=chart.get) == "good", chart  # what makes trials good, not what makes them bad
-    assert chart == pytest.approx(optuna.importance.get_param_importances(study))  # Optuna's direction-aware call
+    shift = top_shift(study, best_first=True)
+    assert max(chart, key=chart.get) == max(shift, key=shift.get) == "good", (chart, shift)
+    wrong_way = top_shift(study, best_first=False)  # the lowest values first: what makes trials bad
+    assert max(wrong_way, key=wrong_way.get) == "bad" and chart["good"] > chart["bad"], (chart, wrong_way)
 
 
 def test_importances_of_a_multi_objective_study_rank_by_its_accuracy() -> None:
-    chart = charted(constructed_study(["maximize", "minimize"]))
-    assert max(chart, key=chart.get) == "good", chart
+    study = constructed_study(["maximize", "minimize"])
+    chart = charted(study)
+    shift = top_shift(study, best_first=True)  # its accuracy, the first objective, maximised
+    assert max(chart, key=chart.get) == max(shift, key=shift.get) == "good", (chart, shift)
 
 
 def store_naming_code(tmp_path: Path) -> str:
@@ -112,24 +137,56 @@ def test_an_export_that_fails_its_check_leaves_no_file(tmp_path: Path, monkeypat
     assert report.path == out and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
+# A model that writes down the dtype its layer computed in, at every forward pass: in training and in scoring.
+DTYPE_PROBE = """
+from pathlib import Path
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, in_channels=3, classes=2):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, classes, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        with open(Path(__file__).with_name("dtypes.log"), "a") as log:
+            log.write(f"{'train' if self.training else 'score'} {y.dtype}\\n")
+        return y
+"""
+
+
 def test_finish_trains_and_scores_with_the_settings_the_search_used(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The search trained at bf16: finish records the search's settings and trains and scores every fold in the
+    precision they give on this machine, seen from inside the model (the dtype its layer computes in: bf16 on a card
+    that has it; fp32 on the CPU, where segtune runs fp32 whatever the setting, training.device.precision_for). A
+    finish that scored at another precision than the search's (fp32 on a card, or autocast on the CPU) fails here."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "dtype_probe.py").write_text(DTYPE_PROBE)
+    monkeypatch.syspath_prepend(str(code))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")
     dataset = {"name": "synthetic", "num_classes": 2, "image_size": 32, "num_images": 12}
-    train = {"precision": "fp32", "channels_last": True, "loader_workers": 1}
+    train = {"precision": "bf16", "channels_last": True, "loader_workers": 1}
     study.set_user_attr("spec", {"study": "s", "dataset": dataset, "search": {"max_epochs": 1}, "train": train})
     study.set_user_attr("max_epochs", 1)
-    searched = TrainSettings(precision="fp32", channels_last=True, loader_workers=1, threads=1, metric="val_miou")
+    searched = TrainSettings(precision="bf16", channels_last=True, loader_workers=1, threads=1, metric="val_miou")
     study.set_user_attr("train_settings", searched.to_dict())  # what `segtune run` records
     trial = study.ask()
-    trial.set_user_attr("config", TrialConfig(arch="SmallUNet", batch_size=4).to_dict())
+    trial.set_user_attr("config", TrialConfig(arch="dtype_probe:Net", batch_size=4).to_dict())
     study.tell(trial, 0.5)
-    assert cli.main(["finish", "s", "--storage", url, "--top", "1", "--folds", "2", "-o", str(tmp_path / "f")]) == 0
+    finish = ["finish", "s", "--storage", url, "--top", "1", "--folds", "2", "-o", str(tmp_path / "f"), "--trust-code"]
+    assert cli.main(finish) == 0
     used = json.loads((tmp_path / "f" / "finish.json").read_text())["settings"]
-    assert used["channels_last"] is True and used["loader_workers"] == 1 and used["precision"] == "fp32"
+    assert used["channels_last"] is True and used["loader_workers"] == 1 and used["precision"] == "bf16"
     assert used["keep_best_state"] is False and used["gpu_memory_fraction"] is None  # finish's own: it runs alone
+
+    expected = str(precision_for("bf16", pick_device()).dtype or torch.float32)
+    seen = [line.split() for line in (code / "dtypes.log").read_text().splitlines()]
+    assert {phase for phase, _ in seen} == {"train", "score"}
+    assert {dtype for _, dtype in seen} == {expected}, sorted(set(map(tuple, seen)))
 
 
 def test_a_model_is_timed_only_while_its_neighbours_wait_between_steps(tmp_path: Path) -> None:

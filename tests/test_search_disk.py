@@ -1,6 +1,7 @@
-"""What a search leaves on disk. Each trial's model once: its run folder, the copy kept beside its resumable states
-and the artifact store share the file (a hard link) when they are on one filesystem, and a kept or stored model
-stays as it was whatever happens to the run folder afterwards; a store on another filesystem gets a copy. And the
+"""What a search leaves on disk. A trial's run folder and the copy kept beside its resumable states share the file (a
+hard link) when they are on one filesystem; the artifact store holds a file of its own (a reflink where the
+filesystem has them, else a copy: issue 38, a user's `torch.save` over the run folder's file rewrote a stored model
+that shared it), so a stored model stays as it was uploaded whatever happens to the run folder afterwards. And the
 states of paused trials (a few hundred MB each, most never promoted) go, least promising first, before the
 driver's disk is fuller than the search allows (search.keep_free_gb).
 
@@ -23,7 +24,7 @@ from segtune.search.store import artifacts
 from tests.conftest import ONE_AT_A_TIME, demo_args, segtune
 
 
-def test_a_search_keeps_each_trials_model_once_on_disk(searched) -> None:
+def test_a_search_stores_each_trials_model_as_a_file_of_its_own_with_its_hash(searched) -> None:
     tmp, _ = searched
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp / 'store.db'}")
     folder = Path(study.user_attrs[artifacts.ATTR])
@@ -32,7 +33,8 @@ def test_a_search_keeps_each_trials_model_once_on_disk(searched) -> None:
     for t in ended:
         in_run = Path(t.user_attrs["checkpoint"], artifacts.MODEL)
         stored = folder / artifacts.files_of(study, t.number)[artifacts.MODEL]
-        assert os.path.samefile(in_run, stored), f"trial {t.number}: its model is on disk twice"
+        assert not os.path.samefile(in_run, stored), f"trial {t.number}: the store holds the run folder's own file"
+        assert artifacts.sha256(stored) == artifacts.sha256(in_run) == t.user_attrs[artifacts.SHA256_ATTR]
 
 
 def one_trial_store(tmp_path: Path) -> tuple[optuna.Study, Path]:
@@ -43,19 +45,21 @@ def one_trial_store(tmp_path: Path) -> tuple[optuna.Study, Path]:
     return study, run / artifacts.MODEL
 
 
-def test_a_stored_model_stays_as_uploaded_when_its_run_folder_is_saved_over_or_deleted(tmp_path: Path) -> None:
+def test_a_stored_model_stays_as_uploaded_when_its_run_folder_is_written_over_or_deleted(tmp_path: Path) -> None:
     study, model = one_trial_store(tmp_path)
     store = artifacts.open_store(str(tmp_path / "artifacts"))
     artifacts.upload(study, 0, model, store)
     stored = tmp_path / "artifacts" / artifacts.files_of(study, 0)[artifacts.MODEL]
-    assert os.path.samefile(model, stored)
+    assert not os.path.samefile(model, stored)
 
-    for fetched_into in ("a", "b"):
+    for fetched_into in ("a", "b", "c"):
         (tmp_path / fetched_into).mkdir()
-    write_atomic(model, b"the weights of epoch 5")  # a promoted trial saves its new best over it
+    model.write_bytes(b"weights a user saved over it, in place")  # the same file, truncated and rewritten
     assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "a").read_bytes() == b"the weights of epoch 3"
-    shutil.rmtree(tmp_path / "runs")  # a user clears the run folders
+    write_atomic(model, b"the weights of epoch 5")  # a promoted trial saves its new best over it
     assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "b").read_bytes() == b"the weights of epoch 3"
+    shutil.rmtree(tmp_path / "runs")  # a user clears the run folders
+    assert artifacts.fetch(study, 0, artifacts.MODEL, store, tmp_path / "c").read_bytes() == b"the weights of epoch 3"
 
 
 def test_a_store_on_another_filesystem_gets_a_copy(tmp_path: Path) -> None:

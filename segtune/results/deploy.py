@@ -1,4 +1,5 @@
-"""`segtune export-model MODEL -o model.onnx`: a checkpoint, or a `finish` folder's ensemble, as one ONNX graph."""
+"""`segtune export-model MODEL -o model.onnx`: a checkpoint, a `finish` folder's ensemble, or a study's search ensemble
+(`segtune ensemble`, ``--ensemble``), as one ONNX graph."""
 
 from __future__ import annotations
 
@@ -88,6 +89,55 @@ def export(
     )
     report = export_model(
         models, meta["classes"], policy, canvases, out, flip=flip, meta={"source": str(source), "model": what}
+    )
+    for line in report.lines():
+        print(line, file=stream)
+    if report.classes_predicted < 2:
+        print("note: the model predicts one class on these pictures, so their agreement says little", file=stream)
+    return report
+
+
+def export_ensemble(
+    study: Any,
+    out: Path,
+    images: list[str],
+    artifacts_url: str | None = None,
+    trust_code: bool = False,
+    stream: Any = None,
+) -> ExportReport:
+    """The ensemble `segtune ensemble` recorded in ``study``: its members (fetched from the artifact store) as one
+    graph, the weighted mean of their softmax, checked in onnxruntime as a `finish` ensemble is."""
+    from segtune.results import ensemble
+
+    stream = stream or sys.stdout
+    name = study.study_name
+    selection = ensemble.recorded(study)
+    if selection is None:
+        raise SegtuneError(f"study {name!r} has no ensemble yet: run `segtune ensemble {name}` first")
+    files = ensemble.member_files(study, selection, artifacts_url)
+    loaded = [checkpoint.load(path, trust_code=trust_code) for path, _ in files]
+    meta = loaded[0][1]
+    policy = ResizePolicy.from_checkpoint(meta)
+    canvases = _pictures(images, meta, policy, (study.user_attrs.get("spec") or {}).get("dataset"))
+    taken = " + ".join(f"{m.weight} x {m.label}" for m in selection.members)
+    what = f"search ensemble of study {name!r}: {taken}"
+    if not selection.kept:
+        print(f"note: this ensemble was not kept ({selection.reason})", file=stream)
+    print(
+        f"exporting {what}: input uint8 N x 3 x {policy.canvas[0]} x {policy.canvas[1]} (resize {policy.mode}), "
+        f"checked on {len(canvases)} pictures",
+        file=stream,
+        flush=True,
+    )
+    members = [{"model": m.label, "trial": m.trial, "weight": m.weight} for m in selection.members]
+    report = export_model(
+        [m for m, _ in loaded],
+        meta["classes"],
+        policy,
+        canvases,
+        out,
+        meta={"source": f"study {name}", "model": what, "ensemble": members},
+        weights=[w for _, w in files],
     )
     for line in report.lines():
         print(line, file=stream)

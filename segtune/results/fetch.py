@@ -31,17 +31,23 @@ def trial_number(study: optuna.Study, trial: int | None, rank: int) -> int:
 
 def trial_model(study: optuna.Study, number: int, artifacts_url: str | None = None, folder: Path | None = None) -> Path:
     """Trial ``number``'s best weights: where the trial wrote them when this machine sees that folder, else fetched
-    from the study's artifact store."""
+    from the study's artifact store; either way the model stored at the trial's end (its sha256), else an error
+    naming both files."""
     local = study.trials[number].user_attrs.get("checkpoint")
-    if local and Path(local, artifacts.MODEL).is_file():
-        return Path(local, artifacts.MODEL)
     where = artifacts.study_location(study, artifacts_url)
+    if local and Path(local, artifacts.MODEL).is_file():
+        path = Path(local, artifacts.MODEL)
+        stored = artifacts.stored_file(study, number, where)
+        artifacts.verify(study, number, path, f"the stored one: {stored}" if stored else "no store holds it")
+        return path
     if where is None:
         raise StoreError(
             f"trial {number}'s model is not on this machine ({local}) and study {study.study_name!r} recorded no "
             "artifact store; pass --artifacts URL"
         )
-    return artifacts.fetch(study, number, artifacts.MODEL, artifacts.open_store(where), folder)
+    fetched = artifacts.fetch(study, number, artifacts.MODEL, artifacts.open_store(where), folder)
+    artifacts.verify(study, number, fetched, f"fetched from {artifacts.stored_file(study, number, where)}")
+    return fetched
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The graph takes raw pixels (uint8, N x 3 x H x W, the resize policy's canvas) and does the ImageNet
 normalisation itself, so a caller needs nothing of segtune's. One model gives logits (N, C, H, W); a
 `finish` ensemble is one graph too: the mean of its fold models' softmax (flipped copies included when
-flip TTA was chosen), output as probabilities. The class names, the resize policy and what the output is
+flip TTA was chosen), output as probabilities; a search ensemble (results/ensemble.py) the weighted mean of
+its members' softmax. The class names, the resize policy and what the output is
 are in the file's metadata; `segtune predict` takes the file like a checkpoint.
 """
 
@@ -43,14 +44,20 @@ def _runtime() -> Any:
 
 
 class Deployable(nn.Module):
-    """Raw pixels in, logits (one model) or mean probabilities (several, or flip TTA) out."""
+    """Raw pixels in, logits (one model) or mean probabilities (several, or flip TTA) out; with ``weights`` (a search
+    ensemble: how often the selection took each model), their weighted mean."""
 
-    def __init__(self, models: list[nn.Module], flip: bool = False):
+    def __init__(self, models: list[nn.Module], flip: bool = False, weights: list[float] | None = None):
         super().__init__()
         self.models = nn.ModuleList(models)
         self.norm = Normalizer()
         self.flip = flip
         self.probabilities = len(models) > 1 or flip
+        given = [1.0] * len(models) if weights is None else [float(w) for w in weights]
+        if len(given) != len(models) or min(given, default=1.0) <= 0:
+            raise SegtuneError(f"weights: one positive number a model ({len(models)}), got {weights}")
+        self.weights = [w / sum(given) for w in given]
+        self.weighted = weights is not None and len(set(self.weights)) > 1
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.norm(image)
@@ -61,7 +68,13 @@ class Deployable(nn.Module):
             outs.append(model(x).softmax(1))
             if self.flip:
                 outs.append(model(x.flip(-1)).softmax(1).flip(-1))
-        return torch.stack(outs).mean(0)
+        if not self.weighted:
+            return torch.stack(outs).mean(0)
+        views = 2 if self.flip else 1
+        total = outs[0] * (self.weights[0] / views)
+        for i, out in enumerate(outs[1:], start=1):
+            total = total + out * (self.weights[i // views] / views)
+        return total
 
 
 @dataclass
@@ -123,6 +136,7 @@ def export_model(
     out: Path,
     flip: bool = False,
     meta: dict[str, Any] | None = None,
+    weights: list[float] | None = None,
 ) -> ExportReport:
     """Export, then check on ``canvases`` (real pictures on the policy's canvas, uint8 N x H x W x 3).
 
@@ -131,7 +145,7 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
-        report = _export_checked(models, classes, resize, canvases, partial, out, flip, meta)
+        report = _export_checked(models, classes, resize, canvases, partial, out, flip, meta, weights)
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
@@ -148,12 +162,13 @@ def _export_checked(
     final: Path,
     flip: bool,
     meta: dict[str, Any] | None,
+    weights: list[float] | None = None,
 ) -> ExportReport:
     """The export written to ``out`` and checked; ``final`` is where it goes once it passes."""
     import onnx
 
     ort = _runtime()
-    module = Deployable([m.cpu().eval() for m in models], flip=flip).eval()
+    module = Deployable([m.cpu().eval() for m in models], flip=flip, weights=weights).eval()
     images = torch.from_numpy(np.ascontiguousarray(canvases.transpose(0, 3, 1, 2)))
     dynamic = "batch, height, width"
     try:
@@ -167,7 +182,9 @@ def _export_checked(
         "classes": json.dumps(classes),
         "resize": json.dumps(resize.to_dict()),
         "input": "image: uint8 N x 3 x H x W, RGB, 0-255, not normalised",
-        "output": "probabilities (mean softmax)" if module.probabilities else "logits",
+        "output": ("probabilities (weighted mean softmax)" if module.weighted else "probabilities (mean softmax)")
+        if module.probabilities
+        else "logits",
         **{k: json.dumps(v) for k, v in (meta or {}).items()},
     }
     for key, value in info.items():

@@ -37,7 +37,8 @@ class Predictor(Protocol):
 
 
 class TorchPredictor:
-    """One model or several (a fold ensemble: the mean of their softmax), optionally with flip TTA."""
+    """One model or several (a fold ensemble: the mean of their softmax; a search ensemble: their weighted mean,
+    ``weights`` one number a model, normalised here), optionally with flip TTA."""
 
     def __init__(
         self,
@@ -47,8 +48,13 @@ class TorchPredictor:
         device: torch.device,
         flip: bool = False,
         precision: str = "fp32",
+        weights: list[float] | None = None,
     ):
         self.models = [m.to(device).eval() for m in models]
+        given = [1.0] * len(self.models) if weights is None else [float(w) for w in weights]
+        if len(given) != len(self.models) or min(given, default=1.0) <= 0:
+            raise ValueError(f"weights: one positive number a model ({len(self.models)}), got {weights}")
+        self.weights = [w / sum(given) for w in given]
         self.classes, self.resize, self.device, self.flip = classes, resize, device, flip
         self.norm = Normalizer().to(device)
         self.plan = precision_for(precision, device)
@@ -57,15 +63,15 @@ class TorchPredictor:
     def probabilities(self, canvases: np.ndarray) -> torch.Tensor:
         x = self.norm(torch.from_numpy(np.ascontiguousarray(canvases.transpose(0, 3, 1, 2))).to(self.device))
         total = None
-        for model in self.models:
+        for model, weight in zip(self.models, self.weights, strict=True):
             views = [(x, False), (x.flip(-1), True)] if self.flip else [(x, False)]
             for view, flipped in views:
                 with self.plan.autocast(self.device):
                     p = model(view).float().softmax(1)
-                p = p.flip(-1) if flipped else p
+                p = (p.flip(-1) if flipped else p) * weight
                 total = p if total is None else total + p
         assert total is not None
-        return total / (len(self.models) * (2 if self.flip else 1))
+        return total / (2 if self.flip else 1)
 
 
 def load_predictor(path: str | Path, device: str | None = None, trust_code: bool = False) -> Predictor:

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from segtune.config import METRIC_LABELS
 from segtune.errors import SegtuneError, StoreError
 from segtune.objectives import COSTS, direction, pareto_front, study_objectives, trial_points
+from segtune.results import ensemble
 from segtune.results.export import ranked_complete
 from segtune.results.fetch import trial_model
 from segtune.search import store
@@ -268,6 +269,38 @@ def finish_text(record: dict[str, Any]) -> str:
     return " ".join(lines)
 
 
+def ensemble_figure(selection: ensemble.Selection) -> go.Figure:
+    """`segtune ensemble`: every candidate, its own val, and how often the selection took it."""
+    rows = sorted(selection.candidates, key=lambda c: (-c.weight, -(c.val or 0.0)))
+    colour = ["#d8f0e4" if c.weight else "white" for c in rows]
+    cols = [
+        [c.label for c in rows],
+        [c.state.lower() or "checkpoint" for c in rows],
+        [c.weight or "-" for c in rows],
+        [fmt(c.val) for c in rows],
+        [fmt(c.recorded) for c in rows],
+        [f"{c.size_mb:.1f}" for c in rows],
+        [c.config for c in rows],
+    ]
+    label = METRIC_LABELS.get(selection.metric, selection.metric)
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[70, 70, 50, 90, 70, 50, 300],
+            header=dict(
+                values=["model", "state", "weight", f"{label} alone", "recorded", "MB", "configuration"],
+                fill_color="#ddd",
+                align="left",
+            ),
+            cells=dict(values=cols, align="left", height=24, fill_color=[colour]),
+        )
+    )
+    return _layout(fig, height=90 + 30 * len(rows))
+
+
+def ensemble_text(selection: ensemble.Selection) -> str:
+    return " ".join(ensemble.report_lines(selection))
+
+
 def images_figure(
     study: optuna.Study, best: FrozenTrial, count: int, trust_code: bool = False, artifacts_url: str | None = None
 ) -> go.Figure | str:
@@ -346,6 +379,18 @@ def build(
             )
         )
         sections.append(("Finish: what was chosen, and why", finish_text(finished)))
+    selection = ensemble.recorded(study)
+    if selection is not None:
+        held = f", held-out gain {selection.heldout_gain:+.4f}" if selection.heldout_gain is not None else ""
+        sections.append(
+            (
+                f"Ensemble of the search's models ({'kept' if selection.kept else 'not kept'}): "
+                + " + ".join(f"{m.weight} x {m.label}" for m in selection.members)
+                + f", val gain {selection.gain:+.4f}{held}",
+                ensemble_figure(selection),
+            )
+        )
+        sections.append(("Ensemble: what was chosen, and why", ensemble_text(selection)))
     if best is not None:
         sections.append(
             (

@@ -37,6 +37,8 @@ class Progress(tune.Callback):
         )
         if self.recorder.budget.epochs is not None:
             text += f" | budget {self.recorder.budget.text()}"
+        if self.recorder.clock is not None and self.recorder.clock.seconds is not None:
+            text += f" | time {self.recorder.clock.text()}"
         print(text + (f" | {event}" if event else ""), file=self.out, flush=True)
         self.last_print = time.monotonic()
 

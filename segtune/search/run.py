@@ -20,9 +20,10 @@ import optuna
 from segtune import space
 from segtune.check import report_skipped
 from segtune.data import SegData, build_dataset
+from segtune.environment import command_environment
 from segtune.errors import SpecError
 from segtune.search import store
-from segtune.search.nodes.cluster import connect_ray
+from segtune.search.nodes.cluster import connect_ray, tune_environment
 from segtune.search.nodes.resources import local_cpus, pending_trials, resources_for, train_settings, trial_slots
 from segtune.search.scheduling import defaults, transfer
 from segtune.search.scheduling.searcher import queue_first_trials
@@ -35,6 +36,7 @@ from segtune.spec import StudySpec, num_classes
 SEARCH_SPLITS = ("train", "val")
 
 
+@command_environment()  # a library caller's process as a command's while the search runs, and as it was after
 def run_study(
     spec: StudySpec,
     storage_url: str,
@@ -62,11 +64,11 @@ def run_study(
     existing = refuse_incomparable(spec, storage_url, study_name, data, allow_spec_change, out)
     connect_ray(address, local_cpus(spec))  # before the store is touched: a wrong address must leave nothing behind
     resources = resources_for(spec, out)
-    trials = plan(existing, spec, resume, out) if existing is not None else spec.search.trials
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trials = plan(existing, spec, resume, run_id, out) if existing is not None else spec.search.trials
     if trials == 0:
         return existing
 
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     study = prepare_study(spec, storage_url, study_name, data, run_id)
     where = open_artifacts(study, spec, artifacts_url, storage_url)
     settings = train_settings(spec, resources)
@@ -82,7 +84,7 @@ def run_study(
 
     run.interrupt.install()
     try:
-        with pending_trials(slots):
+        with pending_trials(slots), tune_environment():
             run.tuner.fit()
         run.writer.close()  # every trial's truth is in the store (a write's error is raised here)
     finally:

@@ -32,7 +32,7 @@ from segtune.search.scheduling import defaults
 from segtune.search.scheduling.rungs import RungScheduler
 from segtune.search.scheduling.searcher import OptunaStoreSearcher
 from segtune.search.scheduling.study_policy import study_rungs
-from segtune.search.store.budget import Budget
+from segtune.search.store.budget import Budget, Clock
 from segtune.search.store.recorder import StoreRecorder
 from segtune.search.store.writer import StoreWriter
 from segtune.search.trial.trainable import STATES, train_trial, tune_trial_name
@@ -40,6 +40,20 @@ from segtune.spec import StudySpec
 
 MAX_RESTARTS = 3  # times Tune runs a trial again after its worker or node was lost
 MAX_PROMOTIONS = 4  # times one trial may be paused and promoted (one per rung at most)
+
+
+class TimeLimit(tune.Stopper):
+    """search.time_budget's last word: a trial whose next epoch would end past the deadline stops after this one
+    (the searcher already shortened its schedule to fit; this catches an estimate that was short)."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return "epoch_seconds" in result and self.clock.cut(float(result["epoch_seconds"]))
+
+    def stop_all(self) -> bool:
+        return False
 
 
 @dataclass
@@ -83,11 +97,13 @@ class TuneRun:
             rule=search.budget_rule,
             max_epochs=search.max_epochs,
         )
+        clock = Clock(search.time_budget) if search.time_budget is not None else None
         writer = StoreWriter()  # the recorder's store writes, off Tune's loop (search/store/writer.py)
         interrupt = Interrupt(study, run_id, out, writer)
         writer.on_outage = interrupt.store_outage
-        stopper = tune.stopper.CombinedStopper(interrupt, stopper) if stopper is not None else interrupt
-        rungs = study_rungs(study, spec, chosen, data) if search.scheduler == "asha" else None
+        stoppers = [interrupt, *([TimeLimit(clock)] if clock is not None else []), *([stopper] if stopper else [])]
+        stopper = tune.stopper.CombinedStopper(*stoppers) if len(stoppers) > 1 else interrupt
+        rungs = study_rungs(study, spec, chosen, data, run_id) if search.scheduler == "asha" else None
         asker = OptunaStoreSearcher(
             storage_url,
             study.study_name,
@@ -99,6 +115,7 @@ class TuneRun:
             before_ask=writer.landed,
             rungs=rungs,
             trials=trials,
+            clock=clock,
         )
         searcher: Searcher = asker
         if search.max_concurrent:
@@ -131,6 +148,7 @@ class TuneRun:
             states=str(states),
             rungs=rungs,
             keep_free_gb=search.keep_free_gb,
+            clock=clock,
         )
         progress = Progress(recorder, trials, search.metric, out)
         gate = warm.gate if warm is not None else None

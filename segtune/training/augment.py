@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import albumentations as A  # noqa: I001
+import albumentations as A
 
-import segtune  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
 from segtune.data.labels import IGNORE_INDEX
 
 Size = tuple[int, int]  # (height, width) of the canvas

@@ -22,11 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from segtune import environment
 from segtune.errors import SegtuneError
 
 NODE_START_TIMEOUT_S = 120
@@ -45,11 +47,48 @@ def _check_reachable(address: str) -> None:
 
 
 def machine_cpus() -> int:
-    """The CPUs a local Ray cluster would take on this machine: Ray's own count, which honours a container's CPU
-    quota where the core count would not. Ray's private helper: the one place segtune reads it."""
-    from ray._private.utils import get_num_cpus
+    """The CPUs this machine gives segtune: the ones this process may run on (its affinity, which a container's cpuset
+    narrows), fewer when a cgroup CPU quota allows fewer (a container's ``--cpus``). Ray counts the same way for a
+    local cluster (``ray._private.utils.get_num_cpus``: the cpuset and the quota, the smaller, truncated)."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, int(quota))) if quota is not None else cpus
 
-    return int(get_num_cpus())
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs a cgroup quota allows this process (quota over period), None where none is set: cgroup v2's
+    ``cpu.max`` ("max 100000" when unset), else v1's ``cpu/cpu.cfs_quota_us`` (-1 when unset)."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        return float(quota) / float(period) if float(quota) > 0 else None
+    except (OSError, ValueError):  # no such files (not Linux, no cgroup), or "max": no quota
+        return None
+
+
+TUNE_VARIABLES = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's older, quieter output (verbose=0): segtune prints its own progress
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard per trial
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # segtune's Interrupt handles Ctrl-C
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # Tune's snapshot of its experiment: at the start and the end of a run, never in between. segtune never restores
+    # it (the study store is the only state: search/store/resume.py), and a periodic one is copied into results_dir
+    # by a background thread while Tune writes the next into the folder being copied; a temporary file renamed
+    # meanwhile fails the copy with FileNotFoundError (seen once in a full CI run here; README, "Tune's experiment
+    # snapshot"). The final snapshot is copied whole (Tune waits for it), so no copy is in flight when it is written.
+    "TUNE_GLOBAL_CHECKPOINT_S": "inf",
+}
+
+
+@contextlib.contextmanager
+def tune_environment() -> Iterator[None]:
+    """What Tune reads from the environment when a run starts (:data:`TUNE_VARIABLES`), and its loggers as segtune
+    wants them (:data:`QUIET_TUNE_LOGGERS`), for one run; the process's own after it."""
+    with environment.variables(TUNE_VARIABLES), environment.logger_levels(QUIET_TUNE_LOGGERS):
+        yield
 
 
 def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
@@ -57,11 +96,6 @@ def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
     (:func:`segtune.search.run.local_cpus`: a search that runs fewer trials at once than the machine could)."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # segtune's Interrupt handles Ctrl-C
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # no address: a private local cluster, even when `ray start` runs on this machine ("auto" joins that)
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     if target.startswith("ray://"):
@@ -84,7 +118,10 @@ def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
             configure_logging=True,
             # a reused worker waits for the trial it ran to unwind before the next starts; Tune's 2 s is too short
             # under load, and a reset that times out errors the next trial without a word to the callbacks
-            runtime_env={"env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": str(RESET_WAIT_S)}},
+            # (and the command's offline settings: a remote cluster's workers do not inherit the driver's environment)
+            runtime_env={
+                "env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": str(RESET_WAIT_S), **environment.for_workers()}
+            },
             # the driver must use the node it just started: Ray would guess its own IP from the route to a
             # public address, which on a machine with several networks need not be the one facing the cluster
             **({"_node_ip_address": node_ip} if node_ip else {}),
@@ -97,7 +134,6 @@ def connect_ray(address: str | None, local_cpus: int | None = None) -> None:
         if "auth" in str(e).lower():
             hint = "; it uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
         raise SegtuneError(f"--address: cannot join the Ray cluster at {target}: {reason}{hint}") from None
-    quiet_tune_logs()
 
 
 def disconnect() -> None:
@@ -119,18 +155,16 @@ def disconnect() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def quiet_tune_logs() -> None:
-    """segtune prints its own progress; Ray Tune's warnings about its result files (which segtune does not write)
-    and experiment snapshots would only bury it."""
-    for name in ("ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # a failed trial's traceback: segtune prints its reason and stores it in the trial's fail_reason
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
-    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": the table says so
-    # Tune's copy of its own experiment snapshot into results_dir failed once in a full CI run here, and its
-    # traceback came amid segtune's output; segtune never restores that snapshot (search/store/resume.py: the study
-    # store is the only state), so there is nothing in it for the user to act on
-    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
+# segtune prints its own progress; Ray Tune's warnings about its result files (which segtune does not write) would
+# only bury it. A failed trial's traceback: segtune prints its reason and stores it in the trial's fail_reason.
+# "Trials did not complete" (ray.tune.tune): segtune's table says so.
+QUIET_TUNE_LOGGERS = {
+    "ray.tune": logging.ERROR,
+    "ray.train": logging.ERROR,
+    "ray.air": logging.ERROR,
+    "ray.tune.execution.tune_controller": logging.CRITICAL,
+    "ray.tune.tune": logging.CRITICAL,
+}
 
 
 def ray_temp_dir() -> Path:

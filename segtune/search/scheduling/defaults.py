@@ -21,6 +21,8 @@ from typing import Any
 # plateau was slower on both. The chosen rule is what `auto` resolves to below.
 PLATEAU_BY_DEFAULT = False
 PROMOTE_BY_DEFAULT = True
+# A person's list as the prior (search.prior, search.near_incumbent): see prior_rule() below for the evidence.
+NEAR_INCUMBENT_WITH_A_PRIOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class SearchSettings:
     startup: str
     plateau: bool = False  # a trial still on the majority-class plateau is judged later (search/scheduling/rungs.py)
     promote: bool = False  # a stop is a pause that later results may undo
+    prior: str = "first"  # race: the starting points are judged at the rungs like any trial; first: run to the end
+    near_incumbent: float = 0.0  # share of the model's trials drawn near the incumbent
+
+    @property
+    def protects_starting_points(self) -> bool:
+        return self.prior == "first"
 
     def text(self) -> str:
         return (
@@ -42,6 +50,8 @@ class SearchSettings:
             f"{self.min_first_rung}"
             + (", judged once off the majority-class plateau" if self.plateau else "")
             + (", paused trials promoted" if self.promote else "")
+            + (", starting points raced" if self.prior == "race" else "")
+            + (f", {self.near_incumbent:.0%} of the model's trials near the incumbent" if self.near_incumbent else "")
             + f", {self.brackets} bracket(s), {self.n_startup_trials} {self.startup} start-up trials"
         )
 
@@ -86,6 +96,21 @@ def n_startup_trials(trials: int) -> int:
     return min(8, max(3, trials // 4))
 
 
+def prior_rule(search: Any) -> tuple[str, float]:
+    """How the spec's starting points run (``search.prior``) and the share of the model's trials drawn near the
+    incumbent (``search.near_incumbent``). A list of two or more is a person's prior, raced at the rungs
+    (successive halving among its members, as PriorBand runs its prior inside Hyperband): running it whole first
+    costs K full trainings before anything else is learnt. One point stays what it was: run to the end, first.
+    Trials near the incumbent (PriorBand's incumbent sampling) only when there is a prior to have an incumbent
+    from early; without one the model (TPE) draws alone, as the replay's defaults were chosen."""
+    listed = len(search.own_starting_points)
+    prior = search.prior if search.prior != "auto" else ("race" if listed >= 2 else "first")
+    near = search.near_incumbent
+    if near == "auto":
+        near = NEAR_INCUMBENT_WITH_A_PRIOR if prior == "race" and listed >= 2 else 0.0
+    return prior, float(near)
+
+
 def resolve(search: Any, slots: int = 1) -> SearchSettings:
     """``search`` is the spec's search section; ``slots``, how many trials run side by side."""
     grace = search.grace_period if search.grace_period != "auto" else grace_period(search.max_epochs)
@@ -97,4 +122,7 @@ def resolve(search: Any, slots: int = 1) -> SearchSettings:
         startup = n_startup_trials(expected_trials(search))
     plateau = PLATEAU_BY_DEFAULT if search.first_rung == "auto" else search.first_rung == "plateau"
     promote = search.promotion if search.promotion != "auto" else PROMOTE_BY_DEFAULT
-    return SearchSettings(grace, float(rf), first, brackets, startup, search.startup, plateau, bool(promote))
+    prior, near = prior_rule(search)
+    return SearchSettings(
+        grace, float(rf), first, brackets, startup, search.startup, plateau, bool(promote), prior, near
+    )

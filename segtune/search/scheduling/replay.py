@@ -140,6 +140,8 @@ class Strategy:
     budget_rule: str = "finish"  # or "exact" (search/store/budget.py)
     first_rung: str = "auto"  # plateau | grace (search/scheduling/rungs.py)
     promotion: bool | str = "auto"
+    prior: str = "auto"  # race | first: how the hand picks run when they are the starting points
+    near_incumbent: float | str = "auto"
     transfer_from: list[dict[str, Any]] | None = (
         None  # another study's winners, run first (search/scheduling/transfer.py)
     )
@@ -162,6 +164,8 @@ class Strategy:
             "budget_rule": self.budget_rule,
             "first_rung": self.first_rung,
             "promotion": self.promotion,
+            "prior": self.prior,
+            "near_incumbent": self.near_incumbent,
         }
 
 
@@ -178,6 +182,10 @@ class ReplayResult:
 
     def time_to(self, target: float) -> float | None:
         return next((t for t, _, best in self.incumbent if best >= target), None)
+
+    def epochs_to(self, target: float) -> int | None:
+        """The trial-epochs spent when a complete trial first reached ``target`` (None: never)."""
+        return next((used for _, used, best in self.incumbent if best >= target), None)
 
     def best_at(self, epochs: int) -> float | None:
         """The best COMPLETE value once ``epochs`` trial-epochs were spent (what `export` could return)."""
@@ -282,6 +290,7 @@ def replay(
         epoch = len(seen) + 1
         if curve.failed and epoch > len(curve.values):  # it diverged here: FAIL, as the recorder writes it
             study.tell(event.number, state=TrialState.FAIL)
+            rungs.leave(event.number)
             states["FAIL"] += 1
             budget.end(event.number)
             del running[event.number]

@@ -10,7 +10,13 @@ recorded there; with nothing recorded yet it goes on. Additions over Ray's:
 - ``min_first_rung``: the first milestone passes no trial before it holds that many results (the
   trial's own included); with few slots the first trials are judged too instead of running unopposed
   to the end. A trial stopped this way still leaves its value as a reference for the next ones.
-- ``protected`` trials (the spec's starting points) are never stopped, and their values set the bar.
+- ``protected`` trials (the spec's one starting point) are never stopped, and their values set the bar.
+- ``prior`` trials (a person's list of starting points, ``search.prior: race``) are protected up to the milestone
+  nearest a third of ``max_epochs`` and judged like any trial from there: a person's picks differ by less than
+  an epoch's noise early on (a pretrained encoder starts lower and overtakes by epoch 3-5 in both recorded tables),
+  so the list races once its members' values mean something. There the list is judged together: with promotion a
+  member waits (paused) until every member has a value at that rung, so none passes alone on one slot; a member
+  that fails leaves the list (:meth:`leave`).
 - ``plateau``: the value of predicting the majority class everywhere (its share of the pixels over the number of
   classes: 0.31 for classes of 93%, 6% and 1%). A trial whose value has not yet left it (by ``PLATEAU_MARGIN``) is
   not judged at that milestone, since curves on the plateau differ by noise; it is judged at the first milestone
@@ -42,6 +48,7 @@ class Rungs:
     brackets: int = 1
     plateau: float | None = None  # the majority-class value; None: every milestone judges
     promote: bool = False  # a stop is a pause, which later results may undo
+    prior: set[Any] = field(default_factory=set)  # a person's list: judged from a third of the way (above)
     _recorded: list[list[dict[Any, float]]] = field(default_factory=list, repr=False)  # bracket -> rung -> key -> value
     _bracket_of: dict[Any, int] = field(default_factory=dict, repr=False)
     _order: list[int] = field(default_factory=list, repr=False)
@@ -84,18 +91,23 @@ class Rungs:
             self._bracket_of[key] = self._order[len(self._bracket_of) % len(self._order)]
         return self._bracket_of[key]
 
+    def third(self, bracket: int = 0) -> int:
+        """The milestone nearest a third of ``max_epochs``: where every trial is judged, on the plateau or of the
+        prior (``max_epochs`` when there is no milestone)."""
+        return min(self.milestones(bracket), key=lambda m: (abs(m - self.max_epochs / 3), m), default=self.max_epochs)
+
     def _on_plateau(self, epoch: int, value: float, bracket: int = 0) -> bool:
         """Not judged here: still on the majority-class plateau, before the milestone nearest a third of the epochs
         (where every trial is judged, whether its curve has begun or not)."""
         if self.plateau is None or value > self.plateau + PLATEAU_MARGIN:
             return False
-        latest = min(self.milestones(bracket), key=lambda m: (abs(m - self.max_epochs / 3), m), default=epoch)
-        return epoch < latest
+        return epoch < self.third(bracket)
 
     def stop(self, key: Any, epoch: int, value: float | None, protected: bool = False) -> bool:
         """A trial reports ``value`` after ``epoch``: True when it must stop here (a pause, with ``promote``)."""
         b = self.bracket(key)
         value = -1.0 if value is None or math.isnan(value) else value  # below any metric (they lie in [0, 1])
+        protected = protected or (key in self.prior and epoch < self.third(b))
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
             if epoch != milestone or key in recorded:
                 continue
@@ -107,6 +119,8 @@ class Rungs:
                 self.judged[key] = (epoch, self._why(rung, epoch, value))
             if protected or epoch >= self.max_epochs:
                 return False
+            if key in self.prior and self.promote and epoch == self.third(b) and self._list_unjudged(b, recorded):
+                return self._halt(key, b, rung, epoch)  # the list is judged together: it waits for the rest here
             if rung == 0 and len(others) + 1 < self.min_first_rung:
                 return self._halt(key, b, rung, epoch)  # too few results to judge: costs grace epochs, not a trial
             if not others:
@@ -114,6 +128,11 @@ class Rungs:
             cutoff = float(np.nanpercentile(others, (1 - 1 / self.reduction_factor) * 100))
             return self._halt(key, b, rung, epoch) if value < cutoff else False
         return False
+
+    def _list_unjudged(self, bracket: int, recorded: dict[Any, float]) -> bool:
+        """Members of the prior (in ``bracket``) with no value yet at the rung ``recorded`` holds (the one a third of
+        the way, where the list is first judged): with one slot the first member there would otherwise pass alone."""
+        return any(self.bracket(k) == bracket and k not in recorded for k in self.prior)
 
     def _why(self, rung: int, epoch: int, value: float) -> str:
         if self.plateau is None:
@@ -135,8 +154,9 @@ class Rungs:
         reached = None
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
             value = values.get(milestone)
+            shielded = protected or (key in self.prior and milestone < self.third(b))
             if value is None or (
-                not protected and milestone < self.max_epochs and self._on_plateau(milestone, value, b)
+                not shielded and milestone < self.max_epochs and self._on_plateau(milestone, value, b)
             ):
                 continue
             recorded[key] = value
@@ -155,6 +175,8 @@ class Rungs:
             others = [v for k, v in recorded.items() if k != key]
             if len(others) + 1 < (self.min_first_rung if rung == 0 else 2):
                 continue
+            if key in self.prior and self.milestones(b)[rung] == self.third(b) and self._list_unjudged(b, recorded):
+                continue  # the list is judged together (stop)
             cutoff = float(np.nanpercentile(others, (1 - 1 / self.reduction_factor) * 100))
             if recorded[key] >= cutoff and (best is None or (rung, recorded[key]) > best[:2]):
                 best = (rung, recorded[key], key)
@@ -163,6 +185,10 @@ class Rungs:
         _, _, key = best
         epoch = self.paused.pop(key)[2]
         return key, epoch
+
+    def leave(self, key: Any) -> None:
+        """Trial ``key`` ended without a value at every rung (it failed): the prior's members no longer wait for it."""
+        self.prior.discard(key)
 
     def end_least_promising(self) -> Any | None:
         """The paused trial least likely to be promoted, no longer paused (the lowest rung, there the lowest value:

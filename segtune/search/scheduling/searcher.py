@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
@@ -18,21 +20,26 @@ from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, TRIA
 from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
-from segtune.search.store.budget import Budget
+from segtune.search.store.budget import Budget, Clock
+from segtune.search.store.resume import ADOPTED
 from segtune.spec import StudySpec
 from segtune.training import models
 
 MAX_DRAWS = 50
-STARTING_POINT = "starting_point"  # user attr of a trial enqueued from search.starting_points: never stopped
+STARTING_POINT = "starting_point"  # user attr of a trial enqueued from search.starting_points (the prior)
+DRAWN = "drawn"  # user attr: where the model's trial came from ("near trial N", or absent: the sampler)
 
 
 def make_sampler(spec: StudySpec, settings: SearchSettings) -> optuna.samplers.BaseSampler:
     seed = spec.search.seed
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar: trials running side by side get different suggestions; group: conditional params
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=settings.n_startup_trials, multivariate=True, group=True, constant_liar=True
+    # constant_liar: trials running side by side get different suggestions; group: conditional params. Paused
+    # trials are told to TPE as what they are, stopped at their rung (store.PausedAwareSampler), not as running.
+    return store.PausedAwareSampler(
+        optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=settings.n_startup_trials, multivariate=True, group=True, constant_liar=True
+        )
     )
 
 
@@ -52,8 +59,10 @@ def queue_first_trials(
         study.enqueue_trial(fixed, user_attrs={STARTING_POINT: True}, skip_if_exists=True)
     for fixed, source in transferred or []:
         study.enqueue_trial(fixed, user_attrs={"transferred_from": source}, skip_if_exists=True)
-    # no more than the first run will run: a queued trial nobody asks for would wait in the store forever
-    size = min(settings.n_startup_trials, spec.search.trials - len(points) - len(transferred or []))
+    # no more than the first run will run: a queued trial nobody asks for would wait in the store forever; a raced
+    # prior is a start-up of its own (the model learns from its members' values), so the design only tops it up
+    raced = len(points) if settings.prior == "race" else 0
+    size = min(settings.n_startup_trials - raced, spec.search.trials - len(points) - len(transferred or []))
     if new and settings.startup == "stratified" and spec.search.sampler == "tpe" and size > 0:
         params = space.parse_space(spec.space)
         for fixed in space.stratified_design(params, size, seed=spec.search.seed or 0):
@@ -80,8 +89,10 @@ class OptunaStoreSearcher(Searcher):
         before_ask: Callable[[], None] | None = None,
         rungs: Rungs | None = None,
         trials: int | None = None,
+        clock: Clock | None = None,
     ):
         super().__init__(metric=spec.search.metric, mode="max")
+        self.clock = clock  # search.time_budget: no trial starts that cannot reach its first rung in the time left
         self.rungs = rungs  # paused trials that later results promote run on first (search/scheduling/rungs.py)
         self.new_left = trials  # new trials this run may still ask Optuna for (None: Tune counts them)
         self.live: set[str] = set()  # Ray trials handed out and not ended
@@ -90,7 +101,10 @@ class OptunaStoreSearcher(Searcher):
         self.on_outage = on_outage
         self.budget = budget or Budget()
         self._space_raw = spec.space
-        self._sampler = make_sampler(spec, settings or defaults.resolve(spec.search))
+        self.settings = settings or defaults.resolve(spec.search)
+        self._sampler = make_sampler(spec, self.settings)
+        self._rng = np.random.default_rng(spec.search.seed)  # which trials go near the incumbent, and how near
+        self._prior_known = False
         self._study: optuna.Study | None = study
         self.protected: set[int] = set()  # trial numbers of starting points: the rung policy never stops them
 
@@ -116,8 +130,11 @@ class OptunaStoreSearcher(Searcher):
         if self.budget.spent:  # search.budget_epochs: no new trial; running ones finish or stop at a rung
             # an exact budget may get epochs back from a trial a rung stops early: ask again then
             return None if self.budget.exact and self.budget.reserved else Searcher.FINISHED
+        if self.clock is not None and self.clock.grant(self.budget.max_epochs) < self.budget.first_rung:
+            return Searcher.FINISHED  # search.time_budget: what is left would not reach a first rung
         if self.before_ask is not None:
             self.before_ask()
+        self._know_the_prior()
         promoted = self._promoted(trial_id)
         if promoted is not None:
             return promoted
@@ -126,6 +143,7 @@ class OptunaStoreSearcher(Searcher):
             waiting = self.rungs is not None and self.rungs.paused and self.live
             return None if waiting else Searcher.FINISHED
         params = space.parse_space(self._space_raw)
+        self._near_incumbent(params)
         for _ in range(MAX_DRAWS):
             trial = self.study.ask()  # a trial queued by --resume comes first, with its parameters
             trial.set_user_attr("run_id", self._run_id)
@@ -136,16 +154,18 @@ class OptunaStoreSearcher(Searcher):
                 models.pairing_problem(config.arch, config.encoder) if config.arch in models.ARCHITECTURES else None
             )
             if problem is None:
-                if trial.user_attrs.get(STARTING_POINT):
-                    self.protected.add(trial.number)
+                if trial.user_attrs.get(STARTING_POINT) and self.settings.protects_starting_points:
+                    self.protected.add(trial.number)  # run to the end first (a raced list: _know_the_prior)
                 if self.new_left is not None:
                     self.new_left -= 1
                 self.live.add(trial_id)
                 trial.set_user_attr("ray_trial_id", trial_id)
                 trial.set_user_attr("config", config.to_dict())  # the full config, defaults and fixed values included
                 granted = self.budget.start(trial.number)
+                if self.clock is not None:  # search.time_budget: its schedule ends where the time runs out
+                    granted = min(granted, max(self.budget.first_rung, self.clock.grant(self.budget.max_epochs)))
                 hidden: dict[str, Any] = {TRIAL_KEY: trial.number}
-                if granted < self.budget.max_epochs:  # search.budget_rule: exact, at the end of the budget
+                if granted < self.budget.max_epochs:  # the end of an exact budget, or of the time budget
                     hidden[EPOCHS_KEY] = granted
                     trial.set_user_attr("epochs_planned", granted)
                 resume_from = trial.user_attrs.get("resume_from")
@@ -157,6 +177,36 @@ class OptunaStoreSearcher(Searcher):
             trial.set_user_attr("fail_reason", f"cannot build {config.arch} on {config.encoder}: {problem}")
             self.study.tell(trial, state=TrialState.FAIL)
         raise SpecError(f"space: {MAX_DRAWS} draws in a row gave architecture / encoder pairings smp cannot build")
+
+    def _know_the_prior(self) -> None:
+        """A raced prior: the rungs learn the whole list before its first member is handed out (queued, they already
+        have their trial numbers), so they can judge its members together (search/scheduling/rungs.py)."""
+        if self._prior_known or self.rungs is None or self.settings.protects_starting_points:
+            return
+        self._prior_known = True
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if t.user_attrs.get(STARTING_POINT):
+                self.rungs.prior.add(t.number)
+
+    def _near_incumbent(self, params: dict[str, space.Param]) -> None:
+        """``search.near_incumbent`` of the model's trials: once nothing queued waits (the prior, a start-up design, a
+        resume's re-runs all come first), queue a neighbour of the incumbent (:func:`incumbent`) for the next ask."""
+        share = self.settings.near_incumbent
+        if share <= 0 or self.rungs is None:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return
+        # Tune asks a slot ahead, before the first results: until there is an incumbent the model draws alone
+        best = incumbent(trials, self.rungs.milestones(), self.budget.max_epochs)
+        if best is None or self._rng.random() >= share:
+            return
+        tried = {json.dumps(t.params, sort_keys=True, default=str) for t in trials}
+        for _ in range(10):  # a neighbour nobody tried yet
+            near = space.perturb(params, dict(best.params), self._rng)
+            if json.dumps(near, sort_keys=True, default=str) not in tried:
+                self.study.enqueue_trial(near, user_attrs={DRAWN: f"near trial {best.number}"})
+                return
 
     def _carry_over(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> None:
         """The values of the epochs the dead trial ran up to its state, one per epoch, in the trial that goes on."""
@@ -178,12 +228,18 @@ class OptunaStoreSearcher(Searcher):
         planned = int(frozen.user_attrs.get("epochs_planned") or self.budget.max_epochs)
         if not self.budget.resume(number, planned - epoch):  # an exact budget has no epochs left for it
             return None
+        if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # nor the time budget: it ends
+            return None  # PRUNED at the search's end, as the paused trials nobody promoted (its attrs say paused)
         handle = store.trial_handle(self.study, number)
         handle.set_user_attr("paused", False)
         handle.set_user_attr("promoted_at_epoch", epoch)
         handle.set_user_attr("ray_trial_id", trial_id)
         self.live.add(trial_id)
         hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch}
+        adopted = frozen.user_attrs.get(ADOPTED)
+        if adopted:  # paused under a driver that died (--resume): it goes on from the state that driver kept
+            hidden[RESUME_KEY] = adopted
+            handle.set_user_attr(ADOPTED, None)
         if planned < self.budget.max_epochs:
             hidden[EPOCHS_KEY] = planned
         return {**frozen.user_attrs["config"], **hidden}
@@ -191,3 +247,26 @@ class OptunaStoreSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """The StoreRecorder callback tells Optuna the outcome; here only who is still running."""
         self.live.discard(trial_id)
+
+
+def incumbent(
+    trials: list[optuna.trial.FrozenTrial], milestones: list[int], max_epochs: int
+) -> optuna.trial.FrozenTrial | None:
+    """The best configuration at the highest fidelity seen (PriorBand's incumbent): among the trials that reached the
+    deepest level any trial reached (a rung's milestone, or all ``max_epochs``), the one with the best value there."""
+    levels = sorted({*milestones, max_epochs})
+    best: tuple[int, float, optuna.trial.FrozenTrial] | None = None
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) or not t.intermediate_values:
+            continue
+        reached = max(t.intermediate_values)
+        level = max((i for i, m in enumerate(levels) if m <= reached), default=None)
+        if level is None:
+            continue
+        upto = [v for e, v in t.intermediate_values.items() if e <= levels[level] and v is not None]
+        value = max(upto) if level == len(levels) - 1 else t.intermediate_values.get(levels[level])
+        if value is None or value != value:  # nan
+            continue
+        if best is None or (level, value) > best[:2]:
+            best = (level, float(value), t)
+    return best[2] if best is not None else None

@@ -11,7 +11,9 @@ from segtune.search.store.rdb import (
     BACKOFF_S,
     CREATE_TOKEN,
     DEFAULT_RETRY_WINDOW_S,
+    PAUSED,
     RETRY_WINDOW_ENV,
+    PausedAwareSampler,
     RetryingRDBStorage,
     StoreUnavailable,
     existing_study,
@@ -35,9 +37,11 @@ from segtune.search.store.rdb import (
 
 __all__ = [
     "BACKOFF_S",
+    "PAUSED",
     "CREATE_TOKEN",
     "DEFAULT_RETRY_WINDOW_S",
     "RETRY_WINDOW_ENV",
+    "PausedAwareSampler",
     "RetryingRDBStorage",
     "StoreUnavailable",
     "existing_study",

@@ -13,6 +13,9 @@ Two rules (``search.budget_rule``):
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
 from dataclasses import dataclass, field
 
 
@@ -76,3 +79,48 @@ class Budget:
             f"budget: {self.used} trial-epochs trained for a budget of {self.epochs} (+{self.used - self.epochs}: "
             "running trials finished past it; search.budget_rule: exact never goes past)"
         )
+
+
+@dataclass
+class Clock:
+    """A search's budget in wall-clock seconds (``search.time_budget``), shared by the searcher and the recorder.
+
+    As the exact rule does for epochs: a trial starts only when the time left covers its first rung at the epoch
+    seconds measured so far (the median of every epoch's train + validation seconds; each trial's own epochs already
+    hold what running beside the others costs), and it is told to end its schedule where the time runs out (fewer
+    epochs than ``max_epochs``, its learning-rate schedule included). A running trial whose next epoch would end past
+    the deadline is cut (:meth:`cut`), should the estimate have been short. Before any epoch is measured nothing is
+    refused: the first trials are what measures."""
+
+    seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    measured: list[float] = field(default_factory=list)  # seconds of every epoch so far, on any slot
+
+    def left(self) -> float | None:
+        return None if self.seconds is None else self.seconds - (time.monotonic() - self.started)
+
+    def per_epoch(self) -> float | None:
+        return float(statistics.median(self.measured[-50:])) if self.measured else None
+
+    def record(self, seconds: float) -> None:
+        if seconds > 0:
+            self.measured.append(seconds)
+
+    def grant(self, max_epochs: int) -> int:
+        """The epochs a trial starting now can train before the deadline (``max_epochs`` without a time budget or
+        before any epoch is measured)."""
+        left, each = self.left(), self.per_epoch()
+        if left is None:
+            return max_epochs
+        if each is None:
+            return max_epochs if left > 0 else 0
+        return max(0, min(max_epochs, math.floor(left / each)))
+
+    def cut(self, epoch_seconds: float) -> bool:
+        """A running trial whose next epoch (as long as its last) would end past the deadline."""
+        left = self.left()
+        return left is not None and left < epoch_seconds
+
+    def text(self) -> str:
+        left = self.left()
+        return "" if left is None else f"{max(0.0, left) / 60:.1f} min of {self.seconds / 60:.1f} left"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,12 @@ from segtune.search.ray_trials import (
     is_optuna_trial,
 )
 from segtune.search.store import outcome
-from segtune.search.store.budget import Budget
+from segtune.search.store.budget import Budget, Clock
 from segtune.search.store.pauses import Pauses
 from segtune.search.store.resume import INTERRUPTED
 from segtune.search.store.uploads import ModelLostWithItsNode, Uploads
 from segtune.search.store.writer import StoreWriter
 from segtune.training.metrics import json_safe
-
-# A trial that goes on from its state reports its state's epoch once more (the state is saved before that epoch's
-# report, which may not have landed: trainable.py), and Optuna keeps the first value of a step. That is the design,
-# not a fault the user should read about in the driver's log.
-warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=\d+` is already reported")
 
 
 @dataclass
@@ -69,6 +63,7 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
         states: str | None = None,
         rungs: Any = None,
         keep_free_gb: float | None = None,
+        clock: Clock | None = None,
     ):
         self._storage_url, self._study_name = storage_url, study_name
         self.max_epochs, self.metric = max_epochs, metric
@@ -78,6 +73,7 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
         self.multi = len(self.objectives) > 1
         self.writer = writer or StoreWriter()
         self.budget = budget or Budget()
+        self.clock = clock  # search.time_budget: every epoch's seconds tell it how long the next ones take
         self.artifacts = artifacts  # where every trial's files go (search/store/artifacts.py); None: nowhere
         self.states = states  # the run's folder of resumable states, on the driver's disk
         self.rungs = rungs  # the rung policy (search/scheduling/rungs.py): which ended trials are only paused
@@ -131,6 +127,8 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
             return  # restarted from an older state: an epoch recorded already (the first value stays)
         self._last[trial.config[TRIAL_KEY]] = result
         self.budget.epoch(number)  # one trial-epoch (search.budget_epochs)
+        if self.clock is not None:
+            self.clock.record(float(result.get("epoch_seconds", 0.0)))
         value = result.get(self.metric)
         attrs: dict[str, Any] = {}
         reported = None
@@ -215,7 +213,7 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
         handle = store.trial_handle(self.study, number)
         for earlier, earlier_value in sorted(carried.items()):
             handle.report(earlier_value, step=earlier)
-        if value is not None:
+        if value is not None:  # a resumed trial's repeated epoch: Optuna keeps the first (segtune/environment.py)
             handle.report(value, step=epoch)
         for k, v in attrs.items():
             handle.set_user_attr(k, v)
@@ -333,6 +331,8 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
 
     def _record_failure(self, trial: Any, reason: str) -> None:
         number = trial.config[TRIAL_KEY]
+        if self.rungs is not None:  # a prior member that failed: the rest of the list no longer waits for it
+            self.rungs.leave(number)
         attrs = {**self._finish_attrs(trial), "fail_reason": reason}
         self._forget(number)
         self.counts.failed += 1

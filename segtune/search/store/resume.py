@@ -1,8 +1,9 @@
 """`segtune run --resume`: continue a study whose driver died (SIGKILL, a lost node, a reboot).
 
-The store is the only state: no Tune experiment is restored. Trials the dead driver left RUNNING are
-marked FAIL with the reason, trials cut short by an interruption are queued again with the same
-parameters (the new trial records ``retry_of``), and the search runs until the study holds the
+The store is the only state: no Tune experiment is restored. A trial a rung had paused stays paused, in the new
+run, from the state it left on the driver's disk (later results may promote it, as in the run that died); the other
+trials the dead driver left RUNNING are marked FAIL with the reason, trials cut short by an interruption are queued
+again with the same parameters (the new trial records ``retry_of``), and the search runs until the study holds the
 number of trials the spec asks for.
 """
 
@@ -20,6 +21,7 @@ from segtune.search import store
 from segtune.search.nodes.keeper import latest_state
 
 INTERRUPTED = "interrupted"
+ADOPTED = "adopted_state"  # user attr of a paused trial a --resume kept paused: the state it goes on from if promoted
 
 
 def driver_alive(trial: FrozenTrial) -> bool:
@@ -59,16 +61,40 @@ def orphans(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not driver_alive(t)]
 
 
-def prepare_resume(study: optuna.Study, target: int, out: Any) -> int:
-    """Mark orphans FAIL, queue interrupted trials again; return how many trials are still to run."""
+def adopt_paused(study: optuna.Study, trial: FrozenTrial, run_id: str, out: Any) -> bool:
+    """A dead driver's paused trial stays paused, now in run ``run_id`` (its state on this driver's disk); False when
+    it left no state to go on from (it is then an orphan like the others)."""
+    state = newest_state(trial)
+    if not trial.user_attrs.get(store.PAUSED) or state is None:
+        return False
+    handle = store.trial_handle(study, trial.number)
+    handle.set_user_attr("run_id", run_id)  # this run ends it (PRUNED) if nothing promotes it
+    handle.set_user_attr("driver_host", socket.gethostname())
+    handle.set_user_attr("driver_pid", os.getpid())
+    handle.set_user_attr(ADOPTED, str(state[1]))
+    print(
+        f"trial {trial.number}: paused under a driver that is gone; stays paused (its state after epoch {state[0]}): "
+        "later results may promote it",
+        file=out,
+    )
+    return True
+
+
+def prepare_resume(study: optuna.Study, target: int, run_id: str, out: Any) -> int:
+    """Keep a dead driver's paused trials paused in run ``run_id``, mark its other orphans FAIL, queue interrupted
+    trials again; return how many trials are still to run."""
+    adopted = 0
     for t in orphans(study):
+        if adopt_paused(study, t, run_id, out):
+            adopted += 1
+            continue
         where = f"{t.user_attrs.get('driver_host', '?')}:{t.user_attrs.get('driver_pid', '?')}"
         store.fail_trial(study, t, f"{INTERRUPTED}: its driver ({where}) died before the trial ended")
         print(f"trial {t.number}: was RUNNING under a driver that is gone; marked FAIL (interrupted)", file=out)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     waiting = sum(t.state == TrialState.WAITING for t in trials)
-    done = sum(counted(t) for t in trials)
+    done = sum(counted(t) for t in trials) + adopted  # a paused trial ends in this run, promoted or pruned
     remaining = max(0, target - done)
     requeue = [
         t

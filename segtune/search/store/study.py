@@ -78,20 +78,21 @@ def prepare_study(
     return study
 
 
-def plan(study: optuna.Study, spec: StudySpec, resume: bool, out: Any) -> int:
-    """How many trials this run adds. --resume: mark the orphans of a dead driver FAIL, queue the
-    interrupted trials again, and run until the study holds ``search.trials``. Without it: all of
-    ``search.trials``, with a note when a dead driver left trials RUNNING."""
+def plan(study: optuna.Study, spec: StudySpec, resume: bool, run_id: str, out: Any) -> int:
+    """How many trials this run (``run_id``) adds. --resume: a dead driver's paused trials stay paused in this run,
+    its other orphans are marked FAIL and the interrupted trials queued again, and the run goes on until the study
+    holds ``search.trials``. Without it: all of ``search.trials``, with a note when a dead driver left trials
+    RUNNING."""
     if not resume:
         lost = resume_mod.orphans(study)
         if lost:
             print(
                 f"note: {len(lost)} trials of {study.study_name!r} are RUNNING under a driver that is gone; "
-                "`segtune run --resume` marks them FAIL and re-runs them",
+                "`segtune run --resume` keeps its paused trials paused, marks the others FAIL and re-runs them",
                 file=out,
             )
         return spec.search.trials
-    remaining = resume_mod.prepare_resume(study, spec.search.trials, out)
+    remaining = resume_mod.prepare_resume(study, spec.search.trials, run_id, out)
     if remaining == 0:
         print(
             f"study {study.study_name!r} already holds {spec.search.trials} finished trials (search.trials): "

@@ -1,5 +1,5 @@
 """A trial's best weights and their overlay into the artifact store, from wherever the trial ran (the recorder's
-writer thread)."""
+writer thread), the model's sha256 recorded on the trial."""
 
 from __future__ import annotations
 
@@ -57,4 +57,7 @@ class Uploads:
             if not any(p.name == artifacts.MODEL for p in paths):
                 raise FileNotFoundError(f"no {artifacts.MODEL} in {folder}")
             for path in paths:
+                digest = artifacts.sha256(path) if path.name == artifacts.MODEL else None  # the bytes uploaded next
                 artifacts.upload(self.study, number, path, self._artifact_store)
+                if digest is not None:  # every later read of the model is compared with it (results/fetch.py)
+                    artifacts.record_hash(self.study, number, digest)
