@@ -147,3 +147,58 @@ def test_the_compose_driver_needs_no_gpu_and_sends_every_phase_to_the_cluster() 
     assert "deploy" not in driver and "runtime" not in driver  # no GPU reserved
     head = next(a for a in driver["command"] if a.endswith(":6379"))
     assert driver["environment"]["RAY_ADDRESS"] == head == "ray-head:6379"
+
+
+def test_a_fit_on_a_node_without_the_drivers_disk_sends_its_states_and_model_through_ray(tmp_path: Path) -> None:
+    """A worker whose node does not share the driver's disk (its token does not read back): each state goes to the
+    keeper on the driver's node, the model comes back as bytes, and the same fit run again (its worker was lost) goes
+    on from the keeper's newest state to the same result, the best epoch's weights kept across the restart."""
+    import ray
+    import torch
+
+    from segtune.config import TrainSettings, TrialConfig
+    from segtune.data import build_dataset
+    from segtune.search.fits import FitJob
+    from segtune.search.fits.worker import FitWorker
+    from segtune.search.nodes.keeper import start_keeper
+    from segtune.spec import validate
+
+    spec = {"study": "s", "dataset": {"name": "synthetic", "num_classes": 2, "image_size": 32, "num_images": 24}}
+    data = build_dataset(validate(spec, check_root=False).dataset)
+    driver = tmp_path / "driver"
+    job = FitJob(
+        number=3,
+        label="a fit",
+        config=TrialConfig(arch="SmallUNet", batch_size=4, lr=0.01),
+        epochs=4,
+        train=data.splits["train"],
+        val=data.splits["val"],
+        destination=str(driver / "model.pt"),
+        keep="best",
+    )
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        keeper = start_keeper(driver / "states")
+        settings = TrainSettings(threads=1, checkpoint_every=1)
+        worker = FitWorker.options(num_cpus=1).remote(ray.put(data), settings, str(driver), "not its token", keeper)
+        first = ray.get(worker.run.remote(job))
+        assert first.model_bytes is not None and not (driver / "model.pt").exists()
+        assert sorted(p.name for p in (driver / "states").iterdir()) == ["trial_0003.e0003.state"]  # the newest only
+        again = ray.get(worker.run.remote(job))  # as after a lost worker: the driver runs the same job once more
+    finally:
+        ray.shutdown()
+    assert (first.resumed_from, again.resumed_from) == (0, 3) and again.started == first.started
+
+    def scores(row: dict) -> dict:  # an epoch's row without its clock
+        return {k: v for k, v in row.items() if k not in ("epoch_seconds", "started_at")}
+
+    assert again.best_epoch == first.best_epoch and scores(again.best) == scores(first.best)
+    assert scores(again.last) == scores(first.last) and again.evaluation == first.evaluation
+
+    def weights(content: bytes) -> dict[str, torch.Tensor]:
+        path = tmp_path / "m.pt"
+        path.write_bytes(content)
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    kept, resumed = weights(first.model_bytes), weights(again.model_bytes)
+    assert all(torch.equal(kept[k], resumed[k]) for k in kept)
