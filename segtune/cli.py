@@ -19,6 +19,11 @@ TRUST_CODE_HELP = (
     "spec exported from one: that imports and runs the module, so only for sources you trust"
 )
 DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1 (default: cuda when the machine has it, else cpu)"
+IN_PROCESS_HELP = (
+    "train in this process on this torch device (cpu, cuda, cuda:1), one model after another, instead of on the "
+    "Ray cluster's slots"
+)
+ADDRESS_HELP = "Ray cluster address to train on (default: RAY_ADDRESS, else a private local cluster)"
 STORAGE_ENV = "SEGTUNE_STORAGE"  # a URL with a password belongs in the environment, not in argv (ps shows argv)
 
 
@@ -116,7 +121,8 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--out", help="output folder (default: runs/NAME)")
     retrain.add_argument("--train-on", choices=["train", "train+val"], default="train")
     retrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    retrain.add_argument("--device", help=DEVICE_HELP)
+    retrain.add_argument("--address", help=ADDRESS_HELP)
+    retrain.add_argument("--device", help=IN_PROCESS_HELP)
     retrain.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     finish = sub.add_parser("finish", help="re-check the best configurations on folds; TTA and ensemble; test")
@@ -125,7 +131,11 @@ def parser() -> argparse.ArgumentParser:
     finish.add_argument("--top", type=int, default=3, help="distinct complete configurations to re-check")
     finish.add_argument("--folds", type=int, default=5)
     finish.add_argument("-o", "--output", help="folder for fold models and finish.json (default: runs/STUDY-finish)")
-    finish.add_argument("--device", help=DEVICE_HELP)
+    finish.add_argument("--address", help=ADDRESS_HELP)
+    finish.add_argument(
+        "--slots", type=int, help="at most this many trainings at once (default: as many as the cluster holds)"
+    )
+    finish.add_argument("--device", help=IN_PROCESS_HELP)
     finish.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
     ensemble = sub.add_parser(
@@ -363,7 +373,9 @@ def _retrain(args: argparse.Namespace) -> int:
     from segtune.results.retrain import retrain
 
     spec = spec_mod.load_retrain(args.spec, args.overrides, trust_code=args.trust_code)
-    retrain(spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on, device=args.device)
+    retrain(
+        spec, Path(args.out or f"runs/{spec.name}"), train_on=args.train_on, device=args.device, address=args.address
+    )
     return 0
 
 
@@ -379,6 +391,8 @@ def _finish(args: argparse.Namespace) -> int:
         folds=args.folds,
         device=args.device,
         trust_code=args.trust_code,
+        address=args.address,
+        slots=args.slots,
     )
     return 0
 

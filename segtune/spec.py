@@ -619,6 +619,7 @@ class RetrainSpec(_Strict):
     epochs: int = Field(ge=1)
     metric: Literal["val_miou", "val_dice", "val_pixel_acc"] = "val_miou"  # picks the best epoch, as in the search
     train: TrainSpec = TrainSpec()
+    resources: ResourcesSpec = ResourcesSpec()  # what its slot asks of the Ray cluster: a trial's (the study's)
     seed: int = Field(
         0,
         ge=0,

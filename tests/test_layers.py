@@ -55,29 +55,36 @@ def test_layers_import_only_downstream(layer: str, forbidden: tuple[str, ...]) -
 
 def test_results_reach_the_search_only_through_the_store() -> None:
     """The study store's face (search/store/__init__.py), and its companion the artifact store
-    (search/store/artifacts.py): nothing else of search/."""
+    (search/store/artifacts.py); and the fits' face (search/fits/__init__.py), because finish's folds and retrain
+    train on the cluster's slots as trials do (DESIGN.md: every phase trains where the search trains): nothing else."""
+    from segtune.search import fits
+
+    faces = {"segtune.search", "segtune.search.store", "segtune.search.store.artifacts", "segtune.search.fits"}
+    faces |= {f"segtune.search.fits.{name}" for name in fits.__all__}  # what the face offers, not its modules
     bad = [
         f"{path.relative_to(PACKAGE.parent)} imports {name}"
         for path in modules("results")
         for name in sorted(imports(path))
-        if name.startswith("segtune.search")
-        and name not in ("segtune.search", "segtune.search.store", "segtune.search.store.artifacts")
+        if name.startswith("segtune.search") and name not in faces
     ]
     assert not bad, "\n".join(bad)
 
 
 DRIVER = tuple(f"segtune.search.{m}" for m in ("run", "tune_run", "progress", "interrupt"))
 # (part of search/, what it must never import): nodes <- store <- scheduling <- the driver's pipeline; a trial's
-# worker (trial/) sits on the nodes alone; ray_trials (the config keys every part reads) imports nothing of search/
+# worker (trial/) sits on the nodes alone; ray_trials (the config keys every part reads) imports nothing of search/;
+# fits/ (results' training on the slots) sits on the nodes and a trial's worker, and nothing of the search uses it
+FITS = "segtune.search.fits"
 SEARCH_RULES = [
     ("search/ray_trials.py", ("segtune.search.",)),
     (
         "search/nodes",
-        ("segtune.search.store", "segtune.search.scheduling", "segtune.search.trial", *DRIVER),
+        ("segtune.search.store", "segtune.search.scheduling", "segtune.search.trial", FITS, *DRIVER),
     ),
-    ("search/store", ("segtune.search.scheduling", "segtune.search.trial", *DRIVER)),
-    ("search/scheduling", ("segtune.search.nodes", "segtune.search.trial", *DRIVER)),
-    ("search/trial", ("segtune.search.store", "segtune.search.scheduling", *DRIVER)),
+    ("search/store", ("segtune.search.scheduling", "segtune.search.trial", FITS, *DRIVER)),
+    ("search/scheduling", ("segtune.search.nodes", "segtune.search.trial", FITS, *DRIVER)),
+    ("search/trial", ("segtune.search.store", "segtune.search.scheduling", FITS, *DRIVER)),
+    ("search/fits", ("segtune.search.store", "segtune.search.scheduling", *DRIVER)),
 ]
 
 
@@ -99,7 +106,7 @@ def test_search_is_a_pipeline_over_sub_concepts() -> None:
     and run.py reads as a page of named steps."""
     top = {p.stem for p in (PACKAGE / "search").glob("*.py")} - {"__init__"}
     assert top <= {"run", "tune_run", "progress", "interrupt", "ray_trials"}, top
-    for part in ("scheduling", "store", "nodes", "trial"):
+    for part in ("scheduling", "store", "nodes", "trial", "fits"):
         assert (PACKAGE / "search" / part / "__init__.py").is_file(), part
     source = (PACKAGE / "search" / "run.py").read_text()
     run_study = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == "run_study")

@@ -4,6 +4,7 @@ run without --trust-code, no unfaithful ONNX file left behind, `finish` with the
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from segtune.data.resize import ResizePolicy
 from segtune.errors import SegtuneError
 from segtune.results.report import importance_figure
 from segtune.search.nodes.quiet import NodeQuiet
+from segtune.search.nodes.resources import DEFAULT_GPU_FRACTION
 from segtune.search.trial import costs
 from segtune.search.trial.costs import measure
 from segtune.training.device import pick_device, precision_for
@@ -166,6 +168,8 @@ def test_finish_trains_and_scores_with_the_settings_the_search_used(
     code.mkdir()
     (code / "dtype_probe.py").write_text(DTYPE_PROBE)
     monkeypatch.syspath_prepend(str(code))
+    # the folds train in the Ray cluster's workers (search/fits/): the model's module must be importable there too
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")
     dataset = {"name": "synthetic", "num_classes": 2, "image_size": 32, "num_images": 12}
@@ -181,7 +185,9 @@ def test_finish_trains_and_scores_with_the_settings_the_search_used(
     assert cli.main(finish) == 0
     used = json.loads((tmp_path / "f" / "finish.json").read_text())["settings"]
     assert used["channels_last"] is True and used["loader_workers"] == 1 and used["precision"] == "bf16"
-    assert used["keep_best_state"] is False and used["gpu_memory_fraction"] is None  # finish's own: it runs alone
+    # each fold trains on a slot: the trials' share of a GPU (gpus_per_trial: auto), none on CPUs
+    share = DEFAULT_GPU_FRACTION if torch.cuda.is_available() else None
+    assert used["keep_best_state"] is False and used["gpu_memory_fraction"] == share
 
     expected = str(precision_for("bf16", pick_device()).dtype or torch.float32)
     seen = [line.split() for line in (code / "dtypes.log").read_text().splitlines()]

@@ -88,6 +88,7 @@ def export(
         "epochs": epochs or planned_epochs(study, trial, spec),
         "metric": metric,
         "train": spec.get("train", {}),
+        "resources": spec.get("resources", {}),  # retrain trains on a slot with a trial's resources
         "provenance": {
             "storage": store.redact(storage_url),
             "study": study.study_name,

@@ -11,8 +11,11 @@ weights of its last epoch (no epoch is picked on the fold that scores it). The w
   inner holdout would take data from small datasets, where finishing matters most.
 - **Test**: only then, the ensemble (with TTA when chosen) on the test split at full resolution.
 
-Every (configuration, fold) result is written to ``finish.json`` and the study as soon as it exists, so
-an interrupted `finish` resumes where it stopped.
+The K x F trainings run side by side on the Ray cluster's slots, each with a trial's resources (search/fits/), and
+each scores its held-out fold where it trained; the ensemble's test runs on a slot too: the driver only orchestrates.
+``--device`` trains and scores in this process instead, one model after another, as before. Every (configuration,
+fold) result is written to ``finish.json`` and the study as soon as it exists, so an interrupted `finish` resumes
+where it stopped; a fold that was running goes on from its newest state.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from segtune.config import TrainSettings, TrialConfig
@@ -36,11 +40,10 @@ from segtune.errors import StoreError
 from segtune.results.export import trial_config
 from segtune.results.predict import TorchPredictor, full_resolution_note, split_metrics
 from segtune.search import store
-from segtune.spec import TrainSpec, validate
+from segtune.search.fits import VAL_SPLIT, FitJob, FitOutcome, runner
+from segtune.spec import ResourcesSpec, TrainSpec, validate
 from segtune.tables import format_table
 from segtune.training import checkpoint
-from segtune.training.device import pick_device
-from segtune.training.loop import fit
 from segtune.training.metrics import json_safe
 from segtune.training.models import refuse_code
 from segtune.training.weights import weights_dir
@@ -85,8 +88,9 @@ def stratified_folds(data: SegData, pool: np.ndarray, folds: int, seed: int) -> 
 def search_settings(study: optuna.Study, spec: dict[str, Any], metric: str) -> TrainSettings:
     """The settings the search's trials trained with (precision, channels_last, loader workers), as the study
     recorded them; for a study older than that record, as its stored spec's ``train`` section gives them. What
-    belongs to this machine or run is its own: the weights folder, no GPU memory cap (finish trains alone), torch's
-    threads, no costs measured, no copy of the best state (the last epoch's weights are scored)."""
+    belongs to this machine or run is its own: the weights folder, no GPU memory cap and torch's own threads (the
+    slot's on the cluster: search/fits/slots.py), no costs measured, no copy of the best state (the last epoch's
+    weights are scored)."""
     recorded = study.user_attrs.get("train_settings")
     if recorded:
         settings = TrainSettings.from_dict(recorded)
@@ -111,6 +115,32 @@ class FinishPlan:
     epochs: int
 
 
+def held_out_scores(model: torch.nn.Module, data: SegData, device: torch.device, settings: TrainSettings) -> dict:
+    """Where the fold model trained: its score on its held-out fold at the training size, without and with flip
+    TTA, on the study's metric."""
+    name = settings.metric.removeprefix("val_")
+    scores = {}
+    for flip in (False, True):
+        predictor = TorchPredictor([model], data.classes, data.resize, device, flip=flip, precision=settings.precision)
+        scores["flip" if flip else "plain"] = split_metrics(predictor, data, VAL_SPLIT, full_resolution=False)[name]
+    return scores
+
+
+def ensemble_test(
+    data: SegData, device: torch.device, settings: TrainSettings, models: list[bytes], flip: bool, trust_code: bool
+) -> dict[str, Any]:
+    """Where the folds trained: the ensemble of the winner's fold models (their files' bytes), with flip TTA when it
+    was kept, on the test split at full resolution."""
+    with tempfile.TemporaryDirectory(prefix="segtune-ensemble-") as scratch:
+        loaded = []
+        for k, content in enumerate(models):
+            path = Path(scratch) / f"fold{k}.pt"
+            path.write_bytes(content)
+            loaded.append(checkpoint.load(path, device, trust_code=trust_code)[0])
+    predictor = TorchPredictor(loaded, data.classes, data.resize, device, flip=flip, precision=settings.precision)
+    return split_metrics(predictor, data, "test", full_resolution=True)
+
+
 def finish(
     study: optuna.Study,
     out_dir: Path,
@@ -120,7 +150,11 @@ def finish(
     out: Any = None,
     seed: int = 0,
     trust_code: bool = False,
+    address: str | None = None,
+    slots: int | None = None,
 ) -> dict[str, Any]:
+    """The K x F fold trainings on the Ray cluster at ``address`` (default: a private local one), at most ``slots``
+    at once; with ``device``, one after another in this process on that device."""
     out = out or sys.stdout
     spec = study.user_attrs.get("spec")
     if not spec:
@@ -134,9 +168,13 @@ def finish(
         refuse_code(config.arch, trust_code, f"study {study.study_name!r} trial {trial.number}")
     if folds < 2:
         raise StoreError("--folds: at least 2")
+    if slots is not None and slots < 1:
+        raise StoreError("--slots: at least 1")
     per_epoch = [s for t, _ in chosen for s in t.user_attrs.get("epoch_seconds", [])]
     runs = len(chosen) * folds
-    minutes = f", about {runs * epochs * statistics.median(per_epoch) / 60:.0f} min here" if per_epoch else ""
+    minutes = ""
+    if per_epoch:  # as the search's trials trained: one model at a time on a slot
+        minutes = f", about {runs * epochs * statistics.median(per_epoch) / 60:.1f} min of training on one slot"
     print(
         f"finish {study.study_name!r}: {len(chosen)} configurations x {folds} folds = {runs} trainings of "
         f"{epochs} epochs{minutes}",
@@ -148,7 +186,6 @@ def finish(
     )
     pool = np.concatenate([data.splits["train"], data.splits["val"]])
     fold_sets = stratified_folds(data, pool, folds, seed)
-    dev = pick_device(device)
     settings = search_settings(study, spec, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "finish.json"
@@ -164,78 +201,71 @@ def finish(
         trials=[t.number for t, _ in chosen],
         search_values=[store.objective_value(t) for t, _ in chosen],
         configs=[c.to_dict() for _, c in chosen],
-        settings=settings.to_dict(),  # what the folds trained and were scored with: the search's
     )
+    record.setdefault("settings", settings.to_dict())  # what the folds trained and were scored with: the search's
     results: dict[str, dict[str, Any]] = record.setdefault("results", {})
 
     def save() -> None:
         record_path.write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
         study.set_user_attr(FINISH_ATTR, json_safe(record))  # the report's finish section reads it
 
+    jobs = []
     for ci, (trial, config) in enumerate(chosen):
         for k in range(folds):
-            key = f"{ci}/{k}"
             label = f"configuration {ci + 1} (trial {trial.number}), fold {k + 1}/{folds}"
-            if key in results:
-                print(f"  {label}: done earlier, {results[key][metric]:.4f}", file=out, flush=True)
+            if f"{ci}/{k}" in results:
+                print(f"  {label}: done earlier, {results[f'{ci}/{k}'][metric]:.4f}", file=out, flush=True)
                 continue
-            held = fold_sets[k]
-            data.splits["finish_train"] = np.concatenate([f for j, f in enumerate(fold_sets) if j != k])
-            data.splits["finish_held"] = held
-            started = time.monotonic()
-            fitted = fit(
-                config,
-                data,
-                epochs,
-                device=dev,
-                settings=settings,
-                train_split="finish_train",
-                val_split="finish_held",
-                seed=seed + k,
+            jobs.append(
+                FitJob(
+                    number=ci * folds + k,
+                    label=label,
+                    config=config,
+                    epochs=epochs,
+                    train=np.concatenate([f for j, f in enumerate(fold_sets) if j != k]),
+                    val=fold_sets[k],
+                    destination=str((out_dir / f"config{ci}" / f"fold{k}" / checkpoint.FILENAME).resolve()),
+                    seed=seed + k,
+                    evaluate=held_out_scores,
+                    checkpoint_extra={"fold": k, "trial": trial.number, "dataset": spec["dataset"]},
+                )
             )
-            model = fitted.model
-            assert model is not None
-            plain = split_metrics(
-                TorchPredictor([model], data.classes, data.resize, dev, precision=settings.precision),
-                data,
-                "finish_held",
-                full_resolution=False,
-            )
-            flipped = split_metrics(
-                TorchPredictor([model], data.classes, data.resize, dev, flip=True, precision=settings.precision),
-                data,
-                "finish_held",
-                full_resolution=False,
-            )
-            where = out_dir / f"config{ci}" / f"fold{k}" / checkpoint.FILENAME
-            path = checkpoint.save(
-                where, model, config, data.classes, data.resize, fold=k, trial=trial.number, dataset=spec["dataset"]
-            )
-            name = metric.removeprefix("val_")
-            results[key] = {
-                metric: plain[name],
-                f"{metric}_flip": flipped[name],
-                "images": len(held),
-                "seconds": round(time.monotonic() - started, 1),
-                "checkpoint": str(path),
-            }
-            save()
-            print(
-                f"  {label}: {results[key][metric]:.4f} (flip TTA {results[key][metric + '_flip']:.4f}), "
-                f"{results[key]['seconds']:.0f} s",
-                file=out,
-                flush=True,
-            )
-    summary = summarise(record, chosen, metric, folds)
-    record["summary"] = summary
-    winner = summary["winner"]
-    fold_models = [
-        checkpoint.load(results[f"{winner}/{k}"]["checkpoint"], dev, trust_code=trust_code)[0] for k in range(folds)
-    ]
-    final = TorchPredictor(
-        fold_models, data.classes, data.resize, dev, flip=summary["flip_tta"], precision=settings.precision
-    )
-    test = split_metrics(final, data, "test", full_resolution=True)
+
+    def landed(job: FitJob, outcome: FitOutcome) -> None:
+        key = f"{job.number // folds}/{job.number % folds}"
+        results[key] = {
+            metric: outcome.evaluation["plain"],
+            f"{metric}_flip": outcome.evaluation["flip"],
+            "images": len(job.val),
+            "seconds": outcome.seconds,
+            "checkpoint": job.destination,
+            "started": outcome.started,  # wall clock where it trained: the folds' overlap on the slots
+            "ended": outcome.ended,
+            "host": outcome.host,
+            "device": outcome.device,
+            "restarts": outcome.restarts,
+            "resumed_from": outcome.resumed_from,
+        }
+        save()
+        again = f", went on from epoch {outcome.resumed_from}" if outcome.resumed_from else ""
+        print(
+            f"  {job.label}: {results[key][metric]:.4f} (flip TTA {results[key][metric + '_flip']:.4f}), "
+            f"{outcome.seconds:.0f} s on {outcome.host}{again}",
+            file=out,
+            flush=True,
+        )
+
+    study_spec = spec.get("resources", {}), spec.get("train", {})
+    resources, train = ResourcesSpec.model_validate(study_spec[0]), TrainSpec.model_validate(study_spec[1])
+    with runner(data, settings, out_dir, len(jobs), resources, train, address, slots, device, out) as fits:
+        if jobs:
+            record["settings"] = fits.settings.to_dict()  # the search's, with this slot's threads and GPU share
+            fits.run(jobs, landed)
+        summary = summarise(record, chosen, metric, folds)
+        record["summary"] = summary
+        winner = summary["winner"]
+        models = [Path(results[f"{winner}/{k}"]["checkpoint"]).read_bytes() for k in range(folds)]
+        test = fits.call(ensemble_test, models, summary["flip_tta"], trust_code)  # where the folds trained
     record["test"] = {
         "miou": test["miou"],
         "dice": test["dice"],

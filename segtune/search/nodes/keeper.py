@@ -26,6 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from segtune.search.nodes.files import link_atomic, write_atomic
 
 TOKEN_FILE = ".segtune-driver-token"
+STATES = "states"  # the run folder's subfolder of resumable states (on the driver's disk)
 
 
 def write_token(folder: Path) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -14,7 +15,7 @@ import torch
 
 from segtune.config import TrainSettings
 from segtune.errors import SpecError
-from segtune.spec import StudySpec
+from segtune.spec import ResourcesSpec, StudySpec, TrainSpec
 from segtune.training.weights import weights_dir
 
 DEFAULT_GPU_FRACTION = 0.25
@@ -33,10 +34,16 @@ def cpu_share(nodes: list[tuple[float, float]], gpus_per_trial: float) -> int:
 def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:
     """What each trial asks Ray for, checked against the cluster: a request no node can meet is an error
     now, not a search that waits forever."""
-    nodes = [(n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return slot_resources(spec.resources, out)
+
+
+def slot_resources(asked: ResourcesSpec, out: Any) -> dict[str, float]:
+    """What one slot asks Ray for (a trial's, or a fit's of search/fits/), from a spec's ``resources:``, checked
+    against the cluster."""
+    nodes = live_nodes()
     most_cpus = max((c for c, _ in nodes), default=0)
     most_gpus = max((g for _, g in nodes), default=0)
-    gpus = spec.resources.gpus_per_trial
+    gpus = asked.gpus_per_trial
     if gpus == "auto":
         gpus = DEFAULT_GPU_FRACTION if most_gpus > 0 else 0.0
     elif gpus > 0 and most_gpus == 0:  # a laptop: every shipped spec still runs, on CPUs
@@ -44,7 +51,7 @@ def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:
         gpus = 0.0
     elif gpus > most_gpus:
         raise SpecError(f"resources.gpus_per_trial: {gpus:g} but the largest Ray node has {most_gpus:g} GPUs")
-    cpus = spec.resources.cpus_per_trial
+    cpus = asked.cpus_per_trial
     if cpus == "auto":
         cpus = cpu_share(nodes, gpus)
     if cpus > most_cpus:
@@ -57,23 +64,43 @@ def resources_for(spec: StudySpec, out: Any) -> dict[str, float]:
     return {"cpu": float(cpus), "gpu": float(gpus)}
 
 
+def live_nodes() -> list[tuple[float, float]]:
+    """Each live Ray node's (CPUs, GPUs)."""
+    return [(n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+
+
+@dataclass(frozen=True)
+class SlotShare:
+    """What a slot's resources mean for the training in it: loader workers, torch threads, a GPU memory cap."""
+
+    loader_workers: int
+    threads: int
+    gpu_memory_fraction: float | None
+
+
+def slot_share(train: TrainSpec, resources: dict[str, float]) -> SlotShare:
+    """A trial's (or a fit's) share of its node, from the spec's ``train:`` and the slot's resources."""
+    workers = train.loader_workers
+    if workers == "auto":  # CPU trials: workers would only steal the trial's own cores
+        workers = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0
+    share = resources["gpu"] if train.cap_gpu_memory and 0 < resources["gpu"] < 1 else None
+    return SlotShare(loader_workers=workers, threads=max(1, int(resources["cpu"])), gpu_memory_fraction=share)
+
+
 def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSettings:
     """The same for every trial: precision, threads, loader workers, the metric, where the weights are.
 
     The weights folder is resolved here, once: trials run in their own working directories, and on
     other nodes, where the driver's environment and relative paths mean nothing."""
-    workers = spec.train.loader_workers
-    if workers == "auto":  # CPU trials: workers would only steal the trial's own cores
-        workers = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0
-    share = resources["gpu"] if spec.train.cap_gpu_memory and 0 < resources["gpu"] < 1 else None
+    share = slot_share(spec.train, resources)
     return TrainSettings(
         precision=spec.train.precision,
         channels_last=spec.train.channels_last,
-        loader_workers=workers,
-        threads=max(1, int(resources["cpu"])),
+        loader_workers=share.loader_workers,
+        threads=share.threads,
         metric=spec.search.metric,
         weights_dir=str(weights_dir()),
-        gpu_memory_fraction=share,
+        gpu_memory_fraction=share.gpu_memory_fraction,
         keep_best_state=False,  # a trial writes its best weights to disk instead
         costs=tuple(spec.search.cost_names),
         checkpoint_every=spec.train.checkpoint_every,

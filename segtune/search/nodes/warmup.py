@@ -7,7 +7,7 @@ actor a pre-started process. Asked first, each slot's first trial would wait tho
 ask, and its time in the store would hold its worker's start-up.
 
 So the searcher first hands Tune one warm-up trial per slot (no Optuna trial, nothing stored): its
-worker starts and does the one-off work (:func:`segtune.search.trial.trainable.warm_up`). Once every
+worker starts and does the one-off work (:func:`segtune.search.nodes.worker_process.warm_up`). Once every
 slot's worker is up, the searcher asks Optuna, and Tune's actor reuse gives each warm worker to a
 real trial.
 

@@ -9,8 +9,6 @@ they improve (atomically), instead of being copied through Tune's checkpoint sto
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import io
 import math
 import socket
@@ -27,18 +25,17 @@ from ray import tune
 from segtune.config import TrainSettings, TrialConfig
 from segtune.data import SegData
 from segtune.search.nodes.files import write_atomic
-from segtune.search.nodes.keeper import StateSaver, load_state, shared_with_driver
+from segtune.search.nodes.keeper import STATES, StateSaver, load_state, shared_with_driver
 from segtune.search.nodes.quiet import NodeQuiet
 from segtune.search.nodes.warmup import WARMUP_KEY, WARMUP_PREFIX, is_warmup, wait_at
+from segtune.search.nodes.worker_process import assigned_device, release_memory, settle_worker, warm_up
 from segtune.search.ray_trials import EPOCHS_KEY, HIDDEN_PREFIX, RESUME_KEY, TRIAL_KEY
 from segtune.search.trial.costs import measure
 from segtune.training import checkpoint
-from segtune.training.device import trial_device
 from segtune.training.loop import fit
 from segtune.training.metrics import json_safe
 from segtune.training.models import build_model
 
-STATES = "states"  # the run folder's subfolder of resumable states (on the driver's disk)
 OVERLAY = "overlay.png"
 LOADED_AT = time.time()  # when this worker process had imported torch, smp and Ray Tune (this module's imports)
 
@@ -63,46 +60,6 @@ def resident_mb() -> float:
         return round(kb / 1024, 1)
     except (OSError, StopIteration, ValueError):
         return float("nan")
-
-
-_settled = False
-
-
-def settle_worker() -> None:
-    """Once per worker process, before its first trial: move everything imported so far (torch, smp, Ray:
-    about half a million objects) out of the garbage collector's sight. A full collection then costs
-    milliseconds instead of 0.3 s, and the collection after each trial only looks at that trial's objects."""
-    global _settled
-    if not _settled:  # no collection first: it would cost the 0.3 s once more, for little import-time garbage
-        gc.freeze()
-        _settled = True
-
-
-def release_memory() -> None:
-    """After a trial: free its objects (tracebacks of a stopped trial hold its frames in cycles), the GPU
-    cache, and the heap pages glibc keeps for reuse (without the trim a reused worker's resident
-    memory grows trial after trial)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def assigned_device() -> tuple[list[str], torch.device]:
-    """The GPUs Ray gave this worker, and the device its trials train on: a GPU only when Ray gave one."""
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    return gpu_ids, trial_device(gpu_ids, torch.cuda.is_available())
-
-
-def warm_up() -> None:
-    """A slot's warm-up (search/nodes/warmup.py): the imports are done by now (loading this module) and the data is
-    fetched (Tune's ``with_parameters`` did, to call the trainable); settle the worker, and on a GPU create the
-    CUDA context its trials share."""
-    settle_worker()
-    _, device = assigned_device()
-    if device.type == "cuda":
-        torch.zeros(1, device=device)
 
 
 def render_overlay(model: torch.nn.Module, data: SegData, device: torch.device, count: int = 4) -> bytes:
