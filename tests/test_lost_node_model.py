@@ -101,7 +101,7 @@ def test_a_model_lost_with_its_node_comes_from_the_kept_copy_or_the_trial_runs_a
     assert recorder.lost_models == [f"trial 1: ended FAIL (interrupted): {second.user_attrs['fail_reason'][13:]}"]
 
     out = io.StringIO()
-    assert prepare_resume(study, target=2, out=out) == 1  # trial 0 counts; trial 1 runs again
+    assert prepare_resume(study, target=2, run_id="resumed", out=out) == 1  # trial 0 counts; trial 1 runs again
     assert "trial 1: interrupted; queued again from its state after epoch 2" in out.getvalue()
     queued = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["retry_of"] for t in queued] == [1]
