@@ -187,3 +187,50 @@ def test_export_model_and_predict_on_onnx_write_the_masks_the_checkpoint_writes(
         a = np.asarray(Image.open(tmp_path / "pt" / f"{p.stem}_mask.png"))
         b = np.asarray(Image.open(tmp_path / "ox" / f"{p.stem}_mask.png"))
         assert a.shape == (48, 64) and (a == b).mean() >= 0.999
+
+
+def test_finish_trains_each_configuration_for_the_epochs_export_gives_it(tmp_path: Path) -> None:
+    """An exact budget of 12 trial-epochs for 5-epoch trials: the third trial's schedule ends at epoch 2. `finish`
+    retrains each configuration for the epochs its trial ran, as `export` writes them, not for max_epochs."""
+    root = tmp_path / "lesions"
+    lesion_folder(root, n=24)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    segtune(
+        "run",
+        str(Path(__file__).parents[1] / "search_spaces" / "demo.yaml"),
+        *("--storage", url, "--study", "les"),
+        "--set",
+        f"dataset={{name: folder, root: {root}, classes: [skin, lesion], image_size: 64, "
+        "split: {val: 0.25, test: 0.25, seed: 1}}",
+        *("--set", "space={arch: SmallUNet, augment: none, batch_size: 4, lr: {loguniform: [0.001, 0.01]}}"),
+        *("--set", "search.starting_points=[]", "--set", "search.trials=3", "--set", "search.max_epochs=5"),
+        *("--set", "search.scheduler=none", "--set", "search.sampler=random"),
+        *("--set", "search.budget_epochs=12", "--set", "search.budget_rule=exact"),
+        *ONE_AT_A_TIME,
+        *("--set", f"results_dir={tmp_path / 'runs'}"),
+        cwd=tmp_path,
+    )
+    study = optuna.load_study(study_name="les", storage=url)
+    planned = {t.number: int(t.user_attrs.get("epochs_planned") or 5) for t in study.trials}
+    assert sorted(planned.values()) == [2, 5, 5], planned
+    out = tmp_path / "finish"
+    proc = segtune(*finish_args(url, out)[:4], "--top", "3", "--folds", "2", "-o", str(out), "--device", "cpu")
+    record = json.loads((out / "finish.json").read_text())
+    assert record["epochs_per_config"] == [planned[t] for t in record["trials"]]
+    shown = "/".join(str(planned[t]) for t in record["trials"])
+    assert f"3 configurations x 2 folds = 6 trainings of {shown} epochs" in proc.stdout
+    short = next(t for t, e in planned.items() if e == 2)
+    segtune(
+        "export",
+        "les",
+        "--storage",
+        url,
+        "--rank",
+        str(record["trials"].index(short) + 1),
+        "-o",
+        "x.yaml",
+        cwd=tmp_path,
+    )
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "x.yaml").read_text())["epochs"] == 2

@@ -1,8 +1,9 @@
 """`segtune finish STUDY`: from the search's single-split winner to a cross-validated choice and a final model.
 
-The K best distinct complete configurations are retrained on F folds of train + val (stratified by the
-rarest class an image holds) for the search's ``max_epochs``; each is scored on its held-out fold with the
-weights of its last epoch (no epoch is picked on the fold that scores it). The winner is the best mean.
+The K best distinct complete configurations are retrained on F folds of train + val (stratified by the rarest class
+an image holds) for the epochs its trial ran (the search's ``max_epochs``, or fewer where a budget shortened its
+schedule, as `export` writes them); each is scored on its held-out fold with the weights of its last epoch (no epoch
+is picked on the fold that scores it). The winner is the best mean.
 
 - **Flip TTA** is kept only when it raises the winner's out-of-fold mean: each fold model is scored on
   its own held-out fold with and without horizontal flips.
@@ -37,7 +38,7 @@ from segtune.config import TrainSettings, TrialConfig
 from segtune.data import build_dataset
 from segtune.data.base import SegData
 from segtune.errors import StoreError
-from segtune.results.export import trial_config
+from segtune.results.export import planned_epochs, trial_config
 from segtune.results.predict import TorchPredictor, full_resolution_note, split_metrics
 from segtune.search import store
 from segtune.search.fits import VAL_SPLIT, FitJob, FitOutcome, runner
@@ -160,7 +161,6 @@ def finish(
     if not spec:
         raise StoreError(f"study {study.study_name!r} was not made by segtune run (no spec in its attributes)")
     metric = store.study_metric(study)
-    epochs = int(study.user_attrs.get("max_epochs", spec["search"]["max_epochs"]))
     chosen = distinct_best(study, metric, top)
     if not chosen:
         raise StoreError(f"study {study.study_name!r} has no complete trial to finish")
@@ -170,14 +170,19 @@ def finish(
         raise StoreError("--folds: at least 2")
     if slots is not None and slots < 1:
         raise StoreError("--slots: at least 1")
+    # each configuration for the epochs its trial's schedule ran (as `export` writes them): max_epochs, or fewer for
+    # a trial the end of an exact or a time budget shortened
+    planned = [planned_epochs(study, t, spec) for t, _ in chosen]
+    epochs = max(planned)
     per_epoch = [s for t, _ in chosen for s in t.user_attrs.get("epoch_seconds", [])]
     runs = len(chosen) * folds
     minutes = ""
     if per_epoch:  # as the search's trials trained: one model at a time on a slot
-        minutes = f", about {runs * epochs * statistics.median(per_epoch) / 60:.1f} min of training on one slot"
+        minutes = f", about {folds * sum(planned) * statistics.median(per_epoch) / 60:.1f} min of training on one slot"
+    shown = f"{epochs}" if len(set(planned)) == 1 else "/".join(map(str, planned))
     print(
         f"finish {study.study_name!r}: {len(chosen)} configurations x {folds} folds = {runs} trainings of "
-        f"{epochs} epochs{minutes}",
+        f"{shown} epochs{minutes}",
         file=out,
         flush=True,
     )
@@ -197,6 +202,7 @@ def finish(
         metric=metric,
         folds=folds,
         epochs=epochs,
+        epochs_per_config=planned,
         seed=seed,
         trials=[t.number for t, _ in chosen],
         search_values=[store.objective_value(t) for t, _ in chosen],
@@ -221,7 +227,7 @@ def finish(
                     number=ci * folds + k,
                     label=label,
                     config=config,
-                    epochs=epochs,
+                    epochs=planned[ci],
                     train=np.concatenate([f for j, f in enumerate(fold_sets) if j != k]),
                     val=fold_sets[k],
                     destination=str((out_dir / f"config{ci}" / f"fold{k}" / checkpoint.FILENAME).resolve()),
