@@ -35,7 +35,7 @@ def make_sampler(spec: StudySpec, settings: SearchSettings) -> optuna.samplers.B
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: trials running side by side get different suggestions; group: conditional params. Paused
-    # trials are told to TPE as what they are, stopped at their rung (store.PausedAwareSampler), not as running.
+    # trials are left out of what TPE sees until they end (store.PausedAwareSampler): not running, not yet finished.
     return store.PausedAwareSampler(
         optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=settings.n_startup_trials, multivariate=True, group=True, constant_liar=True
