@@ -10,7 +10,7 @@ from the first phase not done, never training again what is trained, and Ctrl-C 
 but what the phases after it need, estimated as the search goes from the trials' own epoch seconds
 (:func:`finishing_seconds`): a fixed part for exports, report and card, and a number of passes over the val and test
 pictures for the ensemble's selection, its scoring and the export's check, each pass at the speed the trials measured
-(a picture's forward pass is about a third of its training step). The search stops starting trials when what is left
+(a picture's pass there costs about an eighth of what it costs in a trial's epoch, as measured). The search stops starting trials when what is left
 would not reach a first rung, tells the last ones to end their schedules where the time runs out, and cuts a trial
 whose next epoch would end past it (``search.time_budget``).
 
@@ -35,7 +35,9 @@ from segtune.errors import SegtuneError, SpecError
 PHASES = ("spec", "check", "search", "finish", "export", "report", "card")
 FINISH_FIXED_S = 45.0  # exports (ONNX and its onnxruntime check, the smp folder), the report and the card
 FINISH_PASSES = 24  # passes over val + test at inference speed: 16 candidates, the scoring, the test, the export
-INFERENCE_SHARE = 1 / 3  # a picture's forward pass against its training step (forward + backward)
+# a val picture's pass in the finishing against a picture of a trial's epoch: measured on the Kvasir-SEG searches
+# (benchmarks/confirm_search.py, 64 px): 2.3 s for a candidate's pass over 200 val pictures, 20 s epochs of 200 + 200
+INFERENCE_SHARE = 1 / 8
 SEARCH_TRIALS = 100_000  # the time bounds a fit's search, not a count of trials
 STATE = "fit.json"
 
