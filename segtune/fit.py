@@ -9,10 +9,10 @@ from the first phase not done, never training again what is trained, and Ctrl-C 
 **The budget.** ``--hours`` is the whole job's wall-clock time, every invocation together. The search gets all of it
 but what the phases after it need, estimated as the search goes from the trials' own epoch seconds
 (:func:`finishing_seconds`): a fixed part for exports, report and card, and a number of passes over the val and test
-pictures for the ensemble's selection, its scoring and the export's check, each pass at the speed the trials measured
-(a picture's pass there costs about an eighth of what it costs in a trial's epoch, as measured). The search stops starting trials when what is left
-would not reach a first rung, tells the last ones to end their schedules where the time runs out, and cuts a trial
-whose next epoch would end past it (``search.time_budget``).
+pictures for the ensemble's selection, its scoring and the export's check, each pass at the speed the trials
+measured (a picture's pass there costs about an eighth of what it costs in a trial's epoch, as measured). The search
+stops starting trials when what is left would not reach a first rung, tells the last ones to end their schedules
+where the time runs out, and cuts a trial whose next epoch would end past it (``search.time_budget``).
 
 **The finishing rule.** The search's ensemble (Caruana's selection over the models it trained, `segtune ensemble`) is
 the deliverable when it beats the search's best single model on the val pictures it was not selected on, by more
