@@ -251,11 +251,11 @@ def _run(args: argparse.Namespace) -> int:
             "finished trials are kept. Run again to add trials.",
             file=sys.stderr,
         )
-        leave()
         return 130
+    finally:  # on an error too: the next in-process caller (a test) finds no Ray of this command's
+        leave()
     print(f"\nbest trials of study {name!r} ({len(study.trials)} trials in the store):")
     print(tables.trials_table(study, limit=args.top), flush=True)
-    leave()
     return 0
 
 

@@ -36,6 +36,17 @@ SPACES = REPO / "search_spaces"
 PETS_SAMPLE = REPO.parent / "shared" / "datasets" / "oxford-iiit-pet-sample"
 
 
+@pytest.fixture(autouse=True)
+def no_ray_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that leaves this process connected to Ray fails itself, not whichever test this worker runs next
+    (a module's shared cluster, ``ray_cluster``, is that module's to end)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and "ray_cluster" not in request.fixturenames and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("the test left this process connected to Ray")
+
+
 @pytest.fixture(scope="session")
 def pets_sample() -> Path:
     assert (PETS_SAMPLE / "oxford-iiit-pet" / "images").is_dir(), (

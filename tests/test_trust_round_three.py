@@ -128,6 +128,7 @@ def test_tune_snapshots_its_experiment_only_at_a_runs_start_and_end(tmp_path: Pa
     next one into the folder being copied (a temporary file renamed meanwhile fails the copy). segtune never restores
     that snapshot, so during a search there is none between the first and the last; Tune's default takes one every 10
     s at least. A callback's state is asked for at every snapshot: a real Tune run counts them."""
+    import ray
     from ray import tune
 
     from segtune.search.nodes.cluster import connect_ray, tune_environment
@@ -145,11 +146,14 @@ def test_tune_snapshots_its_experiment_only_at_a_runs_start_and_end(tmp_path: Pa
             time.sleep(0.5)
             tune.report({"epoch": epoch})
 
-    with tune_environment():
-        tune.Tuner(
-            trainable,
-            run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[Counted()]),
-        ).fit()
+    try:
+        with tune_environment():
+            tune.Tuner(
+                trainable,
+                run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[Counted()]),
+            ).fit()
+    finally:
+        ray.shutdown()
     assert Counted.snapshots == 2
 
 

@@ -133,6 +133,12 @@ def queue_start(
         transferred = transfer.starting_points(
             store.open_storage(storage_url), study.study_name, data, params, n, points, out
         )
+    if len(points) > spec.search.trials:
+        print(
+            f"search.starting_points lists {len(points)} configurations and search.trials is {spec.search.trials}: "
+            f"the first {spec.search.trials} run",
+            file=out,
+        )
     queue_first_trials(study, spec, chosen, points, transferred)
 
 

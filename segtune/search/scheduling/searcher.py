@@ -55,14 +55,16 @@ def queue_first_trials(
     they come from; judged at the rungs like any trial); then -- for ``search.startup: stratified`` on a new
     study -- a space-filling start-up design in place of TPE's random start-up draws."""
     new = not study.trials
+    # no more than the run's trials: a queued trial nobody asks for would wait in the store forever
+    points = points[: spec.search.trials]
+    transferred = (transferred or [])[: spec.search.trials - len(points)]
     for fixed in points:
         study.enqueue_trial(fixed, user_attrs={STARTING_POINT: True}, skip_if_exists=True)
-    for fixed, source in transferred or []:
+    for fixed, source in transferred:
         study.enqueue_trial(fixed, user_attrs={"transferred_from": source}, skip_if_exists=True)
-    # no more than the first run will run: a queued trial nobody asks for would wait in the store forever; a raced
-    # prior is a start-up of its own (the model learns from its members' values), so the design only tops it up
+    # a raced prior is a start-up of its own (the model learns from its members' values), so the design only tops it up
     raced = len(points) if settings.prior == "race" else 0
-    size = min(settings.n_startup_trials - raced, spec.search.trials - len(points) - len(transferred or []))
+    size = min(settings.n_startup_trials - raced, spec.search.trials - len(points) - len(transferred))
     if new and settings.startup == "stratified" and spec.search.sampler == "tpe" and size > 0:
         params = space.parse_space(spec.space)
         for fixed in space.stratified_design(params, size, seed=spec.search.seed or 0):
