@@ -144,14 +144,14 @@ class LossyLevels:
     classes: dict[Any, int]  # level (a grey value, or an (r, g, b) colour) -> class index or IGNORE_INDEX
     tolerance: float
 
-    def _nearest(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (U, C) raw values: the index of the nearest level and the distance to it."""
         levels = np.array([v if isinstance(v, tuple) else (v,) for v in self.classes], dtype=np.float64)
         d = np.sqrt(((values[:, None, :].astype(np.float64) - levels[None]) ** 2).sum(axis=2))
         return d.argmin(axis=1), d.min(axis=1)
 
     def _table(self, values: np.ndarray) -> np.ndarray:
-        nearest, d = self._nearest(values)
+        nearest, d = self.nearest(values)
         target = np.array(list(self.classes.values()), dtype=np.uint8)[nearest]
         return np.where(d <= self.tolerance, target, IGNORE_INDEX).astype(np.uint8)
 
@@ -171,5 +171,5 @@ class LossyLevels:
         values = list(census.pixels)
         raw = np.array([v if isinstance(v, tuple) else (v,) for v in values], dtype=np.int64)
         n = np.array([census.pixels[v] for v in values], dtype=np.int64)
-        _, d = self._nearest(raw)
+        _, d = self.nearest(raw)
         return OffLevel(int(n.sum()), int(n[(d > 0) & (d <= self.tolerance)].sum()), int(n[d > self.tolerance].sum()))
