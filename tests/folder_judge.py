@@ -48,6 +48,7 @@ def run_init(root: Path, out: Path) -> tuple[int, str, str]:
 
 def judge(truth: Truth, out: Path) -> Outcome:
     """What init made of ``truth.root``: right, refused (one clear line), or wrong (and how)."""
+    out.unlink(missing_ok=True)
     try:
         code, printed, err = run_init(truth.root, out)
     except Exception as e:  # a crash is never a refusal

@@ -99,6 +99,7 @@ def train_pixels_per_class(masks: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 MAX_TOLERANCE = 64
+COLOUR_TOLERANCE = 128
 
 
 def distance(a: RawValue, b: RawValue) -> float:
@@ -109,11 +110,17 @@ def distance(a: RawValue, b: RawValue) -> float:
 
 
 def tolerance(levels: list[RawValue]) -> float:
-    """How far from its nearest level a lossy mask's pixel may lie and still be snapped to it: a quarter of the
-    distance between the two closest levels (so no pixel is near two), at most MAX_TOLERANCE (grey levels, or
-    RGB distance), in whole units. Binary 0/255 masks: 63, so values 64..191 are ignored; four grey levels
-    0/85/170/255: 21."""
+    """How far from its nearest level a lossy mask's pixel may lie and still be snapped to it, in whole units.
+
+    Grey levels: a quarter of the distance between the two closest levels (so no pixel is near two), at most
+    MAX_TOLERANCE. Binary 0/255 masks: 63, so values 64..191 are ignored; four grey levels 0/85/170/255: 21.
+    Colours (RGB distance): just under half the distance between the two closest, at most twice MAX_TOLERANCE:
+    JPEG keeps a colour region's luma but smears its colour (chroma) a pixel or two beyond its edge, so the
+    pixels of a colour mask's edges are snapped to the nearer colour rather than ignored. Black / red
+    (255, 0, 0): 126."""
     gaps = [distance(a, b) for i, a in enumerate(levels) for b in levels[i + 1 :]]
+    if levels and isinstance(levels[0], tuple):
+        return min(COLOUR_TOLERANCE, math.ceil(min(gaps) / 2) - 1) if gaps else COLOUR_TOLERANCE
     return min(MAX_TOLERANCE, math.floor(min(gaps) / 4)) if gaps else MAX_TOLERANCE
 
 

@@ -72,8 +72,8 @@ def _bare(j: Judged) -> set[str]:
     for f in j.family.files:
         stem = f.stem.lower()
         out.add(stem)
-        for p in j.family.prefixes:
-            for s in j.family.suffixes:
+        for p in j.family.prefixes | {""}:
+            for s in j.family.suffixes | {""}:
                 cut = stem.removeprefix(p.lower())
                 out.add(cut.removesuffix(s.lower()) if s else cut)
     return out

@@ -4,16 +4,16 @@ and `run` use, and a pairing they would read otherwise is never written."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segtune.data.base import BadFile, MaskReading, read_mask
 from segtune.data.labels import ValueCensus
-from segtune.data.recognise import content
 from segtune.data.recognise.choice import HAND, Pairing, alternatives, candidates, image_choice, mask_choice
 from segtune.data.recognise.layout import Layout
 from segtune.data.recognise.levels import Audit, Evidence, audit
@@ -21,7 +21,7 @@ from segtune.data.recognise.pictures import pictures
 from segtune.data.recognise.places import Judged, families
 from segtune.data.recognise.sizes import decide_sizes
 from segtune.data.recognise.splits import decide_split
-from segtune.data.recognise.values import NOISY_VALUES, Auditor, decide_values, is_noisy
+from segtune.data.recognise.values import Auditor, decide_values, is_noisy
 from segtune.errors import DataError
 
 LISTED = 5  # unpaired files named in init's note
@@ -49,9 +49,8 @@ def folder_layout(root: Path) -> Layout:
             layout.comments.setdefault("images", image_choice(best, other))
     _unpaired(root, best, problems, dataset, layout)
     decide_split(root, best, key, dataset, layout)
-    census, evidence, colour = _read_masks(root, best)
-    auditor = _auditor(root, best, colour)
-    decide_values(dataset, layout, census, colour, best.masks.sample.lossy_format, evidence, auditor)
+    masks, census, evidence = _read_masks(root, best)
+    decide_values(dataset, layout, census, masks.colour, best.masks.sample.lossy_format, evidence, _auditor(masks))
     decide_sizes(root, best, dataset, layout)
     _reads_back(dataset)
     return layout
@@ -186,65 +185,79 @@ def _affix_text(key: str) -> str:
     return " and ".join(repr(t) for t in texts) or "nothing"
 
 
-def _read_masks(root: Path, best: Pairing) -> tuple[ValueCensus, Evidence, bool]:
+CACHE_BYTES = 1 << 29  # masks kept in memory between init's passes while they take at most this (512 MiB)
+
+
+class Masks:
+    """The pairs' masks as init reads them (lossy reading, grey or colour), each read once while they fit in
+    CACHE_BYTES: the census, the levels' evidence and the audit all pass over them."""
+
+    def __init__(self, root: Path, paths: list[Path], colour: bool):
+        self.root, self.paths, self.colour = root, paths, colour
+        self.reading = MaskReading(rgb=colour, lossy=True)
+        self.kept: dict[Path, np.ndarray] = {}
+        self.size = 0
+        self.colours_seen = False
+
+    def read(self, path: Path) -> np.ndarray | None:
+        if path in self.kept:
+            return self.kept[path]
+        try:
+            arr = read_mask(self.root / path, self.reading)
+        except BadFile as e:  # an unreadable mask is a bad file: check names it
+            self.colours_seen |= e.kind == "colour mask"
+            return None
+        if self.size + arr.nbytes <= CACHE_BYTES:
+            self.kept[path] = arr
+            self.size += arr.nbytes
+        return arr
+
+    def map(self, fn: Any) -> list:
+        """``fn(array)`` for every readable mask (threads: decoding and numpy release the GIL)."""
+
+        def one(path: Path) -> Any:
+            arr = self.read(path)
+            return None if arr is None else fn(arr)
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            return [r for r in pool.map(one, self.paths) if r is not None]
+
+
+def _read_masks(root: Path, best: Pairing) -> tuple[Masks, ValueCensus, Evidence]:
     """Every mask's values (the census), and, for lossy masks, what their regions hold (levels.py); read as
     colours when the sample saw colour, or when any mask turns out to hold colours."""
-    colour = best.masks.sample.colour
-    census, evidence, colours_seen = _read_all(root, best, colour)
-    if colours_seen and not colour:
-        colour = True
-        census, evidence, _ = _read_all(root, best, colour)
-    return census, evidence, colour
-
-
-def _read_all(root: Path, best: Pairing, colour: bool) -> tuple[ValueCensus, Evidence, bool]:
-    reading = MaskReading(rgb=colour, lossy=True)
+    paths = [m for _, _, m in best.pairs]
+    masks = Masks(root, paths, best.masks.sample.colour)
     lossy = best.masks.sample.lossy_format
 
-    def one(mask: Path) -> tuple[ValueCensus, Evidence | None, bool]:
-        census, evidence = ValueCensus(), None
-        try:
-            arr = read_mask(root / mask, reading)
-        except BadFile as e:  # an unreadable mask is a bad file: check names it
-            return census, None, e.kind == "colour mask"
-        census.add(arr)
-        if lossy or content.distinct(arr) > NOISY_VALUES:
-            evidence = Evidence()
-            evidence.add(arr)
-        return census, evidence, False
-
-    masks = [m for _, _, m in best.pairs]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(one, masks))
-    census = ValueCensus().merge(c for c, _, _ in results)
-    evidence = Evidence().merge(e for _, e, _ in results if e is not None)
-    missing = [m for m, (_, e, _) in zip(masks, results, strict=True) if e is None]
-    if missing and is_noisy(census, lossy):  # noisy after all: the masks read as clean need their evidence too
-
-        def more(mask: Path) -> Evidence:
-            ev = Evidence()
-            with contextlib.suppress(DataError):
-                ev.add(read_mask(root / mask, reading))
-            return ev
-
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            evidence.merge(pool.map(more, missing))
-    return census, evidence, any(seen for _, _, seen in results)
+    censuses = masks.map(census_of_one)
+    if masks.colours_seen and not masks.colour:
+        masks = Masks(root, paths, colour=True)
+        censuses = masks.map(census_of_one)
+    census = ValueCensus().merge(censuses)
+    evidence = Evidence()
+    if is_noisy(census, lossy):
+        evidence.merge(masks.map(evidence_of))
+    return masks, census, evidence
 
 
-def _auditor(root: Path, best: Pairing, colour: bool) -> Auditor:
+def census_of_one(arr: np.ndarray) -> ValueCensus:
+    census = ValueCensus()
+    census.add(arr)
+    return census
+
+
+def evidence_of(arr: np.ndarray) -> Evidence:
+    evidence = Evidence()
+    evidence.add(arr)
+    return evidence
+
+
+def _auditor(masks: Masks) -> Auditor:
     """A second look at every mask once its levels are known (levels.audit)."""
-    reading = MaskReading(rgb=colour, lossy=True)
 
     def run(levels: list, tol: float, doubtful: list) -> Audit:
-        def one(mask: Path) -> Audit:
-            try:
-                return audit(read_mask(root / mask, reading), levels, tol, doubtful)
-            except DataError:
-                return Audit()
-
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            return Audit().merge(pool.map(one, [m for _, _, m in best.pairs]))
+        return Audit().merge(masks.map(lambda arr: audit(arr, levels, tol, doubtful)))
 
     return run
 

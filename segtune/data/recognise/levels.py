@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from segtune.data.labels import RawValue
 
@@ -25,7 +26,7 @@ FLAT_RANGE = {1: 6, 3: 18}  # a pixel is flat when its 3 x 3 neighbourhood spans
 RIDGE_STEP = {1: 20, 3: 40}  # across a ridge both sides differ from it by more than this (per channel, largest)
 RADIUS = {1: 4, 3: 10}  # flat values within this of a level (per channel) are that level and its noise
 CONCENTRATION = 0.75  # of the values within 3 x RADIUS of a level, at least this share lies within RADIUS
-MIN_PIXELS = 5  # a level holds at least this many flat pixels ...
+MIN_PIXELS = 3  # a level holds at least this many flat pixels ...
 MIN_THIN_PIXELS = 2  # ... or ridge pixels (a speck 3 px wide keeps one or two)
 MIN_SHARE = 5e-5  # ... and at least this share of all pixels (a class of 0.1% keeps ten times as many)
 SNAP = 8  # a level's channel within this of 0 or 255 is written as 0 or 255
@@ -232,19 +233,20 @@ def _ycc(c: RawValue) -> np.ndarray:
 SMEAR_SLACK = 12.0  # luma / chroma units a smeared value may sit off the blend of two levels
 
 
-def smear_of(value: RawValue, levels: list[RawValue]) -> tuple[RawValue, RawValue] | None:
+def smear_of(value: RawValue, levels: list[RawValue], slack: float = 0.0) -> tuple[RawValue, RawValue] | None:
     """Two levels whose blend explains ``value`` (a thin structure of one over the other, smeared by JPEG: its
-    luma and its chroma each between theirs), or None."""
+    luma and its chroma each between theirs, within ``slack`` or SMEAR_SLACK), or None."""
+    slack = slack or SMEAR_SLACK
     y = _ycc(value)
     for i, a in enumerate(levels):
         for b in levels[i + 1 :]:
             ya, yb = _ycc(a), _ycc(b)
-            lo, hi = np.minimum(ya[0], yb[0]) - SMEAR_SLACK, np.maximum(ya[0], yb[0]) + SMEAR_SLACK
+            lo, hi = np.minimum(ya[0], yb[0]) - slack, np.maximum(ya[0], yb[0]) + slack
             if not lo <= y[0] <= hi:
                 continue
             d = yb[1:] - ya[1:]
             t = float(np.clip(np.dot(y[1:] - ya[1:], d) / max(1e-9, np.dot(d, d)), 0, 1))
-            if np.linalg.norm(ya[1:] + t * d - y[1:]) <= SMEAR_SLACK:
+            if np.linalg.norm(ya[1:] + t * d - y[1:]) <= slack:
                 return a, b
     return None
 
@@ -278,6 +280,7 @@ def read_levels(evidence: Evidence, limit: int = 64) -> Reading:
         if all(distance(t.value, lv.value) > separation for lv in levels)
     ]
     flat_values = [lv.value for lv in levels]
+    coloured: list[Level] = []
     # the most extreme first: a thin line's smear only moves it towards what surrounds it
     thin.sort(key=lambda t: -min((distance(t.value, v) for v in flat_values), default=255.0))
     for t in thin:
@@ -290,11 +293,12 @@ def read_levels(evidence: Evidence, limit: int = 64) -> Reading:
         elif thin_smear is not None:
             continue  # a thinner stretch of a thin level, smeared over a flat one: its pixels are edge blends
         elif channels == 3:
-            # JPEG keeps a thin colour line's luma and halves its chroma, differently over each colour it
-            # crosses: a line 1 px wide and one 2 px wide of one class read as two colours, neither the class's
-            doubtful.append((Level(t.value, t.pixels, t.concentration, thin=True), (t.value, t.value)))
+            coloured.append(t)
         else:
             levels.append(Level(t.value, t.pixels, t.concentration, thin=True))
+    # JPEG keeps a thin colour line's luma and halves its chroma, differently over each colour it crosses: a line
+    # 1 px wide and one 2 px wide of one class read as two colours, neither of them the class's own
+    doubtful += [(Level(t.value, t.pixels, t.concentration, thin=True), (t.value, t.value)) for t in coloured]
     return Reading(levels, doubtful)
 
 
@@ -348,7 +352,7 @@ class Audit:
     meet (a blob's tip smeared) rather than alone."""
 
     pixels: int = 0
-    unexplained: dict[int, int] = field(default_factory=dict)  # packed value (binned by 16) -> pixels
+    unexplained: dict[int, int] = field(default_factory=dict)  # packed value -> pixels
     doubtful: dict[int, int] = field(default_factory=dict)  # doubtful index -> its pixels
     at_tips: dict[int, int] = field(default_factory=dict)  # doubtful index -> its pixels near both its components
 
@@ -364,46 +368,29 @@ class Audit:
     def lost(self) -> int:
         return sum(self.unexplained.values())
 
+    def lost_level(self, channels: int) -> Level | None:
+        """Where the unexplained pixels gather as noise around one value does (a class whose regions JPEG left
+        no flat inside), or None when they spread."""
+        found = peaks(self.unexplained, channels, 1, limit=1)
+        return found[0] if found else None
+
     def lost_value(self, channels: int) -> RawValue:
-        """Where the unexplained pixels gather most (to 16 units)."""
+        """Where the unexplained pixels gather most."""
+        found = peaks(self.unexplained, channels, 1, limit=1)
+        if found:
+            return found[0].value
         code = max(self.unexplained, key=self.unexplained.get)
-        return _unpack(code, channels) if channels == 3 else int(code)
+        return _unpack(code, channels)
 
 
-BLEED = 8  # JPEG's colour (chroma) spreads up to a block of 8 px (16 at half resolution) around a region
 REACH = 3  # an edge's blend lies within this many pixels of both regions (JPEG's colour bleeds 2-3 px)
 NOISE = {1: 10, 3: 24}  # JPEG's noise inside a region, per channel: at most this far from its level
 LINE_LENGTH = 5  # an island this long (or longer) and at most 2 px wide on average is a line, not a speck
 
 
-def _islands(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected groups of a boolean map's True pixels, each as a boolean map."""
-    h, w = mask.shape
-    label = np.zeros((h, w), np.int32)
-    groups = []
-    for y0, x0 in zip(*np.nonzero(mask), strict=True):
-        if label[y0, x0]:
-            continue
-        n = len(groups) + 1
-        label[y0, x0] = n
-        stack, members = [(int(y0), int(x0))], []
-        while stack:
-            y, x = stack.pop()
-            members.append((y, x))
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    yy, xx = y + dy, x + dx
-                    if 0 <= yy < h and 0 <= xx < w and mask[yy, xx] and not label[yy, xx]:
-                        label[yy, xx] = n
-                        stack.append((yy, xx))
-        groups.append(members)
-    out = []
-    for members in groups:
-        island = np.zeros((h, w), bool)
-        ys, xs = zip(*members, strict=True)
-        island[list(ys), list(xs)] = True
-        out.append(island)
-    return out
+def _quarter(levels: list[RawValue]) -> float:
+    gaps = [float(np.linalg.norm(np.subtract(a, b))) for i, a in enumerate(levels) for b in levels[i + 1 :]]
+    return min(gaps) / 4 if gaps else 64.0
 
 
 def audit(
@@ -415,53 +402,64 @@ def audit(
     """One mask's :class:`Audit` (the reader's snapping: Euclidean distance within ``tolerance``)."""
     h, w = arr.shape[:2]
     channels = 1 if arr.ndim == 2 else 3
-    flat = arr.reshape(h * w, channels).astype(np.float64)
-    lv = np.array([v if isinstance(v, tuple) else (v,) for v in levels], np.float64)
-    d = np.sqrt(((flat[:, None, :] - lv[None]) ** 2).sum(axis=2))
-    nearest, dmin = d.argmin(axis=1), d.min(axis=1)
-    on = dmin <= tolerance
-    regions = [(on & (nearest == i)).reshape(h, w) for i in range(len(levels))]
-    near = [_grow(r, REACH).ravel() for r in regions]
-    bleed = [_grow(r, BLEED).ravel() for r in regions]
-    around = np.sum(near, axis=0) if near else np.zeros(h * w, int)
+    flat = arr.reshape(h * w, channels)
+    lv = np.array([v if isinstance(v, tuple) else (v,) for v in levels], np.int16)
+    gaps = np.abs(flat[:, None, :].astype(np.int16) - lv[None])  # (pixels, levels, channels)
+    cheb = gaps.max(axis=2)
+    d = cheb.astype(np.float32) if channels == 1 else np.sqrt((gaps.astype(np.float32) ** 2).sum(axis=2))
+    # ringing read as the level beside it: within a quarter of the closest levels' gap (the reader may snap
+    # farther: a speck of another class snapped to the level around it is off here, the evidence of a class JPEG
+    # kept no level of)
+    strict = min(tolerance, _quarter(levels))
+    # a region: pixels within JPEG's noise of a level (a speck of another class is no part of the one around it,
+    # even when the reader snaps it there)
+    inside = cheb.min(axis=1) <= NOISE[channels]
+    regions = [(inside & (cheb.argmin(axis=1) == i)).reshape(h, w) for i in range(len(levels))]
     out = Audit(pixels=h * w)
-    cheb = np.abs(flat[:, None, :] - lv[None]).max(axis=2).min(axis=1)
-    for island in _islands((cheb > NOISE[channels]).reshape(h, w)):
-        alone = island.ravel() & (around < 2)  # where two regions meet, any blend JPEG made of them is an edge
-        if channels == 1:  # grey keeps its blends honest: between the two levels, or no edge's
-            for i in np.flatnonzero(island.ravel() & (around >= 2)):
-                here = [levels[k] for k in range(len(levels)) if near[k][i]]
-                if not min(here) - NOISE[1] <= flat[i, 0] <= max(here) + NOISE[1]:
-                    alone[i] = True
-        if not alone.any():
-            continue
-        ys, xs = np.nonzero(island)
-        long = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
-        line = long >= LINE_LENGTH and len(ys) <= 2 * long
-        lost = np.zeros(h * w, bool)
-        for i in np.flatnonzero(alone):
-            if any(near[k][i] and d[i, k] <= tolerance for k in range(len(levels))):
-                continue  # JPEG's ringing around a level beside it, read as that level
-            b = next((k for k in range(len(levels)) if near[k][i]), None)
-            if b is None and channels == 3:
-                b = next((k for k in range(len(levels)) if bleed[k][i]), None)
-            if b is None:
-                lost[i] = True
-                continue
-            value = flat[i : i + 1]
-            if channels == 3 and any(
-                bleed[k][i] and _smears(value, levels[b], levels[k])[0] for k in range(len(levels)) if k != b
-            ):
-                continue  # a region's colour bled into the one around it (JPEG's chroma, up to a block away)
-            if line and any(_smears(value, levels[b], a_)[0] for a_ in levels):
-                continue  # a line 1-2 px wide of a known level, smeared over the one around it
-            lost[i] = True
-        if not lost.any():
-            continue
-        values = flat[lost].astype(np.int64) // 16 * 16 + 8
-        codes = values[:, 0] if channels == 1 else (values[:, 0] << 16) | (values[:, 1] << 8) | values[:, 2]
+    islands, count = ndimage.label((~inside).reshape(h, w), structure=np.ones((3, 3)))
+    label = islands.ravel()
+    idx = np.flatnonzero(label)  # the pixels off every level by more than noise: the rest is plainly read
+    near = np.stack([_grow(r, REACH).ravel()[idx] for r in regions])
+    around = near.sum(axis=0)
+    values = flat[idx].astype(np.float64)
+    # where two regions meet, any blend JPEG made of them is an edge; grey keeps its blends honest: between the
+    # two levels, or no edge's
+    alone = around < 2
+    if channels == 1:
+        here = lv[:, 0][:, None].astype(np.float64)
+        lo = np.where(near, here, np.inf).min(axis=0)
+        hi = np.where(near, here, -np.inf).max(axis=0)
+        alone |= (around >= 2) & ((values[:, 0] < lo - NOISE[1]) | (values[:, 0] > hi + NOISE[1]))
+    # JPEG's ringing around a level beside it, read as that level
+    alone &= ~(near & (strict >= d[idx].T)).any(axis=0)
+    # an island this long and at most 2 px wide on average is a line of a known level, smeared over the one
+    # around it
+    boxes = ndimage.find_objects(islands)
+    sizes = np.bincount(label, minlength=count + 1)
+    long = np.array([0] + [max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes])
+    line = (long >= LINE_LENGTH) & (sizes <= 2 * long)
+    pick = np.flatnonzero(alone)
+    if count and len(pick):
+        # the levels each island touches (within REACH): a region's colour bled into the one around it (JPEG's
+        # chroma, up to a block away from the region's edge) blends two of them
+        labels = label[idx[pick]]
+        touch = np.zeros((len(levels), count + 1), bool)
+        for k, region in enumerate(regions):
+            touch[k, np.unique(islands[_grow(region, REACH) & (islands > 0)])] = True
+        values = values[pick]
+        explained = np.zeros(len(pick), bool)
+        on_line = line[labels]
+        for i, a_ in enumerate(levels):
+            for k in range(i + 1, len(levels)):
+                smear = _smears(values, a_, levels[k])
+                explained |= touch[i, labels] & touch[k, labels] & smear
+                # a line 1-2 px wide of a known level, smeared over the one it crosses
+                explained |= on_line & (touch[i, labels] | touch[k, labels]) & smear
+        lost = values[~explained].astype(np.int64)
+        codes = lost[:, 0] if channels == 1 else (lost[:, 0] << 16) | (lost[:, 1] << 8) | lost[:, 2]
         for c, n in zip(*np.unique(codes, return_counts=True), strict=True):
             out.unexplained[int(c)] = out.unexplained.get(int(c), 0) + int(n)
+    flat = flat.astype(np.float64)
     for k, (value, (a, b)) in enumerate(doubtful):
         if a not in levels or b not in levels:
             continue
@@ -470,5 +468,6 @@ def audit(
         if mine.any():
             ia, ib = levels.index(a), levels.index(b)
             out.doubtful[k] = int(mine.sum())
-            out.at_tips[k] = int((mine & near[ia] & near[ib]).sum())
+            both = _grow(regions[ia], REACH).ravel() & _grow(regions[ib], REACH).ravel()
+            out.at_tips[k] = int((mine & both).sum())
     return out

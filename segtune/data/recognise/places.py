@@ -1,6 +1,7 @@
 """Where each kind of picture is: alike files, judged by content, gathered into families.
 
-1. *Cells*: the pictures of one folder with one extension and one number of name tokens, each judged from a
+1. *Cells*: the pictures of one folder with one extension and one name shape (how many tokens, digits or letters
+   first and last), each judged from a
    sample of up to 12 of its pictures (content.py): masks, photographs, or unsure. A cell whose sample holds both
    masks and photographs (``img_001.png`` beside ``msk_001.png``) is judged picture by picture.
 2. The cells of one folder and one kind are one family, whatever their extensions and name shapes (a folder of
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from segtune.data.recognise.pairing import Family, shared_affixes, split_of, tok
 from segtune.data.splitfiles import SPLIT_NAMES
 
 MAX_VARIANTS = 8  # annotators, views, kinds of mask: a few; more values than this are part of the key
+WEAK = (0.8, 0.97)  # a picture scoring in here is weakly of its kind: its name may overrule its pixels
 OUTLIERS = 0.2  # a kind this small a share of its cell may be outliers the names overrule
 MORE_EVIDENCE = 200  # an unsure cell is judged on up to this many of its pictures before init asks
 
@@ -39,6 +41,11 @@ class Judged:
     family: Family
     sample: Sample
     kind: str
+    scores: dict[Path, float] = field(default_factory=dict)  # each picture's own score, where judged alone
+
+    def weak(self, f: Path) -> bool:
+        """Whether the kind of ``f`` rests on a score near the thresholds (its own, else its part's median)."""
+        return WEAK[0] <= self.scores.get(f, self.sample.score) < WEAK[1]
 
     def describe(self) -> str:
         kind = "colour" if self.sample.colour else "grey"
@@ -63,25 +70,31 @@ def merge_samples(samples: list[Sample]) -> Sample:
     return Sample(scores, colour, max(s.levels for s in samples), any(s.lossy_format for s in samples))
 
 
-def _judge_cell(root: Path, files: list[Path]) -> list[tuple[list[Path], Sample, str]]:
+def _judge_cell(root: Path, files: list[Path]) -> list[tuple[list[Path], Sample, str, dict[Path, float]]]:
     """A cell as one kind, or split by kind when its sample holds several."""
     sample = content.sample([root / f for f in files])
     kind = verdict(sample)
     n = len(sample.scores)
     mixed = sample.masks > 0 and sample.photos > 0  # one of each: both kinds share the cell's name shape
     if not mixed and kind != "unsure":
-        return [(files, sample, kind)]
+        return [(files, sample, kind, {})]
     if not mixed and len(files) > n:  # near the threshold: judge more of the cell before splitting it
         sample = content.judge(content.spread([root / f for f in files], MORE_EVIDENCE))
         kind = verdict(sample)
         if kind != "unsure" or not (sample.masks and sample.photos):
-            return [(files, sample, kind)]
+            return [(files, sample, kind, {})]
     by_kind: dict[str, list[tuple[Path, Sample]]] = defaultdict(list)
     for f in files:  # both kinds in one cell: each picture by itself
         one = content.judge([root / f])
         by_kind[verdict(one)].append((f, one))
     _names_decide(by_kind, len(files))
-    return [([f for f, _ in group], merge_samples([s for _, s in group]), k) for k, group in by_kind.items()]
+    sure = [k for k in by_kind if k in ("mask", "photo")]
+    if "unsure" in by_kind and len(sure) == 1:  # a cell of one name shape and one sure kind: the unsure are of it
+        by_kind[sure[0]] += by_kind.pop("unsure")
+    return [
+        ([f for f, _ in group], merge_samples([s for _, s in group]), k, {f: one.score for f, one in group})
+        for k, group in by_kind.items()
+    ]
 
 
 def _names_decide(by_kind: dict[str, list[tuple[Path, Sample]]], total: int) -> None:
@@ -184,6 +197,48 @@ def _named_as(f: Path, family: Family) -> bool:
     return f.stem.startswith(prefix) and f.stem.endswith(suffix)
 
 
+def _named_kind(judged: list[Judged]) -> list[Judged]:
+    """Pictures of one place named alike take the kind most of them are, when their own pixels said it weakly
+    (near the thresholds) or not at all: ``x-mask.jpg``
+    among ``y-mask.jpg`` masks is a mask, whatever its own pixels said (thin lines in JPEG can score as a
+    photograph does; a photograph on a black backdrop as a mask). Named alike: carrying the same of the affixes
+    each kind's names share."""
+    kinds = ("mask", "photo")
+    stems = {kind: [f.stem for j in judged if j.kind == kind for f in j.family.files] for kind in kinds}
+    for kind, other in (kinds, kinds[::-1]):  # a few weak pictures among many of the other kind: of that kind
+        few = [j for j in judged if j.kind in (kind, "unsure")]
+        if len(stems[other]) >= max(2, 3 * len(stems[kind])) and all(j.weak(f) for j in few for f in j.family.files):
+            return [Judged(j.family, j.sample, other, j.scores) if j in few else j for j in judged]
+    affixes = []
+    for kind, other in (kinds, kinds[::-1]):
+        p, s = shared_affixes(stems[kind]) if len(stems[kind]) >= 2 else ("", "")
+        # an affix tells the kinds apart only when most of the other kind's names lack it (Case- of Case-157.tif
+        # and Case-157-L.png tells nothing)
+        lacking = sum(not (t.startswith(p) and t.endswith(s)) for t in stems[other])
+        if (p or s) and lacking > len(stems[other]) / 2:
+            affixes.append((p, s))
+    if not affixes:
+        return judged
+
+    def signature(f: Path) -> tuple[bool, ...]:
+        return tuple(f.stem.startswith(p) and f.stem.endswith(s) for p, s in affixes)
+
+    votes: dict[tuple[bool, ...], Counter] = defaultdict(Counter)
+    for j in judged:
+        for f in j.family.files:
+            votes[signature(f)][j.kind] += 1
+    out = []
+    for j in judged:
+        by_kind: dict[str, list[Path]] = defaultdict(list)
+        for f in j.family.files:
+            count = votes[signature(f)]
+            top, n = max(((k, count[k]) for k in kinds), key=lambda kv: kv[1])
+            sure = n >= 2 and n > sum(count[k] for k in kinds) - n and (j.kind == "unsure" or j.weak(f))
+            by_kind[top if sure else j.kind].append(f)
+        out += [Judged(Family(j.family.root, fs), j.sample, kind, j.scores) for kind, fs in by_kind.items()]
+    return out
+
+
 def _kind_beside(j: Judged, folder: list[Judged]) -> str:
     """An unsure part takes the kind of the parts of its folder (or of the folders beside it) named as it is (the
     same affixes) and holding other names (``x-image.png`` beside ``y-image.jpg`` photographs; ``images/dog``
@@ -203,17 +258,35 @@ def _kind_beside(j: Judged, folder: list[Judged]) -> str:
     return j.kind
 
 
+def _shape(stem: str) -> tuple[int, str, str]:
+    """A name's shape: how many tokens, and whether its first and last are digits, letters or both
+    (``Bengal.795`` and ``Bengal.795.gtFine`` differ; ``Abyssinian_1`` and ``great_pyrenees_1`` only in length)."""
+    words = [t for t in tokens(stem) if t[0].isalnum()] or [stem]
+
+    def kind(word: str) -> str:
+        return "d" if word.isdigit() else "a" if word.isalpha() else "m"
+
+    return len(tokens(stem)), kind(words[0]), kind(words[-1])
+
+
 def families(root: Path, files: list[Path]) -> list[Judged]:
     """Every family a folder's pictures form, each judged (see the module's docstring)."""
     cells: dict[tuple, list[Path]] = defaultdict(list)
     for f in files:
         rel = f.relative_to(root) if f.is_absolute() else f
-        cells[(rel.parent, rel.suffix.lower(), len(tokens(rel.stem)))].append(rel)
+        cells[(rel.parent, rel.suffix.lower(), *_shape(rel.stem))].append(rel)
     parts: dict[Path, list[Judged]] = defaultdict(list)
-    for (folder, _, _), members in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        for part, sample, kind in _judge_cell(root, members):
+    for (folder, *_), members in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        for part, sample, kind, scores in _judge_cell(root, members):
             if kind != "unreadable":
-                parts[folder].append(Judged(Family(root, part), sample, kind))
+                parts[folder].append(Judged(Family(root, part), sample, kind, scores))
+    by_place: dict[tuple[str, ...], list[Path]] = defaultdict(list)
+    for folder in parts:
+        by_place[_signature(folder / "x")[:-1]].append(folder)
+    for folders in by_place.values():  # the folders of one parent (images/train, images/val; masks/cat, masks/dog)
+        voted = _named_kind([j for folder in folders for j in parts[folder]])
+        for folder in folders:
+            parts[folder] = [j for j in voted if j.family.files[0].parent == folder]
     by_folder: dict[tuple[Path, str], list[Judged]] = defaultdict(list)
     for folder, judged in parts.items():
         beside = [o for other, js in parts.items() if other != folder and other.parent == folder.parent for o in js]

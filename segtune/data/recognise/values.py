@@ -12,7 +12,7 @@ import numpy as np
 
 from segtune.data.labels import LossyLevels, RawValue, ValueCensus, is_binary_255, tolerance
 from segtune.data.recognise.layout import Layout
-from segtune.data.recognise.levels import Audit, Evidence, read_levels
+from segtune.data.recognise.levels import RADIUS, Audit, Evidence, distance, read_levels, smear_of
 from segtune.errors import DataError
 
 MAX_CLASSES = 20  # indexed masks with more classes than this need their names: init will not invent them
@@ -22,6 +22,7 @@ NOISY_VALUES = 64  # lossless masks with more distinct values than this are nois
 MAX_FAR_SHARE = 0.03  # lossy masks: more pixels than this ignored (far from every level) moves class shares too far
 AT_TIPS = 0.8  # a doubtful value this much of whose pixels sit where its two regions meet is a smeared tip
 LOST_PIXELS, LOST_SHARE = 3, 2e-4  # more unexplained pixels than both: a class JPEG kept no level of
+MAX_SPECKS = 2  # classes found on specks alone, at most
 Auditor = Callable[[list, float, list], Audit]  # (levels, tolerance, doubtful) -> the audit of every mask
 HAND_LOSSY = "write dataset.values (grey levels) or dataset.colors, and dataset.classes, by hand (README: folder)"
 
@@ -139,27 +140,45 @@ def _decide_lossy(
             f"{root}: the masks hold {len(census.values)} {kind} whose flat regions sit on {len(levels)} levels "
             f"({', '.join(map(str, levels[:14]))}): no masks of 2 to {MAX_CLASS_CODES} classes; {HAND_LOSSY}"
         )
-    tol = tolerance(levels)
     doubtful = [(lv.value, pair) for lv, pair in reading.doubtful]
-    seen = auditor(levels, tol, doubtful)
-    for k, (value, (a, b)) in enumerate(doubtful):
-        if a == b:  # a colour only thin lines hold
-            why = "appears only on lines or specks 1-2 px wide, where JPEG keeps no colour's own value"
-        elif seen.at_tips.get(k, 0) >= AT_TIPS * seen.doubtful.get(k, 0):
-            continue  # the smeared tips of regions: edge blends
-        else:
-            why = f"appears on lines or specks 1-2 px wide where a blend of {a} and {b} looks the same"
-        _two_readings(root, census, levels, value, kind, why)
-    if seen.lost > max(LOST_PIXELS, LOST_SHARE * seen.pixels):
-        value = seen.lost_value(evidence.channels or 1)
-        _two_readings(
-            root,
-            census,
-            levels,
-            value,
-            kind,
-            f"{seen.lost} pixels near it ({seen.lost / max(1, seen.pixels):.2%}) are no blend of the levels around "
-            "them: a class too small or thin to keep its value through JPEG",
+    specks: list[Any] = []
+    for attempt in range(MAX_SPECKS + 1):
+        tol = tolerance(levels)
+        seen = auditor(levels, tol, doubtful)
+        for k, (value, (a, b)) in enumerate(doubtful):
+            if a == b:  # a colour only thin lines hold
+                why = "appears only on lines or specks 1-2 px wide, where JPEG keeps no colour's own value"
+            elif seen.at_tips.get(k, 0) >= AT_TIPS * seen.doubtful.get(k, 0):
+                continue  # the smeared tips of regions: edge blends
+            else:
+                why = f"appears on lines or specks 1-2 px wide where a blend of {a} and {b} looks the same"
+            _two_readings(root, census, levels, value, kind, why)
+        if seen.lost <= max(LOST_PIXELS, LOST_SHARE * seen.pixels):
+            break
+        speck = seen.lost_level(evidence.channels or 1)
+        novel = (
+            speck is not None
+            and speck.pixels >= LOST_PIXELS
+            and smear_of(speck.value, levels) is None
+            and all(distance(speck.value, v) > 3 * RADIUS[evidence.channels or 1] for v in levels)
+        )
+        if not novel or attempt == MAX_SPECKS:
+            value = seen.lost_value(evidence.channels or 1)
+            _two_readings(
+                root,
+                census,
+                levels,
+                value,
+                kind,
+                f"{seen.lost} pixels near it ({seen.lost / max(1, seen.pixels):.2%}) are no blend of the levels "
+                "around them: a class too small or thin to keep its value through JPEG",
+            )
+        levels = sorted([*levels, speck.value])  # a class JPEG left no flat inside: its specks' own value
+        specks.append(speck.value)
+    if specks:
+        layout.notes.append(
+            f"{', '.join(map(str, specks))}: found only on specks JPEG left no flat inside (no blend of the levels "
+            "around them), taken as a class"
         )
     off = LossyLevels({v: i for i, v in enumerate(levels)}, tol).off_level(census)
     if off.share(off.ignored) > MAX_FAR_SHARE:
