@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from segtune.data.base import (
+    PICTURE_EXTENSIONS,
     SPLITS,
     BadFile,
     Decode,
@@ -32,7 +33,6 @@ from segtune.data.splitfiles import match_ids, read_id_list, read_split_file
 from segtune.errors import DataError
 from segtune.spec import SPLIT_PLACEHOLDER, FolderSpec, ListSplitSpec, SplitFileSpec, resolve_root
 
-PICTURE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 VAL_FRACTION, VAL_SEED = 0.2, 42  # split folders without a val folder: val carved from train, as split files do
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from segtune.data.base import PICTURE_EXTENSIONS
 from segtune.errors import DataError
 
 SPLIT_NAMES = {
@@ -194,19 +195,24 @@ def _loose_index(keys: list[str]) -> tuple[dict[str, str], tuple[str, str]]:
     return {form: next(iter(ks)) for form, ks in forms.items() if len(ks) == 1}, (prefix, suffix)
 
 
+def _without_extension(name: str) -> str:
+    """A listed id without its picture extension (``case.17.png``: ``case.17``; ``case.17`` stays whole)."""
+    return name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in PICTURE_EXTENSIONS else name
+
+
 def match_ids(listed: dict[str, list[str]], keys: Iterable[str], key_of: Callable[[str], str | None]) -> Assignment:
     """Listed ids -> pair keys: the id itself, what ``key_of`` (the pairing regex) makes of it as a file name
     (with or without its extension), its stem or its file name without folders; failing those, the one key that
     is the same up to case, zero padding and the affixes every key shares."""
     known = set(keys)
     loose, (prefix, suffix) = _loose_index(sorted(known))
-    every = [Path(i).stem if "." in Path(i).name else Path(i).name for ids in listed.values() for i in ids]
+    every = [_without_extension(Path(i).name) for ids in listed.values() for i in ids]
     listed_prefix, listed_suffix = _shared_affixes(every)  # what every listed id carries (``Case_`` of Case_0463)
     out = Assignment()
     for split, ids in listed.items():
         for listed_id in ids:
             name = Path(listed_id).name if "/" in listed_id or "\\" in listed_id else listed_id
-            stem = Path(name).stem if "." in name else name
+            stem = _without_extension(name)
             candidates = (listed_id, name, key_of(name), key_of(f"{name}.x"), stem, key_of(f"{stem}.x"))
             key = next((c for c in candidates if c is not None and c in known), None)
             if key is None:

@@ -20,12 +20,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segtune.data.base import NEAR_GREY, grey_palette
-from segtune.data.recognise.levels import flat_and_ridge, peaks
+from segtune.data.recognise.levels import RADIUS, flat_and_ridge, peaks
 
 CLEAN_VALUES = 64  # a picture of at most this many exact values is a clean mask (photographs hold hundreds)
 MAX_MASK_LEVELS = 16  # a picture whose flat pixels gather around more values than this is no mask
 NEAR = {1: 6, 3: 18}  # a pixel within this (per channel) of a level is on it
-MIN_LEVEL_SHARE = 0.02  # a level of one lossy picture holds at least this share of its pixels
+MIN_LEVEL_SHARE = 0.02  # a level of one lossy picture holds at least this share of its pixels ...
+SHARED_LEVEL_SHARE = 0.003  # ... or this, when the set's other pictures hold it too
 MASK_SCORE = 0.95  # pictures scoring at least this are masks
 PHOTO_SCORE = 0.9  # pictures scoring below this are photographs; between the two: unsure
 PROBE_SIDE = 256  # content is judged on a thumbnail no larger than this (JPEG decodes it at a reduced size)
@@ -107,13 +108,27 @@ def _exact_flat(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def levels_and_score(arr: np.ndarray) -> tuple[int, float]:
+def _flat_peaks(arr: np.ndarray, min_share: float) -> list:
+    """Where a picture's flat pixels gather (levels.peaks), each holding at least ``min_share`` of the picture."""
+    channels = 1 if arr.ndim == 2 else 3
+    flat, _ = flat_and_ridge(arr, ridges=False)
+    codes = arr[flat].astype(np.int64)
+    if channels == 3:
+        codes = (codes[:, 0] << 16) | (codes[:, 1] << 8) | codes[:, 2]
+    values, counts = np.unique(codes, return_counts=True)
+    flat_counts = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    return [lv.value for lv in peaks(flat_counts, channels, max(5, round(min_share * flat.size)), MAX_MASK_LEVELS + 1)]
+
+
+def levels_and_score(arr: np.ndarray, shared: list | None = None) -> tuple[int, float]:
     """How many levels a picture is written in, and the share of its pixels within 2 px of one on a level: 1.0
     for a clean mask, ~0.96-1 for a lossy one, low for a photograph (its texture is off every level).
 
     A picture of at most CLEAN_VALUES exact values is judged as a clean mask would be: its levels are the values
     some flat inside holds exactly (a photograph's grain leaves it none). Otherwise levels are where flat pixels
-    gather (levels.py), each holding at least MIN_LEVEL_SHARE of the picture."""
+    gather (levels.py), each holding at least MIN_LEVEL_SHARE of the picture, or, smaller, one of the ``shared``
+    levels other pictures of its set hold too (a mask's small region in a colour JPEG keeps few flat pixels; a
+    photograph's flat spots are its own)."""
     n = distinct(arr)
     channels = 1 if arr.ndim == 2 else 3
     clean = 0.0
@@ -131,18 +146,30 @@ def levels_and_score(arr: np.ndarray) -> tuple[int, float]:
         clean = float(_grow(on, 2).mean())
         if clean >= MASK_SCORE:
             return n, clean
-    flat, _ = flat_and_ridge(arr, ridges=False)
-    codes = arr[flat].astype(np.int64)
-    if channels == 3:
-        codes = (codes[:, 0] << 16) | (codes[:, 1] << 8) | codes[:, 2]
-    values, counts = np.unique(codes, return_counts=True)
-    flat_counts = dict(zip(values.tolist(), counts.tolist(), strict=True))
-    found = [
-        lv.value for lv in peaks(flat_counts, channels, max(5, round(MIN_LEVEL_SHARE * flat.size)), MAX_MASK_LEVELS + 1)
-    ]
+    found = _flat_peaks(arr, MIN_LEVEL_SHARE)
+    if shared:
+        found += [v for v in _flat_peaks(arr, SHARED_LEVEL_SHARE) if v not in found and _among(v, shared)]
     if not found or len(found) > MAX_MASK_LEVELS:
         return len(found), clean
     return len(found), max(clean, float(_grow(_near_any(arr, found), 2).mean()))
+
+
+def _among(value: object, levels: list) -> bool:
+    a = np.atleast_1d(np.asarray(value, np.int16))
+    return any(int(np.abs(a - np.atleast_1d(np.asarray(v, np.int16))).max()) <= 2 * RADIUS[len(a)] for v in levels)
+
+
+def shared_levels(arrays: list[np.ndarray]) -> list:
+    """Levels that recur among a set's pictures (in at least a quarter of them, two at least): the evidence of the
+    set, which a mask's colours give and a photograph's flat spots do not."""
+    per_picture = [_flat_peaks(a, SHARED_LEVEL_SHARE) for a in arrays]
+    need = max(2, len(arrays) / 4)
+    out: list = []
+    for levels in per_picture:
+        for v in levels:
+            if not _among(v, out) and sum(_among(v, other) for other in per_picture) >= need:
+                out.append(v)
+    return out
 
 
 @dataclass(frozen=True)
@@ -178,11 +205,10 @@ class Sample:
 def judge(paths: list[Path]) -> Sample:
     """Judge every picture of ``paths``."""
     scores, colour, levels = [], 0, 0
-    for path in paths:
-        arr = pixels(path)
-        if arr is None:
-            continue
-        found, score = levels_and_score(arr)
+    arrays = [a for a in (pixels(p) for p in paths) if a is not None]
+    shared = shared_levels(arrays) if len(arrays) >= 2 else []
+    for arr in arrays:
+        found, score = levels_and_score(arr, shared)
         scores.append(score)
         colour += is_colour(arr)
         levels = max(levels, found)

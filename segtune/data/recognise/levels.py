@@ -166,8 +166,9 @@ def _window_sums(hist: np.ndarray, r: int) -> np.ndarray:
 
 
 def _exact_centre(counts: dict[int, int], channels: int, near: RawValue, radius: float) -> RawValue:
-    """The mean of the exact values within ``radius`` (per channel) of ``near``, weighted by their pixels, with
-    channels near 0 or 255 written as 0 or 255."""
+    """The value the exact values within ``radius`` (per channel) of ``near`` are noise around: a grey level's most
+    common value (JPEG's noise is symmetric: it keeps the value written most often), a colour's mean; channels
+    near 0 or 255 written as 0 or 255."""
     codes = np.fromiter(counts, np.int64, len(counts))
     n = np.fromiter(counts.values(), np.int64, len(counts)).astype(np.float64)
     if channels == 1:
@@ -178,6 +179,9 @@ def _exact_centre(counts: dict[int, int], channels: int, near: RawValue, radius:
         centre = np.array(near, np.float64)
     inside = np.abs(vals - centre).max(axis=1) <= radius
     mean = (vals[inside] * n[inside, None]).sum(axis=0) / max(1.0, n[inside].sum()) if inside.any() else centre
+    if channels == 1 and inside.any():
+        mode = int(np.flatnonzero(inside)[n[inside].argmax()])
+        mean = vals[mode]
     snapped = [0 if x <= SNAP else 255 if x >= 255 - SNAP else int(round(x)) for x in np.atleast_1d(mean)]
     return snapped[0] if channels == 1 else (snapped[0], snapped[1], snapped[2])
 
@@ -280,6 +284,7 @@ def read_levels(evidence: Evidence, limit: int = 64) -> Reading:
         if all(distance(t.value, lv.value) > separation for lv in levels)
     ]
     flat_values = [lv.value for lv in levels]
+    ground = max(levels, key=lambda lv: lv.pixels).value if levels else None  # what most of the masks hold
     coloured: list[Level] = []
     # the most extreme first: a thin line's smear only moves it towards what surrounds it
     thin.sort(key=lambda t: -min((distance(t.value, v) for v in flat_values), default=255.0))
@@ -288,6 +293,8 @@ def read_levels(evidence: Evidence, limit: int = 64) -> Reading:
             continue
         flat_smear = smear_of(t.value, flat_values)
         thin_smear = smear_of(t.value, [lv.value for lv in levels])
+        if flat_smear is not None and channels == 3 and ground not in flat_smear:
+            continue  # a sliver between two colour regions: their edge's blend (a thin class lies over the ground)
         if flat_smear is not None:
             doubtful.append((Level(t.value, t.pixels, t.concentration, thin=True), flat_smear))
         elif thin_smear is not None:
@@ -468,6 +475,6 @@ def audit(
         if mine.any():
             ia, ib = levels.index(a), levels.index(b)
             out.doubtful[k] = int(mine.sum())
-            both = _grow(regions[ia], REACH).ravel() & _grow(regions[ib], REACH).ravel()
+            both = _grow(regions[ia], 2 * REACH).ravel() & _grow(regions[ib], 2 * REACH).ravel()
             out.at_tips[k] = int((mine & both).sum())
     return out
