@@ -114,13 +114,21 @@ def budget(fp: Fingerprint) -> list[Decision]:
 
 def missing_classes(fp: Fingerprint) -> list[Decision]:
     absent = [c for c in fp.classes if fp.images_with[c] == 0]
-    if not absent:
-        return []
-    why = (
-        f"CHOICE: {', '.join(absent)} appear in no mask of this folder (a subset of the dataset?): allowed, "
-        "so the study runs; their IoU stays undefined"
-    )
-    return [Decision("dataset.allow_missing_classes", True, why)]
+    if absent:
+        why = (
+            f"CHOICE: {', '.join(absent)} appear in no mask of this folder (a subset of the dataset?): allowed, "
+            "so the study runs; their IoU stays undefined"
+        )
+        return [Decision("dataset.allow_missing_classes", True, why)]
+    untrained = [c for c in fp.classes if fp.train_with is not None and fp.train_with[c] == 0]
+    if untrained:
+        held = ", ".join(f"{c} ({fp.images_with[c]} pictures)" for c in untrained)
+        why = (
+            f"CHOICE: {held} in no train picture of this split: allowed, so the study runs; a model cannot learn "
+            "what it never sees: move a picture holding it to train"
+        )
+        return [Decision("dataset.allow_missing_classes", True, why)]
+    return []
 
 
 def starting_points(fp: Fingerprint) -> list[tuple[dict[str, Any], str]]:

@@ -70,11 +70,15 @@ class SplitSpec(_Strict):
 
 
 class ListSplitSpec(_Strict):
-    """Fixed splits from list files (one name per line, as the pairing key or the file stem), relative to root."""
+    """Fixed splits from one list file per split (ids one a line, or a CSV column, a JSON or YAML list), relative
+    to root; ids are matched as split files' are. Without a val list, val is carved from train (0.2, seed 42)."""
 
     train: str
-    val: str
+    val: str | None = None
     test: str | None = None
+    wins: Literal["train", "val", "test"] | None = Field(
+        None, description="the split an id listed in two lists goes to; unset, such an id is an error"
+    )
 
 
 class SplitFileSpec(_Strict):

@@ -19,6 +19,7 @@ from segtune.data.resize import ResizePolicy
 from segtune.errors import DataError
 
 SPLITS = ("train", "val", "test")
+PICTURE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
 
 @dataclass

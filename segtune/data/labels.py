@@ -99,6 +99,7 @@ def train_pixels_per_class(masks: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 MAX_TOLERANCE = 64
+COLOUR_TOLERANCE = 128
 
 
 def distance(a: RawValue, b: RawValue) -> float:
@@ -109,11 +110,17 @@ def distance(a: RawValue, b: RawValue) -> float:
 
 
 def tolerance(levels: list[RawValue]) -> float:
-    """How far from its nearest level a lossy mask's pixel may lie and still be snapped to it: a quarter of the
-    distance between the two closest levels (so no pixel is near two), at most MAX_TOLERANCE (grey levels, or
-    RGB distance), in whole units. Binary 0/255 masks: 63, so values 64..191 are ignored; four grey levels
-    0/85/170/255: 21."""
+    """How far from its nearest level a lossy mask's pixel may lie and still be snapped to it, in whole units.
+
+    Grey levels: a quarter of the distance between the two closest levels (so no pixel is near two), at most
+    MAX_TOLERANCE. Binary 0/255 masks: 63, so values 64..191 are ignored; four grey levels 0/85/170/255: 21.
+    Colours (RGB distance): just under half the distance between the two closest, at most twice MAX_TOLERANCE:
+    JPEG keeps a colour region's luma but smears its colour (chroma) a pixel or two beyond its edge, so the
+    pixels of a colour mask's edges are snapped to the nearer colour rather than ignored. Black / red
+    (255, 0, 0): 126."""
     gaps = [distance(a, b) for i, a in enumerate(levels) for b in levels[i + 1 :]]
+    if levels and isinstance(levels[0], tuple):
+        return min(COLOUR_TOLERANCE, math.ceil(min(gaps) / 2) - 1) if gaps else COLOUR_TOLERANCE
     return min(MAX_TOLERANCE, math.floor(min(gaps) / 4)) if gaps else MAX_TOLERANCE
 
 
@@ -144,14 +151,14 @@ class LossyLevels:
     classes: dict[Any, int]  # level (a grey value, or an (r, g, b) colour) -> class index or IGNORE_INDEX
     tolerance: float
 
-    def _nearest(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (U, C) raw values: the index of the nearest level and the distance to it."""
         levels = np.array([v if isinstance(v, tuple) else (v,) for v in self.classes], dtype=np.float64)
         d = np.sqrt(((values[:, None, :].astype(np.float64) - levels[None]) ** 2).sum(axis=2))
         return d.argmin(axis=1), d.min(axis=1)
 
     def _table(self, values: np.ndarray) -> np.ndarray:
-        nearest, d = self._nearest(values)
+        nearest, d = self.nearest(values)
         target = np.array(list(self.classes.values()), dtype=np.uint8)[nearest]
         return np.where(d <= self.tolerance, target, IGNORE_INDEX).astype(np.uint8)
 
@@ -171,5 +178,5 @@ class LossyLevels:
         values = list(census.pixels)
         raw = np.array([v if isinstance(v, tuple) else (v,) for v in values], dtype=np.int64)
         n = np.array([census.pixels[v] for v in values], dtype=np.int64)
-        _, d = self._nearest(raw)
+        _, d = self.nearest(raw)
         return OffLevel(int(n.sum()), int(n[(d > 0) & (d <= self.tolerance)].sum()), int(n[d > self.tolerance].sum()))

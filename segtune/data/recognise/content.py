@@ -1,36 +1,34 @@
-"""What a picture holds, told from its pixels: a few flat levels or colours (a mask, perhaps stored with JPEG
-noise around them), or a photograph.
+"""What a picture holds, told from its pixels: a mask (a few flat levels or colours, perhaps with JPEG noise
+around them and blends along their edges) or a photograph.
 
-`init` uses it to tell masks from pictures whatever their folders are called, and to decide, from every mask
-of a dataset at once, whether the masks are lossy (:func:`find_levels`); the folder reader snaps lossy masks
-to their levels within ``labels.tolerance``.
-
-Why these rules: a mask's pixels sit exactly (or, after JPEG, within a few units) on a handful of values.
-Measured on real files (the Oxford-IIIT Pet sample and Kvasir-SEG): 98-100% of a mask's pixels lie within 2
-grey levels of its at most 16 most common levels; 2-41% of a photograph's (or of its greyscale copy's) do.
-JPEG's colour subsampling smears colour-coded masks more, so colours count as on a level within 10 units
-per channel (a 64 px colour mask saved at JPEG quality 75-90: 73-88% of its pixels; photographs: at most 67%).
+`init` uses it to tell masks from pictures whatever their folders are called. A clean mask holds at most
+CLEAN_VALUES exact values. Otherwise the picture's levels are found from its flat pixels (levels.py) and every
+pixel far from all of them is *off-level*: in a mask those are edge blends, bands a pixel or two wide; in a
+photograph they are its texture, whole regions. The score is the share of pixels with an on-level pixel within
+2 px: 0.98-1.0 for lossy masks (JPEG at quality 70, thin lines, specks), at most about 0.85 for a photograph
+even on a backdrop that fills 80% of the frame (the object's inside is texture). Between MASK_SCORE and
+PHOTO_SCORE a picture is *unsure*: the set decides (choice.py), or init asks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segtune.data.base import grey_palette
-from segtune.data.labels import RawValue, distance
+from segtune.data.base import NEAR_GREY, grey_palette
+from segtune.data.recognise.levels import RADIUS, flat_and_ridge, peaks
 
-MAX_MASK_LEVELS = 16  # a lossy picture whose pixels need more levels than this to be covered is no mask
 CLEAN_VALUES = 64  # a picture of at most this many exact values is a clean mask (photographs hold hundreds)
-NEAR = {1: 2, 3: 10}  # channels -> how far (per channel) from a level a pixel still counts as on it
-MIN_LEVEL_SHARE = 0.002  # a level holds at least this share of the pixels; rarer values are noise around one
-SEPARATION = {1: 16, 3: 48}  # two levels closer than this (grey levels; RGB distance) are one level and its noise
-MASK_SCORE = 0.7  # pictures whose median score reaches this read as masks
+MAX_MASK_LEVELS = 16  # a picture whose flat pixels gather around more values than this is no mask
+NEAR = {1: 6, 3: 18}  # a pixel within this (per channel) of a level is on it
+MIN_LEVEL_SHARE = 0.02  # a level of one lossy picture holds at least this share of its pixels ...
+SHARED_LEVEL_SHARE = 0.003  # ... or this, when the set's other pictures hold it too
+MASK_SCORE = 0.95  # pictures scoring at least this are masks
+PHOTO_SCORE = 0.9  # pictures scoring below this are photographs; between the two: unsure
 PROBE_SIDE = 256  # content is judged on a thumbnail no larger than this (JPEG decodes it at a reduced size)
 COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 LOSSY_FORMATS = {"JPEG", "MPO", "WEBP"}  # WEBP may be lossless, but people's WEBP masks rarely are
@@ -54,6 +52,13 @@ def pixels(path: Path) -> np.ndarray | None:
     return arr
 
 
+def is_colour(arr: np.ndarray) -> bool:
+    """Colours that are no grey with JPEG noise: channels apart by more than the reader's NEAR_GREY somewhere."""
+    if arr.ndim == 2:
+        return False
+    return int((arr.max(axis=2).astype(np.int16) - arr.min(axis=2)).max()) > NEAR_GREY
+
+
 def is_lossy_file(path: Path) -> bool:
     """Stored in a lossy format (JPEG): its values may sit around the levels written, not on them."""
     try:
@@ -63,86 +68,160 @@ def is_lossy_file(path: Path) -> bool:
         return False
 
 
-def _counts(arr: np.ndarray) -> dict[RawValue, int]:
+def distinct(arr: np.ndarray) -> int:
     if arr.ndim == 2:
-        counts = np.bincount(arr.ravel(), minlength=256)
-        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
-    colours, counts = np.unique(arr.reshape(-1, 3), axis=0, return_counts=True)
-    return {(int(r), int(g), int(b)): int(n) for (r, g, b), n in zip(colours, counts, strict=True)}
+        return int(np.count_nonzero(np.bincount(arr.ravel(), minlength=256)))
+    v = arr.reshape(-1, 3).astype(np.int64)
+    return len(np.unique((v[:, 0] << 16) | (v[:, 1] << 8) | v[:, 2]))
 
 
-def find_levels(counts: Mapping[RawValue, int], max_levels: int = MAX_MASK_LEVELS) -> list[RawValue]:
-    """The levels (grey values or colours) a set of masks is written in: the most common values, each one
-    taken only when no level already taken is within SEPARATION of it (its noise), and only while it holds
-    MIN_LEVEL_SHARE of the pixels. Sorted."""
-    total = sum(counts.values()) or 1
-    channels = 1 if all(isinstance(v, int) for v in counts) else 3
-    levels: list[RawValue] = []
-    for value, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        if n / total < MIN_LEVEL_SHARE or len(levels) >= max_levels:
-            break
-        if all(distance(value, level) >= SEPARATION[channels] for level in levels):
-            levels.append(value)
-    return sorted(levels)
+def _near_any(arr: np.ndarray, levels: list) -> np.ndarray:
+    channels = 1 if arr.ndim == 2 else 3
+    a = arr.astype(np.int16).reshape(arr.shape[0], arr.shape[1], channels)
+    on = np.zeros(arr.shape[:2], bool)
+    for level in levels:
+        target = np.array(level if isinstance(level, tuple) else (level,), np.int16)
+        on |= np.abs(a - target).max(axis=2) <= NEAR[channels]
+    return on
 
 
-def _as_arrays(values: list[RawValue]) -> np.ndarray:
-    """Grey levels or colours as an (N, channels) int array."""
-    return np.array([v if isinstance(v, tuple) else (v,) for v in values], dtype=np.int32).reshape(len(values), -1)
+def _grow(mask: np.ndarray, n: int) -> np.ndarray:
+    """``mask`` dilated by n pixels (a (2n+1)-square neighbourhood)."""
+    out = mask.copy()
+    h, w = mask.shape
+    p = np.pad(mask, n)
+    for dy in range(-n, n + 1):
+        for dx in range(-n, n + 1):
+            out |= p[n + dy : n + dy + h, n + dx : n + dx + w]
+    return out
 
 
-def near_share(counts: Mapping[RawValue, int], levels: list[RawValue]) -> float:
-    """The share of pixels within NEAR (per channel) of a level."""
-    total = sum(counts.values())
-    if not total or not levels:
-        return 0.0
-    values, targets = _as_arrays(list(counts)), _as_arrays(levels)
-    n = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
-    gap = np.abs(values[:, None, :] - targets[None]).max(axis=2).min(axis=1)
-    return float(n[gap <= NEAR[targets.shape[1]]].sum() / total)
+def _exact_flat(arr: np.ndarray) -> np.ndarray:
+    """Pixels whose 3 x 3 neighbourhood holds one value (a clean mask's inside)."""
+    h, w = arr.shape[:2]
+    a = arr if arr.ndim == 2 else (arr.astype(np.int64) * [65536, 256, 1]).sum(axis=2)
+    p = np.pad(a, 1, mode="edge")
+    out = np.ones((h, w), bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            out &= p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == a
+    return out
 
 
-def levels_and_score(counts: Mapping[RawValue, int]) -> tuple[int, float]:
-    """How many levels a picture is written in, and how much of it sits on them: a clean mask holds at most
-    CLEAN_VALUES exact values (1.0: indexed masks with dozens of classes among them); a lossy one sits near a
-    few levels (~0.9); a photograph spreads over hundreds of values (low)."""
-    if len(counts) <= CLEAN_VALUES:
-        return len(counts), 1.0
-    found = find_levels(counts)
-    return len(found), near_share(counts, found)
+def _flat_peaks(arr: np.ndarray, min_share: float) -> list:
+    """Where a picture's flat pixels gather (levels.peaks), each holding at least ``min_share`` of the picture."""
+    channels = 1 if arr.ndim == 2 else 3
+    flat, _ = flat_and_ridge(arr, ridges=False)
+    codes = arr[flat].astype(np.int64)
+    if channels == 3:
+        codes = (codes[:, 0] << 16) | (codes[:, 1] << 8) | codes[:, 2]
+    values, counts = np.unique(codes, return_counts=True)
+    flat_counts = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    return [lv.value for lv in peaks(flat_counts, channels, max(5, round(min_share * flat.size)), MAX_MASK_LEVELS + 1)]
 
 
-def mask_score(arr: np.ndarray) -> float:
-    """How much of a picture sits on a few flat levels: 1.0 for a clean mask, ~0.9 for a JPEG one, low for a photo."""
-    return levels_and_score(_counts(arr))[1]
+def levels_and_score(arr: np.ndarray, shared: list | None = None) -> tuple[int, float]:
+    """How many levels a picture is written in, and the share of its pixels within 2 px of one on a level: 1.0
+    for a clean mask, ~0.96-1 for a lossy one, low for a photograph (its texture is off every level).
+
+    A picture of at most CLEAN_VALUES exact values is judged as a clean mask would be: its levels are the values
+    some flat inside holds exactly (a photograph's grain leaves it none). Otherwise levels are where flat pixels
+    gather (levels.py), each holding at least MIN_LEVEL_SHARE of the picture, or, smaller, one of the ``shared``
+    levels other pictures of its set hold too (a mask's small region in a colour JPEG keeps few flat pixels; a
+    photograph's flat spots are its own)."""
+    n = distinct(arr)
+    channels = 1 if arr.ndim == 2 else 3
+    clean = 0.0
+    if n <= CLEAN_VALUES:
+        inside = _exact_flat(arr)
+        flat_values = arr[inside]
+        found = np.unique(flat_values if channels == 1 else flat_values.reshape(-1, 3), axis=0)
+        if channels == 1:
+            on = np.isin(arr, found)
+        else:
+            on = np.isin(
+                (arr.astype(np.int64) * [65536, 256, 1]).sum(axis=2),
+                (found.astype(np.int64) * [65536, 256, 1]).sum(axis=1),
+            )
+        clean = float(_grow(on, 2).mean())
+        if clean >= MASK_SCORE:
+            return n, clean
+    found = _flat_peaks(arr, MIN_LEVEL_SHARE)
+    if shared:
+        found += [v for v in _flat_peaks(arr, SHARED_LEVEL_SHARE) if v not in found and _among(v, shared)]
+    if not found or len(found) > MAX_MASK_LEVELS:
+        return len(found), clean
+    return len(found), max(clean, float(_grow(_near_any(arr, found), 2).mean()))
+
+
+def _among(value: object, levels: list) -> bool:
+    a = np.atleast_1d(np.asarray(value, np.int16))
+    return any(int(np.abs(a - np.atleast_1d(np.asarray(v, np.int16))).max()) <= 2 * RADIUS[len(a)] for v in levels)
+
+
+def shared_levels(arrays: list[np.ndarray]) -> list:
+    """Levels that recur among a set's pictures (in at least a quarter of them, two at least): the evidence of the
+    set, which a mask's colours give and a photograph's flat spots do not."""
+    per_picture = [_flat_peaks(a, SHARED_LEVEL_SHARE) for a in arrays]
+    need = max(2, len(arrays) / 4)
+    out: list = []
+    for levels in per_picture:
+        for v in levels:
+            if not _among(v, out) and sum(_among(v, other) for other in per_picture) >= need:
+                out.append(v)
+    return out
 
 
 @dataclass(frozen=True)
 class Sample:
-    """What a few pictures of one group hold: the median mask score, colour or grey, how many levels."""
+    """What a few pictures of one group hold: each one's score, colour or grey, how many levels."""
 
-    score: float
+    scores: tuple[float, ...]
     colour: bool
     levels: int
     lossy_format: bool
 
     @property
+    def score(self) -> float:
+        return float(np.median(self.scores)) if self.scores else 0.0
+
+    @property
+    def masks(self) -> int:
+        return sum(s >= MASK_SCORE for s in self.scores)
+
+    @property
+    def photos(self) -> int:
+        return sum(s < PHOTO_SCORE for s in self.scores)
+
+    @property
     def mask_like(self) -> bool:
-        return self.score >= MASK_SCORE
+        return bool(self.scores) and self.masks == len(self.scores)
+
+    @property
+    def photo_like(self) -> bool:
+        return bool(self.scores) and self.photos == len(self.scores)
+
+
+def judge(paths: list[Path]) -> Sample:
+    """Judge every picture of ``paths``."""
+    scores, colour, levels = [], 0, 0
+    arrays = [a for a in (pixels(p) for p in paths) if a is not None]
+    shared = shared_levels(arrays) if len(arrays) >= 2 else []
+    for arr in arrays:
+        found, score = levels_and_score(arr, shared)
+        scores.append(score)
+        colour += is_colour(arr)
+        levels = max(levels, found)
+    # one picture in colour makes a colour set: most masks of a set may hold background alone (black: grey)
+    return Sample(tuple(scores), colour > 0, levels, bool(paths) and is_lossy_file(paths[0]))
+
+
+def spread(paths: list[Path], n: int = 12) -> list[Path]:
+    """Up to ``n`` of ``paths``, spread over them."""
+    m = min(n, len(paths))
+    return list(dict.fromkeys(paths[round(i * (len(paths) - 1) / max(1, m - 1))] for i in range(m)))
 
 
 def sample(paths: list[Path], n: int = 12) -> Sample:
     """Judge a group of pictures from up to ``n`` of them, spread over the group."""
-    picked = [paths[round(i * (len(paths) - 1) / max(1, n - 1))] for i in range(min(n, len(paths)))]
-    scores, colour, levels = [], 0, 0
-    for path in dict.fromkeys(picked):
-        arr = pixels(path)
-        if arr is None:
-            continue
-        found, score = levels_and_score(_counts(arr))
-        scores.append(score)
-        colour += arr.ndim == 3
-        levels = max(levels, found)
-    if not scores:
-        return Sample(0.0, False, 0, False)
-    return Sample(float(np.median(scores)), colour > len(scores) / 2, levels, is_lossy_file(picked[0]))
+    return judge(spread(paths, n))

@@ -28,6 +28,7 @@ class Fingerprint:
     pixel_share: dict[str, float]  # of the labelled pixels (ignore left out)
     images_with: dict[str, int]
     ignore_share: float
+    train_with: dict[str, int] | None = None  # train pictures holding each class (None: not measured)
 
     @property
     def median_size(self) -> tuple[int, int]:
@@ -68,6 +69,10 @@ def fingerprint(layout: Layout) -> Fingerprint:
     share = {c: float(counts[i] / max(1, labelled)) for i, c in enumerate(data.classes)}
     with_class = {c: int(sum((m == i).any() for m in pictures)) for i, c in enumerate(data.classes)}
     ignore = float(counts[IGNORE_INDEX] / counts.sum())
+    train = set(data.splits["train"].tolist())
+    in_train = {
+        c: int(sum((m == i).any() for j, m in enumerate(pictures) if j in train)) for i, c in enumerate(data.classes)
+    }
     return Fingerprint(
         len(data.names),
         {s: len(data.splits[s]) for s in SPLITS},
@@ -76,6 +81,7 @@ def fingerprint(layout: Layout) -> Fingerprint:
         share,
         with_class,
         ignore,
+        in_train,
     )
 
 

@@ -1,23 +1,27 @@
-"""Pairing pictures by a shared key, whatever the suffixes: how `init` finds which file is whose mask.
+"""Pairing pictures by a shared key, whatever their tokens, case, extensions and affixes: how `init` finds which
+file is whose mask.
 
-Pictures fall into *families*: files in alike folders (the same folder, or folders named alike up to their
-digits and split names), with one extension and one shape of name. Within a family the tokens every name
-shares at its start and end are its affixes (``_training``, ``_manual1``, ``ISIC_``, ``_segmentation``); what
-is left is each file's key. A family whose names also differ in a first or last token that takes a few values
-each repeated (``_1stHO`` / ``_2ndHO``: two annotators) is offered split by that token too. Two families pair
-by their keys (in the same split folder when both have them); the pairing that pairs the most files wins,
-and `init` says which files stayed unpaired. No list of folder names or suffixes is involved.
+A *family* is one kind of picture (the images, the masks, one annotator's masks): files in alike folders, in any
+mix of extensions and name shapes (places.py gathers them). Two families pair by their files' keys, with the
+reader `check` and `run` use (data/folder.py ``pair_files``): the same key, in the same split folder when both
+have them, then the same key up to case. The key is the plain stem first; only when the plain stems do not pair
+are affixes stripped: the words every name of a family shares at its start and end (``_mask``, ``-label``,
+``_segmentation``, ``ISIC_``, and ones nobody listed), the fewest that pair the most. No list of folder names or
+suffixes is involved.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segtune.data.base import BadFile
+from segtune.data.folder import Pairs, pair_files
 from segtune.data.splitfiles import SPLIT_NAMES
+from segtune.errors import DataError
 
 WORD = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]+")
 Key = tuple[str | None, str]  # (split folder or None, key)
@@ -34,35 +38,53 @@ def split_of(relative: Path) -> str | None:
     return hits.pop() if len(hits) == 1 else None
 
 
-def _folder_signature(relative: Path) -> tuple[str, ...]:
-    """Folders named alike up to digits and split names: ``IMD002/IMD002_lesion`` and ``IMD003/IMD003_lesion``
-    are one place, ``images/train`` and ``images/valid`` too."""
-    return tuple("{split}" if p.lower() in SPLIT_NAMES else re.sub(r"\d+", "#", p) for p in relative.parts[:-1])
-
-
 def _whole_word(text: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![A-Za-z0-9]){re.escape(text)}(?![A-Za-z0-9])")
 
 
+def shared_affixes(stems: list[str]) -> tuple[str, str]:
+    """The tokens every name shares at its start and at its end (never the whole name, never a separator left at
+    the key's edge); ('', '') for a single name."""
+    if len(stems) < 2:
+        return "", ""
+    split = [tokens(s) for s in stems]
+    n = min(len(t) for t in split)
+    start = 0
+    while start < n - 1 and len({t[start] for t in split}) == 1:
+        start += 1
+    end = 0
+    while end < n - 1 - start and len({t[-1 - end] for t in split}) == 1:
+        end += 1
+    first = split[0]
+    return "".join(first[:start]), "".join(first[len(first) - end :]) if end else ""
+
+
 @dataclass
 class Family:
-    """Files named alike in alike folders: one kind of picture (the images, the masks, one annotator's masks).
-
-    ``affixes`` holds each split folder's (prefix, suffix): DRIVE names its pictures ``21_training.tif`` in
-    training/ and ``01_test.tif`` in test/."""
+    """Files of one kind in alike folders. ``affixes`` holds each split folder's (prefix, suffix) shared by all
+    its names: DRIVE names its pictures ``21_training.tif`` in training/ and ``01_test.tif`` in test/."""
 
     root: Path
     files: list[Path]  # relative to root
     affixes: dict[str | None, tuple[str, str]] = field(default_factory=dict)  # split -> (prefix, suffix)
-    keys: dict[Key, Path] = field(default_factory=dict)  # (split, key) -> relative path
 
-    @property
-    def extension(self) -> str:
-        return self.files[0].suffix
+    def __post_init__(self) -> None:
+        by_split: dict[str | None, list[str]] = defaultdict(list)
+        for f in self.files:
+            by_split[split_of(f)].append(f.stem)
+        self.affixes = {split: shared_affixes(stems) for split, stems in by_split.items()}
 
     @property
     def splits(self) -> set[str | None]:
-        return {split for split, _ in self.keys}
+        return set(self.affixes)
+
+    @property
+    def in_split_folders(self) -> bool:
+        return None not in self.splits
+
+    @property
+    def extensions(self) -> set[str]:
+        return {f.suffix for f in self.files}
 
     @property
     def prefixes(self) -> set[str]:
@@ -72,118 +94,105 @@ class Family:
     def suffixes(self) -> set[str]:
         return {s for _, s in self.affixes.values()}
 
+    def keyed(self, split_folders: bool) -> list[tuple[Path, str | None]]:
+        """The files as the reader lists them: absolute, each with its split folder when split folders are read."""
+        return [(self.root / f, split_of(f) if split_folders else None) for f in self.files]
+
     def glob(self, split_folders: bool) -> str:
-        """A glob matching this family's files: the key and differing folders as ``*``; split folders as
-        ``{split}`` when ``split_folders`` (then ``split: folders`` reads them)."""
-        patterns = []
-        for (split, key), path in self.keys.items():
-            parts = []
-            for part in path.parts[:-1]:
-                if split_folders and split is not None and SPLIT_NAMES.get(part.lower()) == split:
-                    parts.append("{split}")
-                else:  # the key where it stands as a whole word (IMD002/IMD002_lesion), never inside one
-                    parts.append(_whole_word(key).sub("*", part) if key else part)
-            patterns.append(parts)
-        folders = [parts[0] if len(set(parts)) == 1 else "*" for parts in zip(*patterns, strict=True)]
+        """A glob matching this family's files: folders that differ as ``*`` (split folders as ``{split}`` when
+        ``split_folders``: then ``split: folders`` reads them); the name as the affixes every name shares around a
+        ``*``, with the extension when there is one."""
+        parts_of = [f.parts[:-1] for f in self.files]
+        if len({len(p) for p in parts_of}) != 1:
+            folders = ["**"]
+        else:
+            folders = [self._folder(i, column, split_folders) for i, column in enumerate(zip(*parts_of, strict=True))]
         prefix = next(iter(self.prefixes)) if len(self.prefixes) == 1 else ""
         suffix = next(iter(self.suffixes)) if len(self.suffixes) == 1 else ""
-        return re.sub(r"\*+", "*", "/".join([*folders, f"{prefix}*{suffix}{self.extension}"]))
+        extensions = self.extensions
+        name = f"{prefix}*{suffix}" + (next(iter(extensions)) if len(extensions) == 1 else ".*")
+        return re.sub(r"\*+", "*", "/".join([*folders, name]))
+
+    def _bare(self, f: Path) -> str:
+        """A file's stem without the affixes its family shares."""
+        prefix, suffix = self.affixes[split_of(f)]
+        stem = f.stem.removeprefix(prefix)
+        return stem.removesuffix(suffix) if suffix else stem
+
+    def _folder(self, i: int, column: tuple[str, ...], split_folders: bool) -> str:
+        """The glob of the folders at depth i: ``{split}``, the one name, the picture's own key where a folder is
+        named after each picture (``IMD002/IMD002_lesion``: ``*/*_lesion``), else ``*``."""
+        if split_folders and all(c.lower() in SPLIT_NAMES for c in column):
+            return "{split}"
+        if len(set(column)) == 1:
+            return column[0]
+        named = {_whole_word(self._bare(f)).sub("*", f.parts[i]) if self._bare(f) else "*" for f in self.files}
+        return named.pop() if len(named) == 1 else "*"
 
     @property
     def label(self) -> str:
         return self.glob(split_folders=False)
 
 
-def _affixes(stems: list[list[str]]) -> tuple[int, int]:
-    """How many tokens every name shares at its start and at its end (never the whole name, never a
-    separator left at the key's edge)."""
-    n = min(len(t) for t in stems)
-    start = 0
-    while start < n - 1 and len({t[start] for t in stems}) == 1:
-        start += 1
-    end = 0
-    while end < n - 1 - start and len({t[-1 - end] for t in stems}) == 1:
-        end += 1
-    return start, end
-
-
-def _family(root: Path, files: list[Path]) -> Family:
-    """One family: the affixes its names share (within each split folder), and each file's key."""
-    family = Family(root, files)
-    by_split: dict[str | None, list[Path]] = defaultdict(list)
-    for f in files:
-        by_split[split_of(f)].append(f)
-    for split, members in by_split.items():
-        stems = [tokens(f.stem) for f in members]
-        start, end = _affixes(stems) if len(members) > 1 else (0, 0)
-        family.affixes[split] = ("".join(stems[0][:start]), "".join(stems[0][len(stems[0]) - end :]))
-        for f, t in zip(members, stems, strict=True):
-            family.keys[(split, "".join(t[start : len(t) - end]))] = f
-    return family
-
-
-MAX_VARIANTS = 8  # annotators, views, kinds of mask: a few; more values than this are part of the key
-
-
-def _variants(files: list[Path]) -> list[list[Path]]:
-    """A group split by its first or last word when that word takes a few values, each repeated (``_1stHO`` and
-    ``_2ndHO``: two annotations of the same pictures); [] when neither does."""
-    stems = [tokens(f.stem) for f in files]
-    out = []
-    for position in (0, -1):
-        words = [t[position] for t in stems]
-        counts = Counter(words)
-        if 2 <= len(counts) <= MAX_VARIANTS and min(counts.values()) >= 2:
-            by_word: dict[str, list[Path]] = defaultdict(list)
-            for f, w in zip(files, words, strict=True):
-                by_word[w].append(f)
-            out += list(by_word.values())
-    return out
-
-
-def families(root: Path, files: Iterable[Path]) -> list[Family]:
-    """Every family a folder's pictures form: each group of alike files as one family, and split by a variant
-    word where it has one. Families of more than one file whose keys repeat are split by their folders."""
-    groups: dict[tuple, list[Path]] = defaultdict(list)
-    for f in files:
-        rel = f.relative_to(root) if f.is_absolute() else f
-        groups[(_folder_signature(rel), rel.suffix.lower(), len(tokens(rel.stem)))].append(rel)
-    out = []
-    for group in groups.values():
-        for members in [group, *_variants(group)]:
-            family = _family(root, members)
-            if len(family.keys) < len(members):  # the same key twice: alike folders that are not one place
-                by_folder: dict[Path, list[Path]] = defaultdict(list)
-                for f in members:
-                    by_folder[f.parent].append(f)
-                out += [_family(root, fs) for fs in by_folder.values()]
-            else:
-                out.append(family)
-    return out
-
-
-def matched(images: Family, masks: Family) -> list[tuple[Key, Path, Path]]:
-    """The pairs two families make: the same key, in the same split folder when both have split folders."""
-    both_split = None not in images.splits and None not in masks.splits
-    if both_split:
-        return [(k, images.keys[k], masks.keys[k]) for k in sorted(set(images.keys) & set(masks.keys), key=str)]
-    by_key = {k: p for (_, k), p in masks.keys.items()}
-    return [((s, k), p, by_key[k]) for (s, k), p in sorted(images.keys.items(), key=str) if k in by_key]
-
-
-def key_regex(images: Family, masks: Family) -> str | None:
-    """One regex whose group is the key of both families' file names, or None when the stems are the keys."""
+def key_regex(prefixes: set[str], suffixes: set[str]) -> str | None:
+    """One regex whose group is the key of every name: the given prefixes and suffixes stripped where a name has
+    them (each optional), or None when nothing is stripped."""
 
     def alternatives(options: set[str]) -> str:
-        written = sorted(re.escape(o) for o in options if o)
+        written = sorted((re.escape(o) for o in options if o), key=lambda o: (-len(o), o))
         if not written:
             return ""
-        if len(written) == 1 and "" not in options:
-            return written[0]
-        group = f"(?:{'|'.join(written)})"
-        return group + "?" if "" in options else group
+        return f"(?:{'|'.join(written)})?"
 
-    prefixes, suffixes = images.prefixes | masks.prefixes, images.suffixes | masks.suffixes
-    if prefixes == {""} and suffixes == {""}:
+    if not any(prefixes) and not any(suffixes):
         return None
     return rf"^{alternatives(prefixes)}(.+?){alternatives(suffixes)}\.\w+$"
+
+
+@dataclass
+class Matched:
+    """What two families pair to, read as the reader reads the spec: the key regex, the pairs by key, and the
+    files that stayed unpaired."""
+
+    key: str | None
+    pairs: Pairs
+    unpaired: list[BadFile]
+    stripped: int  # how many affixes the key strips: fewer is plainer
+
+
+def _pair(images: Family, masks: Family, key: str | None, split_folders: bool) -> Pairs | None:
+    try:
+        pairs, _ = pair_files(images.keyed(split_folders), masks.keyed(split_folders), re.compile(key) if key else None)
+    except DataError:  # two files with one key: this key does not tell them apart
+        return None
+    return pairs
+
+
+def match(images: Family, masks: Family) -> Matched | None:
+    """How ``images`` and ``masks`` pair best: by the plain stems when those pair every file they can, else with
+    the fewest affixes stripped that pair the most; None when nothing pairs."""
+    split_folders = images.in_split_folders and masks.in_split_folders
+    most = min(len(images.files), len(masks.files))
+    options = [
+        ("image prefix", images.prefixes),
+        ("image suffix", images.suffixes),
+        ("mask prefix", masks.prefixes),
+        ("mask suffix", masks.suffixes),
+    ]
+    options = [(name, values) for name, values in options if any(values)]
+    best: tuple[int, int, str | None, Pairs] | None = None
+    for n in range(len(options) + 1):
+        for chosen in itertools.combinations(options, n):
+            prefixes = set().union(*(v for name, v in chosen if name.endswith("prefix")))
+            suffixes = set().union(*(v for name, v in chosen if name.endswith("suffix")))
+            key = key_regex(prefixes, suffixes)
+            pairs = _pair(images, masks, key, split_folders)
+            if pairs is not None and (best is None or len(pairs) > best[0]):
+                best = (len(pairs), n, key, pairs)
+        if best is not None and best[0] == most:
+            break  # the plainest key that pairs every file it can
+    if best is None or best[0] == 0:
+        return None
+    count, stripped, key, pairs = best
+    _, unpaired = pair_files(images.keyed(split_folders), masks.keyed(split_folders), re.compile(key) if key else None)
+    return Matched(key, pairs, unpaired, stripped)

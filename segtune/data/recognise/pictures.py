@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segtune.data.base import PICTURE_EXTENSIONS as IMAGE_EXTENSIONS
 from segtune.errors import DataError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 MAX_FILES = 100_000
 
 
