@@ -40,9 +40,10 @@ PETS_SAMPLE = REPO.parent / "shared" / "datasets" / "oxford-iiit-pet-sample"
 def no_ray_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that leaves this process connected to Ray fails itself, not whichever test this worker runs next
     (a module's shared cluster, ``ray_cluster``, is that module's to end)."""
+    before = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a module's cluster, made before
     yield
     ray = sys.modules.get("ray")
-    if ray is not None and "ray_cluster" not in request.fixturenames and ray.is_initialized():
+    if ray is not None and not before and "ray_cluster" not in request.fixturenames and ray.is_initialized():
         ray.shutdown()
         pytest.fail("the test left this process connected to Ray")
 

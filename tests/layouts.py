@@ -33,6 +33,8 @@ class Expected:
     foreground: dict[int, tuple[int, int, int, int]] = field(default_factory=lambda: {1: SQUARE})
     lossy: bool = False  # decoded masks may differ from the squares along their edges (JPEG noise, ignored)
     choice: str | None = None  # a CHOICE the spec must state (the alternative it names)
+    # colour-coded masks: each drawn class's colour (which index a colour gets is init's to choose: colour order)
+    colours: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def photo(rng: np.random.Generator, h: int = H, w: int = W, fg: dict | None = None) -> np.ndarray:
@@ -165,7 +167,7 @@ def jpeg_colours(root: Path, rng: np.random.Generator) -> Expected:
         colours = np.zeros((H, W, 3), np.uint8)
         colours[labels == 1], colours[labels == 2] = RED, GREEN
         jpeg(colours, root / "lbl" / f"s{i}.jpg", quality=92)
-    return Expected(10, 3, {"lossy_masks": "nearest"}, foreground=fg, lossy=True)
+    return Expected(10, 3, {"lossy_masks": "nearest"}, foreground=fg, lossy=True, colours={1: RED, 2: GREEN})
 
 
 def resized_masks(root: Path, rng: np.random.Generator) -> Expected:

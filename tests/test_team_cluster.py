@@ -131,7 +131,14 @@ def test_no_shared_disk_and_a_lost_node(cluster: Cluster, tmp_path: Path) -> Non
     # after it is saved, and with 6 epochs a fast machine had finished the trial before the kill (2026-11-29)
     points = [{"lr": 3.0e-3}, {"lr": 5.0e-3}]
     spec = write_spec(
-        tmp_path, trials=4, max_epochs=10, min_first_rung=5, first_rung="grace", promotion=False, starting_points=points
+        tmp_path,
+        trials=4,
+        max_epochs=10,
+        min_first_rung=5,
+        first_rung="grace",
+        promotion=False,
+        starting_points=points,
+        prior="first",  # run whole, not raced (a race stops the slower point at its milestone)
     )
     shutil.copy(SAMPLE_IMAGES / "Bengal_10.jpg", tmp_path / "x.png")
     (tmp_path / "check.py").write_text(CHECK)

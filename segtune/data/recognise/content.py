@@ -7,7 +7,8 @@ pixel far from all of them is *off-level*: in a mask those are edge blends, band
 photograph they are its texture, whole regions. The score is the share of pixels with an on-level pixel within
 2 px: 0.98-1.0 for lossy masks (JPEG at quality 70, thin lines, specks), at most about 0.85 for a photograph
 even on a backdrop that fills 80% of the frame (the object's inside is texture). Between MASK_SCORE and
-PHOTO_SCORE a picture is *unsure*: the set decides (choice.py), or init asks.
+PHOTO_SCORE a picture is *unsure*: the set decides (choice.py), or init asks. So is one that scores as a mask
+while under ON_LEVEL of its pixels sit on a level (grain around a level's value, not regions on it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ MIN_LEVEL_SHARE = 0.02  # a level of one lossy picture holds at least this share
 SHARED_LEVEL_SHARE = 0.003  # ... or this, when the set's other pictures hold it too
 MASK_SCORE = 0.95  # pictures scoring at least this are masks
 PHOTO_SCORE = 0.9  # pictures scoring below this are photographs; between the two: unsure
+UNSURE = (MASK_SCORE + PHOTO_SCORE) / 2
+# A mask's pixels mostly sit on its levels (JPEG smears edges, not regions): at least 0.6 of them in masks drawn from
+# tests/folder_space.py (150 folders). Under this share a picture scoring as a mask is unsure: a greyscale photo whose
+# grain lies around one flat spot's value has an on-level pixel within 2 px nearly everywhere.
+ON_LEVEL = 0.5
 PROBE_SIDE = 256  # content is judged on a thumbnail no larger than this (JPEG decodes it at a reduced size)
 COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 LOSSY_FORMATS = {"JPEG", "MPO", "WEBP"}  # WEBP may be lossless, but people's WEBP masks rarely are
@@ -151,7 +157,11 @@ def levels_and_score(arr: np.ndarray, shared: list | None = None) -> tuple[int, 
         found += [v for v in _flat_peaks(arr, SHARED_LEVEL_SHARE) if v not in found and _among(v, shared)]
     if not found or len(found) > MAX_MASK_LEVELS:
         return len(found), clean
-    return len(found), max(clean, float(_grow(_near_any(arr, found), 2).mean()))
+    on = _near_any(arr, found)
+    score = max(clean, float(_grow(on, 2).mean()))
+    if score >= MASK_SCORE and on.mean() < ON_LEVEL:  # grain around a level, not regions on it: let the set decide
+        return len(found), UNSURE
+    return len(found), score
 
 
 def _among(value: object, levels: list) -> bool:

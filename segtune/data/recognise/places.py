@@ -207,7 +207,8 @@ def _named_kind(judged: list[Judged]) -> list[Judged]:
     stems = {kind: [f.stem for j in judged if j.kind == kind for f in j.family.files] for kind in kinds}
     for kind, other in (kinds, kinds[::-1]):  # a few weak pictures among many of the other kind: of that kind
         few = [j for j in judged if j.kind in (kind, "unsure")]
-        if len(stems[other]) >= max(2, 3 * len(stems[kind])) and all(j.weak(f) for j in few for f in j.family.files):
+        n_few = sum(len(j.family.files) for j in few)  # the unsure count: ten unsure beside ten masks are no few
+        if len(stems[other]) >= max(2, 3 * n_few) and all(j.weak(f) for j in few for f in j.family.files):
             return [Judged(j.family, j.sample, other, j.scores) if j in few else j for j in judged]
     affixes = []
     for kind, other in (kinds, kinds[::-1]):
