@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from segtune.errors import SegtuneError, SpecError
+from segtune.spec import UNCOUNTED_TRIALS
 
 PHASES = ("spec", "check", "search", "finish", "export", "report", "card")
 FINISH_FIXED_S = 45.0  # exports (ONNX and its onnxruntime check, the smp folder), the report and the card
@@ -38,7 +39,6 @@ FINISH_PASSES = 24  # passes over val + test at inference speed: 16 candidates, 
 # a val picture's pass in the finishing against a picture of a trial's epoch: measured on the Kvasir-SEG searches
 # (benchmarks/confirm_search.py, 64 px): 2.3 s for a candidate's pass over 200 val pictures, 20 s epochs of 200 + 200
 INFERENCE_SHARE = 1 / 8
-SEARCH_TRIALS = 100_000  # the time bounds a fit's search, not a count of trials
 STATE = "fit.json"
 
 
@@ -254,7 +254,7 @@ class Fit:
         from segtune.spec import load
 
         overrides = [
-            f"search.trials={SEARCH_TRIALS}",
+            f"search.trials={UNCOUNTED_TRIALS}",
             f"results_dir={self.out_dir / 'runs'}",
             f"artifacts={self.state.artifacts}",
         ]

@@ -24,6 +24,9 @@ DEFAULT_STORAGE = "sqlite:///segtune.db"
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
 
+UNCOUNTED_TRIALS = 100_000  # search.trials when the wall-clock budget alone bounds a search (segtune fit)
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that reads ``1e-3`` as a float (YAML 1.2), not as the string PyYAML makes of it."""
 

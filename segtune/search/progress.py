@@ -9,6 +9,7 @@ from ray import tune
 
 from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, TRIAL_KEY, error_reason, is_optuna_trial
 from segtune.search.store.recorder import StoreRecorder
+from segtune.spec import UNCOUNTED_TRIALS
 
 
 class Progress(tune.Callback):
@@ -30,8 +31,9 @@ class Progress(tune.Callback):
         done = c.complete + c.pruned + c.failed + paused  # a paused trial is done unless a later result promotes it
         best = f"{c.best:.4f} (trial {c.best_trial})" if c.best_trial is not None else "-"
         elapsed = time.monotonic() - self.started
+        of = "" if self.total >= UNCOUNTED_TRIALS else f"/{self.total}"  # a fit's search: the clock bounds it
         text = (
-            f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}/{self.total} done: "
+            f"[{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {done}{of} done: "
             f"{len(self.running)} running, " + (f"{paused} paused, " if paused else "") + f"{c.complete} complete, "
             f"{c.pruned} pruned, {c.failed} failed | best {self.metric} {best}"
         )

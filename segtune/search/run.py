@@ -32,7 +32,7 @@ from segtune.search.store import artifacts
 from segtune.search.store.budget import Clock
 from segtune.search.store.study import plan, prepare_study, refuse_incomparable
 from segtune.search.tune_run import TuneRun
-from segtune.spec import StudySpec, num_classes
+from segtune.spec import UNCOUNTED_TRIALS, StudySpec, num_classes
 
 SEARCH_SPLITS = ("train", "val")
 
@@ -156,7 +156,9 @@ def announce(
     search, rungs = spec.search, run.rungs
     cluster = address or os.environ.get("RAY_ADDRESS") or "a local Ray cluster"
     print(
-        f"study {study.study_name!r} in {store.redact(storage_url)}: {trials} trials on {cluster}, "
+        f"study {study.study_name!r} in {store.redact(storage_url)}: "
+        + ("trials until the time is up" if trials >= UNCOUNTED_TRIALS else f"{trials} trials")
+        + f" on {cluster}, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each, up to {search.max_epochs} epochs, "
         f"{search.sampler} + {search.scheduler}"
         + (f" ({chosen.text()})" if search.scheduler == "asha" else "")
