@@ -15,15 +15,17 @@ does, over 30 seeds). Resumable: an arm whose metrics.json exists is read, not r
 With ``--spec`` (the spec `segtune init` wrote for any folder), it asks the question people ask at the compute
 they spend: K hand-picked runs, or one search of the same trial-epochs?
 
-    python benchmarks/confirm_search.py --spec kvasir.yaml --size 64 --limit 96 --hand-picks 3 \
-        --seeds 0 1 2 --out confirm-kvasir
+    python benchmarks/confirm_search.py --spec kvasir.yaml --size 64 --limit 200 --hand-picks 10 \
+        --seeds 0 1 2 3 4 --out confirm-kvasir
 
+Four deliverables, each inside its own arm's budget (nothing retrained outside it):
 - hand picks: the first K of :data:`SPEC_HAND_PICKS` (fixed before any result), each trained for the spec's
-  ``max_epochs`` with the training seed, the one that validated best kept: its test mIoU is the arm's figure;
-- search: the spec's own search (its space, its one starting point: the pick a person tries first, which is
-  also the first hand pick) with ``budget_epochs`` = K x ``max_epochs`` and ``budget_rule: exact``, so both arms
-  train the same number of trial-epochs; its winner exported and retrained with the same seed, scored on test.
-Both scored on the test split at the pictures' own size. A hand pick trained for one K and seed is read again,
+  ``max_epochs`` with the training seed; the one that validated best (its test mIoU), and the Caruana ensemble
+  selected over the K models (results/ensemble.py, kept only when its held-out gain clears the bootstrap);
+- search: the spec's own search with the same K picks as its prior (``search.starting_points``, raced) and
+  ``budget_epochs`` = K x ``max_epochs`` with ``budget_rule: exact``, so both arms train the same number of
+  trial-epochs; its best complete trial's own model, and its ensemble (``segtune ensemble``'s selection).
+All scored on the test split at the pictures' own size. A hand pick trained for one K and seed is read again,
 not retrained, for a larger K.
 """
 

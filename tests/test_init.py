@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import yaml
@@ -90,9 +91,24 @@ def test_init_on_0_255_masks_with_a_suffix_in_a_sibling_folder(tmp_path: Path) -
     assert set(spec["space"]["loss"]["choice"]) >= {"dice", "tversky", "dice+focal"}  # a rare foreground
     assert spec["space"]["class_weights"] == {"choice": [None, "median_frequency"], "when": {"loss": "ce"}}
     assert "covers" in printed and "rare foreground" in printed and "foreground" in printed
+    # a person's short list as the prior, each with its reason: with a rare foreground, Tversky and weighted CE too
+    points = spec["search"]["starting_points"]
+    assert [(p["loss"], p.get("class_weights"), p["lr"]) for p in points] == [
+        ("ce", None, 1e-3),
+        ("dice+focal", None, 1e-3),
+        ("tversky", None, 1e-3),
+        ("ce", "median_frequency", 1e-3),
+        ("ce", None, 3e-3),
+    ]
+    assert all(p["arch"] == "Unet" and p["encoder"] == "resnet34" for p in points)
+    assert "Tversky, which weighs recall: foreground covers" in printed
     assert "mask values: masks hold only 0 and 255" in accepted(tmp_path / "lesions.yaml")
     out = tiny_run(tmp_path / "lesions.yaml", tmp_path)
     assert "2/2 done" in out
+    # two trials run the list's first two; the other three are not left queued in the store for ever
+    assert "search.starting_points lists 5 configurations and search.trials is 2: the first 2 run" in out
+    study = optuna.load_study(study_name=spec["study"], storage=f"sqlite:///{tmp_path / 'init.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
 def test_init_on_indexed_masks_in_split_folders_leaves_255_as_a_stated_choice(tmp_path: Path) -> None:
