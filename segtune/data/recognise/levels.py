@@ -103,6 +103,7 @@ class Evidence:
     pixels: int = 0
     flat: dict[int, int] = field(default_factory=dict)
     ridge: dict[int, int] = field(default_factory=dict)
+    core: dict[int, int] = field(default_factory=dict)  # flat pixels whose 8 neighbours are flat too
 
     def add(self, arr: np.ndarray) -> None:
         channels = 1 if arr.ndim == 2 else 3
@@ -111,8 +112,9 @@ class Evidence:
             channels = self.channels
         self.channels = channels
         flat, ridge = flat_and_ridge(arr)
+        core = ndimage.binary_erosion(flat, np.ones((3, 3), bool), border_value=1)
         self.pixels += flat.size
-        for where, into in ((flat, self.flat), (ridge, self.ridge)):
+        for where, into in ((flat, self.flat), (ridge, self.ridge), (core, self.core)):
             codes, counts = np.unique(_codes(arr[where]), return_counts=True)
             for c, n in zip(codes.tolist(), counts.tolist(), strict=True):
                 into[c] = into.get(c, 0) + n
@@ -123,7 +125,7 @@ class Evidence:
                 continue
             self.channels = self.channels or o.channels
             self.pixels += o.pixels
-            for src, dst in ((o.flat, self.flat), (o.ridge, self.ridge)):
+            for src, dst in ((o.flat, self.flat), (o.ridge, self.ridge), (o.core, self.core)):
                 for c, n in src.items():
                     dst[c] = dst.get(c, 0) + n
         return self
@@ -255,6 +257,44 @@ def smear_of(value: RawValue, levels: list[RawValue], slack: float = 0.0) -> tup
     return None
 
 
+LUMA_KEPT = 8.0  # luma units a chroma smear sits off the luma of the level JPEG kept it from
+
+
+def chroma_smear(value: RawValue, levels: list[RawValue]) -> tuple[RawValue, RawValue] | None:
+    """Two colour levels whose chroma ``value`` holds a blend of while keeping one's luma, or None: what JPEG's
+    colour subsampling makes of a line 1-2 px wide of one colour over another (it keeps the line's luma and
+    averages the chroma over 2 x 2 pixels); the band it leaves can be 3 px wide, flat along its middle. A colour
+    class at the blend of two others keeps its own luma, between theirs."""
+    if not isinstance(value, tuple):
+        return None
+    y = _ycc(value)
+    for i, a in enumerate(levels):
+        for b in levels[i + 1 :]:
+            if a == value or b == value:
+                continue
+            ya, yb = _ycc(a), _ycc(b)
+            if min(abs(y[0] - ya[0]), abs(y[0] - yb[0])) > LUMA_KEPT:
+                continue
+            d = yb[1:] - ya[1:]
+            if np.linalg.norm(d) <= 2 * SMEAR_SLACK:
+                continue  # the same chroma (greys): no colour to blend
+            t = float(np.dot(y[1:] - ya[1:], d) / np.dot(d, d))
+            if 0.15 <= t <= 0.85 and np.linalg.norm(ya[1:] + t * d - y[1:]) <= SMEAR_SLACK:
+                return a, b
+    return None
+
+
+def _core_pixels(evidence: Evidence, value: RawValue, radius: int) -> int:
+    """How many core pixels (flat with their neighbours: inside a region at least 3 px across) hold ``value``."""
+    if not evidence.core:
+        return 0
+    codes = np.fromiter(evidence.core, np.int64, len(evidence.core))
+    n = np.fromiter(evidence.core.values(), np.int64, len(evidence.core))
+    target = value if isinstance(value, tuple) else (value,)
+    vals = np.stack([codes >> 16 & 255, codes >> 8 & 255, codes & 255], axis=1) if len(target) == 3 else codes[:, None]
+    return int(n[(np.abs(vals - np.array(target)) <= radius).all(axis=1)].sum())
+
+
 @dataclass
 class Reading:
     """The levels a set of masks holds, and what else the evidence would allow (a reading with one more level)."""
@@ -277,6 +317,15 @@ def read_levels(evidence: Evidence, limit: int = 64) -> Reading:
     separation = 3 * RADIUS[channels]
     levels = [lv for i, lv in enumerate(levels) if all(distance(lv.value, o.value) > separation for o in levels[:i])]
     doubtful: list[tuple[Level, tuple[RawValue, RawValue]]] = []
+    if channels == 3:
+        # a line of one colour over another, smeared by JPEG into a band flat only along its middle: its value
+        # keeps one level's luma and blends their chroma; no region of it is wide enough to hold core pixels
+        for lv in sorted(levels, key=lambda lv: lv.pixels):
+            others = [o.value for o in levels if o is not lv]
+            pair = chroma_smear(lv.value, others)
+            if pair is not None and _core_pixels(evidence, lv.value, RADIUS[3]) < MIN_PIXELS:
+                levels.remove(lv)
+                doubtful.append((Level(lv.value, lv.pixels, lv.concentration, thin=True), pair))
     thin_min = max(MIN_THIN_PIXELS, round(MIN_SHARE * evidence.pixels / 2))
     thin = [
         t
