@@ -109,6 +109,9 @@ def train_trial(
     number = int(config[TRIAL_KEY])
     max_epochs = int(config.get(EPOCHS_KEY, max_epochs))  # an exact budget's last trial: a shorter schedule
     settle_worker()
+    # the previous trial's leftovers first: a trial Tune stopped (paused, pruned) left through an exception whose
+    # traceback held its frames (model, optimizer) while its own `finally` collected, so they wait for this collection
+    release_memory()
     rss_start = resident_mb()  # what the worker holds before this trial builds anything: flat if nothing leaks
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)})
     metric = settings.metric
