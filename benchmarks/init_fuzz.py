@@ -77,8 +77,9 @@ def main() -> None:
             if done % 100 == 0:
                 print(f"... {done} folders, {dict(totals)}, {time.monotonic() - start:.0f} s", file=sys.stderr)
     n = sum(totals.values())
+    among = f", those where {args.where}" if args.where else ""  # n counts the folders run, not the seeds drawn
     print(
-        f"segtune init on {n} drawn folders (seeds {args.first}..{args.first + n - 1}), "
+        f"segtune init on {n} drawn folders (seeds {args.first}..{args.first + args.n - 1}{among}), "
         f"{time.monotonic() - start:.0f} s"
     )
     print(
