@@ -87,6 +87,9 @@ def slot_share(train: TrainSpec, resources: dict[str, float]) -> SlotShare:
     return SlotShare(loader_workers=workers, threads=max(1, int(resources["cpu"])), gpu_memory_fraction=share)
 
 
+SEED_STRIDE = 100_003  # search.seed s trains trial n with seed s * SEED_STRIDE + n (s = 0: the trial's number)
+
+
 def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSettings:
     """The same for every trial: precision, threads, loader workers, the metric, where the weights are.
 
@@ -104,6 +107,9 @@ def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSetting
         keep_best_state=False,  # a trial writes its best weights to disk instead
         costs=tuple(spec.search.cost_names),
         checkpoint_every=spec.train.checkpoint_every,
+        # search.seed moves every trial's training too (weights, batches, augmentation), not only the sampler's
+        # draws: two searches of one spec with other seeds train even their starting points differently
+        seed_offset=SEED_STRIDE * (spec.search.seed or 0) % 2**31,  # numpy takes seeds under 2**32
     )
 
 

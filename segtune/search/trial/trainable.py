@@ -200,7 +200,7 @@ def train_trial(
             on_epoch,
             device=device,
             settings=settings,
-            seed=number,
+            seed=settings.seed_offset + number,
             step_guard=guard,
             on_state=saver.save if saver is not None else None,
             state_every=settings.checkpoint_every,
