@@ -109,7 +109,7 @@ def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSetting
         checkpoint_every=spec.train.checkpoint_every,
         # search.seed moves every trial's training too (weights, batches, augmentation), not only the sampler's
         # draws: two searches of one spec with other seeds train even their starting points differently
-        seed_offset=SEED_STRIDE * (spec.search.seed or 0) % 2**31,  # numpy takes seeds under 2**32
+        seed_offset=SEED_STRIDE * (spec.search.seed or 0) % 2**31,  # any seed (negative, large) to one torch takes
     )
 
 
