@@ -87,7 +87,7 @@ def slot_share(train: TrainSpec, resources: dict[str, float]) -> SlotShare:
     return SlotShare(loader_workers=workers, threads=max(1, int(resources["cpu"])), gpu_memory_fraction=share)
 
 
-SEED_STRIDE = 100_003  # search.seed s trains trial n with seed s * SEED_STRIDE + n (s = 0: the trial's number)
+SEED_STRIDE = 100_003  # search.seed s trains trial n with seed (s * SEED_STRIDE mod 2**31) + n (s = 0: n alone)
 
 
 def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSettings:
