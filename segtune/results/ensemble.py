@@ -421,9 +421,16 @@ def select(
     def member(m: int, weight: int, path: Path | None = None) -> Member:
         cand = candidates[m]
         return Member(
-            cand.label, weight, cand.trial, cand.state, cand.recorded, chosen.singles[m], cand.config, sizes[m],
-            str(path) if path is not None else None,
-        )  # fmt: skip
+            label=cand.label,
+            weight=weight,
+            trial=cand.trial,
+            state=cand.state,
+            recorded=cand.recorded,
+            val=chosen.singles[m],
+            config=cand.config,
+            size_mb=sizes[m],
+            path=str(path) if path is not None else None,
+        )
 
     paths = {m: candidates[m].fetch(None) for m in order}  # kept until the process ends: evaluate() reads them
     loaded = [checkpoint.load(paths[m], dev, trust_code=trust_code)[0] for m in order]
