@@ -112,9 +112,12 @@ class Evidence:
             channels = self.channels
         self.channels = channels
         flat, ridge = flat_and_ridge(arr)
-        core = ndimage.binary_erosion(flat, np.ones((3, 3), bool), border_value=1)
+        # read only for colour masks (read_levels' chroma smears): grey ones skip the erosion and its census
+        core = ndimage.binary_erosion(flat, np.ones((3, 3), bool), border_value=1) if channels == 3 else None
         self.pixels += flat.size
         for where, into in ((flat, self.flat), (ridge, self.ridge), (core, self.core)):
+            if where is None:
+                continue
             codes, counts = np.unique(_codes(arr[where]), return_counts=True)
             for c, n in zip(codes.tolist(), counts.tolist(), strict=True):
                 into[c] = into.get(c, 0) + n
@@ -167,18 +170,22 @@ def _window_sums(hist: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
+def _counted(counts: dict[int, int], channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counted packed codes as (N, C) values and their (N,) counts."""
+    codes = np.fromiter(counts, np.int64, len(counts))
+    n = np.fromiter(counts.values(), np.int64, len(counts))
+    if channels == 1:
+        return codes[:, None], n
+    return np.stack([codes >> 16 & 255, codes >> 8 & 255, codes & 255], axis=1), n
+
+
 def _exact_centre(counts: dict[int, int], channels: int, near: RawValue, radius: float) -> RawValue:
     """The value the exact values within ``radius`` (per channel) of ``near`` are noise around: a grey level's most
     common value (JPEG's noise is symmetric: it keeps the value written most often), a colour's mean; channels
     near 0 or 255 written as 0 or 255."""
-    codes = np.fromiter(counts, np.int64, len(counts))
-    n = np.fromiter(counts.values(), np.int64, len(counts)).astype(np.float64)
-    if channels == 1:
-        vals = codes[:, None].astype(np.float64)
-        centre = np.array([near], np.float64)
-    else:
-        vals = np.stack([codes >> 16 & 255, codes >> 8 & 255, codes & 255], axis=1).astype(np.float64)
-        centre = np.array(near, np.float64)
+    vals, counted = _counted(counts, channels)
+    vals, n = vals.astype(np.float64), counted.astype(np.float64)
+    centre = np.array([near] if channels == 1 else near, np.float64)
     inside = np.abs(vals - centre).max(axis=1) <= radius
     mean = (vals[inside] * n[inside, None]).sum(axis=0) / max(1.0, n[inside].sum()) if inside.any() else centre
     if channels == 1 and inside.any():
@@ -239,6 +246,14 @@ def _ycc(c: RawValue) -> np.ndarray:
 SMEAR_SLACK = 12.0  # luma / chroma units a smeared value may sit off the blend of two levels
 
 
+def _along(y: np.ndarray, ya: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+    """Where the chroma of ``y`` lies along the segment from a's chroma to b's (0 at a, 1 at b, not clipped), and
+    how far it is from the segment's nearest point. Luma and chroma as _ycc gives them."""
+    d = yb[1:] - ya[1:]
+    t = float(np.dot(y[1:] - ya[1:], d) / max(1e-9, np.dot(d, d)))
+    return t, float(np.linalg.norm(ya[1:] + min(max(t, 0.0), 1.0) * d - y[1:]))
+
+
 def smear_of(value: RawValue, levels: list[RawValue], slack: float = 0.0) -> tuple[RawValue, RawValue] | None:
     """Two levels whose blend explains ``value`` (a thin structure of one over the other, smeared by JPEG: its
     luma and its chroma each between theirs, within ``slack`` or SMEAR_SLACK), or None."""
@@ -250,9 +265,7 @@ def smear_of(value: RawValue, levels: list[RawValue], slack: float = 0.0) -> tup
             lo, hi = np.minimum(ya[0], yb[0]) - slack, np.maximum(ya[0], yb[0]) + slack
             if not lo <= y[0] <= hi:
                 continue
-            d = yb[1:] - ya[1:]
-            t = float(np.clip(np.dot(y[1:] - ya[1:], d) / max(1e-9, np.dot(d, d)), 0, 1))
-            if np.linalg.norm(ya[1:] + t * d - y[1:]) <= slack:
+            if _along(y, ya, yb)[1] <= slack:
                 return a, b
     return None
 
@@ -275,24 +288,21 @@ def chroma_smear(value: RawValue, levels: list[RawValue]) -> tuple[RawValue, Raw
             ya, yb = _ycc(a), _ycc(b)
             if min(abs(y[0] - ya[0]), abs(y[0] - yb[0])) > LUMA_KEPT:
                 continue
-            d = yb[1:] - ya[1:]
-            if np.linalg.norm(d) <= 2 * SMEAR_SLACK:
+            if np.linalg.norm(yb[1:] - ya[1:]) <= 2 * SMEAR_SLACK:
                 continue  # the same chroma (greys): no colour to blend
-            t = float(np.dot(y[1:] - ya[1:], d) / np.dot(d, d))
-            if 0.15 <= t <= 0.85 and np.linalg.norm(ya[1:] + t * d - y[1:]) <= SMEAR_SLACK:
+            t, off = _along(y, ya, yb)
+            if 0.15 <= t <= 0.85 and off <= SMEAR_SLACK:
                 return a, b
     return None
 
 
 def _core_pixels(evidence: Evidence, value: RawValue, radius: int) -> int:
-    """How many core pixels (flat with their neighbours: inside a region at least 3 px across) hold ``value``."""
+    """How many core pixels (flat with their neighbours: inside a region at least 3 px across) hold the colour
+    ``value``."""
     if not evidence.core:
         return 0
-    codes = np.fromiter(evidence.core, np.int64, len(evidence.core))
-    n = np.fromiter(evidence.core.values(), np.int64, len(evidence.core))
-    target = value if isinstance(value, tuple) else (value,)
-    vals = np.stack([codes >> 16 & 255, codes >> 8 & 255, codes & 255], axis=1) if len(target) == 3 else codes[:, None]
-    return int(n[(np.abs(vals - np.array(target)) <= radius).all(axis=1)].sum())
+    vals, n = _counted(evidence.core, 3)
+    return int(n[(np.abs(vals - np.array(value)) <= radius).all(axis=1)].sum())
 
 
 @dataclass
