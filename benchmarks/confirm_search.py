@@ -145,6 +145,14 @@ def describe(c: dict[str, Any]) -> str:
     return f"{c['arch']} / {c['encoder']}, {c['loss']}, {c.get('augment', '-')}, lr {c['lr']:.2g}, {c['schedule']}"
 
 
+def picture_size(text: str) -> int | list[int]:
+    """``--size 64`` (square) or ``--size 96x128`` (height x width: CamVid's 3:4 kept)."""
+    sides = [int(side) for side in text.lower().split("x")]
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--size {text}: give 64 or HxW such as 96x128")
+    return sides[0] if len(sides) == 1 else sides
+
+
 def spec_dataset(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     data = dict(spec["dataset"])
     if args.size:
@@ -358,7 +366,7 @@ def main() -> None:
     p.add_argument("--keep-models", action="store_true", help="with --spec: keep the searches' models once scored")
     p.add_argument("--data-root", help="folder holding oxford-iiit-pet/ (torchvision's layout)")
     p.add_argument("--target", choices=["trimap", "binary"], default="trimap")
-    p.add_argument("--size", type=int, help="image size (pets: 64; --spec: the spec's own)")
+    p.add_argument("--size", type=picture_size, help="image size, 64 or HxW (pets: 64; --spec: the spec's own)")
     p.add_argument("--max-epochs", type=int, help="epochs a run (pets: 12; --spec: the spec's own)")
     p.add_argument("--budget", type=int, default=96, help="trial-epochs per arm (96: eight full trials)")
     p.add_argument("--seed", type=int, default=0)

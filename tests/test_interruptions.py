@@ -186,6 +186,7 @@ def test_resume_after_the_driver_is_killed_reaches_the_trials_asked_for(tmp_path
         assert ts[n].user_attrs["fail_reason"].startswith("interrupted: its driver")
         retry = next(t for t in ts.values() if t.user_attrs.get("retry_of") == n)  # re-run, recorded
         assert retry.params == ts[n].params and retry.state in FINISHED
+        assert retry.user_attrs["seed"] == ts[n].user_attrs["seed"]  # it trains as the interrupted trial would have
         assert sorted(retry.intermediate_values) == list(range(1, epochs + 1))  # its curve is whole
         saved = retry.user_attrs.get("resume_from")
         if saved:  # it went on from the dead trial's state: the epochs before it are the dead trial's own values

@@ -86,6 +86,7 @@ def export(
         "dataset": spec["dataset"],
         "config": config,
         "epochs": epochs or planned_epochs(study, trial, spec),
+        **({"seed": trial.user_attrs["seed"]} if trial.user_attrs.get("seed") is not None else {}),
         "metric": metric,
         "train": spec.get("train", {}),
         "resources": spec.get("resources", {}),  # retrain trains on a slot with a trial's resources

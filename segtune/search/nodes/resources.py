@@ -90,6 +90,11 @@ def slot_share(train: TrainSpec, resources: dict[str, float]) -> SlotShare:
 SEED_STRIDE = 100_003  # search.seed s trains trial n with seed (s * SEED_STRIDE mod 2**31) + n (s = 0: n alone)
 
 
+def seed_offset(search_seed: int | None) -> int:
+    """search.seed's share of every trial's training seed (any seed, negative or large, to one torch takes)."""
+    return SEED_STRIDE * (search_seed or 0) % 2**31
+
+
 def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSettings:
     """The same for every trial: precision, threads, loader workers, the metric, where the weights are.
 
@@ -109,7 +114,7 @@ def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSetting
         checkpoint_every=spec.train.checkpoint_every,
         # search.seed moves every trial's training too (weights, batches, augmentation), not only the sampler's
         # draws: two searches of one spec with other seeds train even their starting points differently
-        seed_offset=SEED_STRIDE * (spec.search.seed or 0) % 2**31,  # any seed (negative, large) to one torch takes
+        seed_offset=seed_offset(spec.search.seed),
     )
 
 

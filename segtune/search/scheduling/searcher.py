@@ -16,7 +16,8 @@ from ray.tune.search import Searcher
 from segtune import space
 from segtune.errors import SpecError
 from segtune.search import store
-from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, TRIAL_KEY
+from segtune.search.nodes.resources import seed_offset
+from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY
 from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
@@ -106,6 +107,7 @@ class OptunaStoreSearcher(Searcher):
         self.settings = settings or defaults.resolve(spec.search)
         self._sampler = make_sampler(spec, self.settings)
         self._rng = np.random.default_rng(spec.search.seed)  # which trials go near the incumbent, and how near
+        self._seed_offset = seed_offset(spec.search.seed)  # search.seed's share of each trial's training seed
         self._prior_known = False
         self._study: optuna.Study | None = study
         self.protected: set[int] = set()  # trial numbers of starting points: the rung policy never stops them
@@ -166,7 +168,9 @@ class OptunaStoreSearcher(Searcher):
                 granted = self.budget.start(trial.number)
                 if self.clock is not None:  # search.time_budget: its schedule ends where the time runs out
                     granted = min(granted, max(self.budget.first_rung, self.clock.grant(self.budget.max_epochs)))
-                hidden: dict[str, Any] = {TRIAL_KEY: trial.number}
+                seed = self._training_seed(trial)
+                trial.set_user_attr("seed", seed)  # export writes it: a retrain of the trial trains as it did
+                hidden: dict[str, Any] = {TRIAL_KEY: trial.number, SEED_KEY: seed}
                 if granted < self.budget.max_epochs:  # the end of an exact budget, or of the time budget
                     hidden[EPOCHS_KEY] = granted
                     trial.set_user_attr("epochs_planned", granted)
@@ -210,6 +214,17 @@ class OptunaStoreSearcher(Searcher):
                 self.study.enqueue_trial(near, user_attrs={DRAWN: f"near trial {best.number}"})
                 return
 
+    def _training_seed(self, trial: optuna.Trial) -> int:
+        """The seed a trial trains with: search.seed's share plus its number, or, for a --resume re-run, the number of
+        the first trial of its line (``retry_of`` followed back), so the re-run trains as the interrupted trial would
+        have: the epochs after its state draw what they would have drawn (training/loop.py seeds each epoch)."""
+        number, line = trial.number, trial.user_attrs.get("retry_of")
+        if line is not None:
+            trials = self.study.get_trials(deepcopy=False)  # numbered as listed
+            while line is not None:
+                number, line = int(line), trials[int(line)].user_attrs.get("retry_of")
+        return self._seed_offset + number
+
     def _carry_over(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> None:
         """The values of the epochs the dead trial ran up to its state, one per epoch, in the trial that goes on."""
         dead = self.study.trials[int(trial.user_attrs["retry_of"])]
@@ -238,6 +253,8 @@ class OptunaStoreSearcher(Searcher):
         handle.set_user_attr("ray_trial_id", trial_id)
         self.live.add(trial_id)
         hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch}
+        if frozen.user_attrs.get("seed") is not None:  # a study of old has none: the trainable takes its number's
+            hidden[SEED_KEY] = frozen.user_attrs["seed"]
         adopted = frozen.user_attrs.get(ADOPTED)
         if adopted:  # paused under a driver that died (--resume): it goes on from the state that driver kept
             hidden[RESUME_KEY] = adopted

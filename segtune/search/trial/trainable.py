@@ -29,7 +29,7 @@ from segtune.search.nodes.keeper import STATES, StateSaver, load_state, shared_w
 from segtune.search.nodes.quiet import NodeQuiet
 from segtune.search.nodes.warmup import WARMUP_KEY, WARMUP_PREFIX, is_warmup, wait_at
 from segtune.search.nodes.worker_process import assigned_device, release_memory, settle_worker, warm_up
-from segtune.search.ray_trials import EPOCHS_KEY, HIDDEN_PREFIX, RESUME_KEY, TRIAL_KEY
+from segtune.search.ray_trials import EPOCHS_KEY, HIDDEN_PREFIX, RESUME_KEY, SEED_KEY, TRIAL_KEY
 from segtune.search.trial.costs import measure
 from segtune.training import checkpoint
 from segtune.training.loop import fit
@@ -200,7 +200,7 @@ def train_trial(
             on_epoch,
             device=device,
             settings=settings,
-            seed=settings.seed_offset + number,
+            seed=int(config.get(SEED_KEY, settings.seed_offset + number)),  # the searcher's (a study of old: its own)
             step_guard=guard,
             on_state=saver.save if saver is not None else None,
             state_every=settings.checkpoint_every,
