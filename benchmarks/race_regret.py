@@ -9,8 +9,9 @@ race costs is its *regret*: the best final value of the K (what the hand-pick ar
 of the members the race lets go on. Lists are drawn from a table's sensible configurations (the half that ends
 above the median, as a person's picks would), 4000 lists per K; the rules judge at the race's milestone (search's
 auto grace and reduction factor: the milestone nearest a third of ``max_epochs``) by the value there (today's rule),
-by the best value so far, or by the mean of the last three, and keep the top ``ceil(K / reduction_factor)``.
-With ``--confirm``, the real hand picks of each seed (their logs) are the list, each seed once.
+by the best value so far, or by the mean of the last three, and keep the top ``ceil(K / reduction_factor)``; and,
+by the value there, at half and at two thirds of ``max_epochs`` (epochs no rung of today's grid has: what judging
+later would buy, and cost). With ``--confirm``, the real hand picks of each seed (their logs) are the list.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from segtune.tables import format_table  # noqa: E402
 
 TABLES = [Path("benchmarks/curves/kvasir_seg_64px_30ep.jsonl.gz"), Path("benchmarks/curves/pets_sample_64px.jsonl.gz")]
 RULES = {
-    "the value at the milestone (today's)": lambda c, m: c[m - 1],
-    "the best value so far": lambda c, m: c[:m].max(),
-    "the mean of the last three": lambda c, m: c[max(0, m - 3) : m].mean(),
+    "its value there": lambda c, m: c[m - 1],
+    "its best value so far": lambda c, m: c[:m].max(),
+    "the mean of its last three": lambda c, m: c[max(0, m - 3) : m].mean(),
 }
+TODAY = "its value there"  # at the race's milestone: today's rule (search/scheduling/rungs.py)
 
 
 def milestone(max_epochs: int) -> tuple[int, float]:
@@ -44,6 +46,17 @@ def milestone(max_epochs: int) -> tuple[int, float]:
     grace = defaults.grace_period(max_epochs)
     rf = defaults.reduction_factor(max_epochs, grace)
     return Rungs(max_epochs, grace, rf).third(), rf
+
+
+def judgements(max_epochs: int) -> list[tuple[int, str]]:
+    """(epoch, rule) pairs: every rule at the race's milestone, the value itself at half and two thirds."""
+    m, _ = milestone(max_epochs)
+    later = sorted({math.ceil(max_epochs / 2), math.ceil(2 * max_epochs / 3)} - {m})
+    return [(m, name) for name in RULES] + [(e, TODAY) for e in later]
+
+
+def label(m: int, name: str, max_epochs: int) -> str:
+    return f"{name} (today's)" if (m, name) == (milestone(max_epochs)[0], TODAY) else name
 
 
 def regret(curves: list[np.ndarray], members: np.ndarray, judge, m: int, keep: int) -> float:  # noqa: ANN001
@@ -59,20 +72,24 @@ def drawn_lists(path: Path, ks: list[int], draws: int) -> list[list[str]]:
     curves = [np.array(c.values, float) for c in table.curves if len(c.values) == e and None not in c.values]
     finals = np.array([c.max() for c in curves])
     sensible = np.flatnonzero(finals >= np.median(finals))
-    m, rf = milestone(e)
+    _, rf = milestone(e)
     rows = []
     rng = np.random.default_rng(0)
     for k in ks:
         keep = math.ceil(k / rf)
         lists = [rng.choice(sensible, k, replace=False) for _ in range(draws)]
-        for name, judge in RULES.items():
-            r = np.array([regret(curves, g, judge, m, keep) for g in lists])
-            cost = (k * m + keep * (e - m)) / (k * e)
+        for m, name in judgements(e):
+            r = np.array([regret(curves, g, RULES[name], m, keep) for g in lists])
             rows.append(
-                [path.name, k, f"{m} of {e}", keep, name, f"{r.mean():.4f}", f"{np.quantile(r, 0.9):.4f}",
-                 f"{(r == 0).mean():.2f}", f"{cost:.2f}"]
+                [path.name, k, f"{m} of {e}", keep, label(m, name, e), f"{r.mean():.4f}", f"{np.quantile(r, 0.9):.4f}",
+                 f"{(r == 0).mean():.2f}", f"{cost(k, keep, m, e):.2f}"]
             )  # fmt: skip
     return rows
+
+
+def cost(k: int, keep: int, m: int, e: int) -> float:
+    """The race's trial-epochs (K members to epoch m, ``keep`` of them on to e) over the list's (K x e)."""
+    return (k * m + keep * (e - m)) / (k * e)
 
 
 VAL = re.compile(r"epoch (\d+)/(\d+): .* val mIoU ([0-9.]+)")
@@ -93,11 +110,14 @@ def confirm_lists(folder: Path) -> list[list[str]]:
                 continue
             curves = [picks[i] for i in range(k)]
             e = len(curves[0])
-            m, rf = milestone(e)
+            _, rf = milestone(e)
             keep = math.ceil(k / rf)
-            for name, judge in RULES.items():
-                r = regret(curves, np.arange(k), judge, m, keep)
-                rows.append([f"{folder.name} seed {seed}", k, f"{m} of {e}", keep, name, f"{r:.4f}", "-", "-", "-"])
+            for m, name in judgements(e):
+                r = regret(curves, np.arange(k), RULES[name], m, keep)
+                rows.append(
+                    [f"{folder.name} seed {seed}", k, f"{m} of {e}", keep, label(m, name, e), f"{r:.4f}", "-", "-",
+                     f"{cost(k, keep, m, e):.2f}"]
+                )  # fmt: skip
     return rows
 
 
