@@ -340,8 +340,10 @@ def compare_on_spec(args: argparse.Namespace) -> None:
             )
         medians.append([k, len(args.seeds), *(f"{statistics.median(v):.3f}" if v else "-" for v in found.values())])
     data = spec_dataset(spec, args)
+    size = data.get("image_size")
+    size = "x".join(map(str, size)) if isinstance(size, list) else size
     print(
-        f"\n{spec['study']}: {data.get('image_size')} px, at most {data.get('limit', 'all')} images a split, "
+        f"\n{spec['study']}: {size} px, at most {data.get('limit', 'all')} images a split, "
         f"{spec['search']['max_epochs']} epochs a run; test mIoU at the pictures' own size"
     )
     headers = ["hand picks' val-best", "hand picks' ensemble", "search's best trial", "search's ensemble"]

@@ -5,11 +5,13 @@ run on, against running all K whole (the hand-pick arm of benchmarks/confirm_sea
     python benchmarks/race_regret.py --confirm confirm-camvid         # and a confirm_search run's hand picks
 
 A search whose budget is the list's cost (K x max_epochs) can beat the list only with what the race frees; what the
-race costs is its *regret*: the best final value of the K (what the hand-pick arm keeps) minus the best final value
-of the members the race lets go on. Lists are drawn from a table's sensible configurations (the half that ends
-above the median, as a person's picks would), 4000 lists per K; the rules judge at the race's milestone (search's
-auto grace and reduction factor: the milestone nearest a third of ``max_epochs``) by the value there (today's rule),
-by the best value so far, or by the mean of the last three, and keep the top ``ceil(K / reduction_factor)``; and,
+race costs is its *regret*: the best value of the K (each run's best epoch, what a retrain keeps; what the hand-pick
+arm keeps) minus the best value of the members the race lets go on. Lists are drawn from a table's sensible
+configurations (the half that ends above the median, as a person's picks would), 4000 lists per K; the rules judge
+at the race's milestone (search's auto grace and reduction factor: the milestone nearest a third of
+``max_epochs``) by the value there (today's rule), by the best value so far, or by the mean of the last three, and
+keep the top ``ceil(K / reduction_factor)`` (a simplification: the real race ranks against every result at the
+rung and can promote a member later); and,
 by the value there, at half and at two thirds of ``max_epochs`` (epochs no rung of today's grid has: what judging
 later would buy, and cost). With ``--confirm``, the real hand picks of each seed (their logs) are the list.
 """
@@ -131,7 +133,7 @@ def main() -> None:
     rows += [row for folder in args.confirm for row in confirm_lists(folder)]
     headers = ["list from", "K", "judged at", "go on", "judged by", "regret: mean", "90th pct", "no regret", "cost"]
     print(format_table(headers, rows))
-    print("regret: the best final val mIoU of the K minus that of the members that go on; cost: the race's")
+    print("regret: the best val mIoU of the K (best epochs) minus that of the members that go on; cost: the race's")
     print("trial-epochs (K to the milestone, the rest whole) over the list's, before the search adds anything")
 
 

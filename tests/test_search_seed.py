@@ -37,7 +37,7 @@ def test_another_search_seed_trains_the_same_starting_point_differently(tmp_path
 
 def test_a_retrain_of_an_exported_trial_trains_as_the_trial_did(tmp_path: Path) -> None:
     # one thread, written in the spec export copies: a retrain takes all the CPUs of its slot otherwise, and another
-    # thread count sums in another order (the same seed then trains alike to about 1e-3, not to the last digit)
+    # thread count sums in another order (the same seed then trains alike to about 0.003, not to the last digit)
     trial = first_trial(tmp_path / "search", 3, 2, "--set", "resources.cpus_per_trial=1")
     assert trial.user_attrs["seed"] == 3 * 100_003  # search.seed 3's share, plus trial number 0
     spec = tmp_path / "best.yaml"

@@ -215,15 +215,19 @@ class OptunaStoreSearcher(Searcher):
                 return
 
     def _training_seed(self, trial: optuna.Trial) -> int:
-        """The seed a trial trains with: search.seed's share plus its number, or, for a --resume re-run, the number of
-        the first trial of its line (``retry_of`` followed back), so the re-run trains as the interrupted trial would
-        have: the epochs after its state draw what they would have drawn (training/loop.py seeds each epoch)."""
-        number, line = trial.number, trial.user_attrs.get("retry_of")
-        if line is not None:
-            trials = self.study.get_trials(deepcopy=False)  # numbered as listed
-            while line is not None:
-                number, line = int(line), trials[int(line)].user_attrs.get("retry_of")
-        return self._seed_offset + number
+        """The seed a trial trains with: search.seed's share plus its number, or, for a --resume re-run, the seed the
+        first trial of its line (``retry_of`` followed back) trained with, so the re-run trains as the interrupted
+        trial would have: the epochs after its state draw what they would have drawn (training/loop.py seeds each
+        epoch). Read from that trial (user attr ``seed``) where it has one: a later run's search.seed may differ."""
+        line = trial.user_attrs.get("retry_of")
+        if line is None:
+            return self._seed_offset + trial.number
+        trials = self.study.get_trials(deepcopy=False)  # numbered as listed
+        first = trials[int(line)]
+        while first.user_attrs.get("retry_of") is not None:
+            first = trials[int(first.user_attrs["retry_of"])]
+        stored = first.user_attrs.get("seed")
+        return int(stored) if stored is not None else self._seed_offset + first.number
 
     def _carry_over(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> None:
         """The values of the epochs the dead trial ran up to its state, one per epoch, in the trial that goes on."""
