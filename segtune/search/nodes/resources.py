@@ -15,6 +15,7 @@ import torch
 
 from segtune.config import TrainSettings
 from segtune.errors import SpecError
+from segtune.search.ray_trials import seed_offset
 from segtune.spec import ResourcesSpec, StudySpec, TrainSpec
 from segtune.training.weights import weights_dir
 
@@ -85,14 +86,6 @@ def slot_share(train: TrainSpec, resources: dict[str, float]) -> SlotShare:
         workers = max(0, int(resources["cpu"]) - 1) if resources["gpu"] > 0 else 0
     share = resources["gpu"] if train.cap_gpu_memory and 0 < resources["gpu"] < 1 else None
     return SlotShare(loader_workers=workers, threads=max(1, int(resources["cpu"])), gpu_memory_fraction=share)
-
-
-SEED_STRIDE = 100_003  # search.seed s trains trial n with seed (s * SEED_STRIDE mod 2**31) + n (s = 0: n alone)
-
-
-def seed_offset(search_seed: int | None) -> int:
-    """search.seed's share of every trial's training seed (any seed, negative or large, to one torch takes)."""
-    return SEED_STRIDE * (search_seed or 0) % 2**31
 
 
 def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSettings:

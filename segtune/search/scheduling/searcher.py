@@ -16,8 +16,7 @@ from ray.tune.search import Searcher
 from segtune import space
 from segtune.errors import SpecError
 from segtune.search import store
-from segtune.search.nodes.resources import seed_offset
-from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY
+from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY, seed_offset
 from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
