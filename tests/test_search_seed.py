@@ -18,7 +18,7 @@ from tests.conftest import demo_args, segtune
 
 
 def first_trial(tmp: Path, seed: int, epochs: int = 1, *extra: str) -> optuna.trial.FrozenTrial:
-    """A search of one trial (the demo's starting point) for one epoch, with ``search.seed`` = seed."""
+    """A search of one trial (the demo's starting point) for ``epochs`` epochs, with ``search.seed`` = seed."""
     tmp.mkdir()
     fixed = ("--set", "space.weight_decay=1.0e-4", "--set", "space.aug_strength=0.5")  # the point leaves them open
     args = demo_args(tmp, trials=1, epochs=epochs, one_at_a_time=True)
