@@ -82,11 +82,24 @@ def drawn_lists(path: Path, ks: list[int], draws: int) -> list[list[str]]:
         lists = [rng.choice(sensible, k, replace=False) for _ in range(draws)]
         for m, name in judgements(e):
             r = np.array([regret(curves, g, RULES[name], m, keep) for g in lists])
-            rows.append(
-                [path.name, k, f"{m} of {e}", keep, label(m, name, e), f"{r.mean():.4f}", f"{np.quantile(r, 0.9):.4f}",
-                 f"{(r == 0).mean():.2f}", f"{cost(k, keep, m, e):.2f}"]
-            )  # fmt: skip
+            rows.append(row(path.name, k, keep, m, e, name, r))
     return rows
+
+
+def row(source: str, k: int, keep: int, m: int, e: int, name: str, regrets: np.ndarray) -> list[str]:
+    """One table row: a rule's mean regret over ``regrets``, and its spread where there is more than one list."""
+    many = len(regrets) > 1
+    return [
+        source,
+        str(k),
+        f"{m} of {e}",
+        str(keep),
+        label(m, name, e),
+        f"{regrets.mean():.4f}",
+        f"{np.quantile(regrets, 0.9):.4f}" if many else "-",
+        f"{(regrets == 0).mean():.2f}" if many else "-",
+        f"{cost(k, keep, m, e):.2f}",
+    ]
 
 
 def cost(k: int, keep: int, m: int, e: int) -> float:
@@ -116,10 +129,7 @@ def confirm_lists(folder: Path) -> list[list[str]]:
             keep = math.ceil(k / rf)
             for m, name in judgements(e):
                 r = regret(curves, np.arange(k), RULES[name], m, keep)
-                rows.append(
-                    [f"{folder.name} seed {seed}", k, f"{m} of {e}", keep, label(m, name, e), f"{r:.4f}", "-", "-",
-                     f"{cost(k, keep, m, e):.2f}"]
-                )  # fmt: skip
+                rows.append(row(f"{folder.name} seed {seed}", k, keep, m, e, name, np.array([r])))
     return rows
 
 
