@@ -75,7 +75,6 @@ class TrainSettings:
     keep_best_state: bool = True  # a copy of the best epoch's weights in memory (trials write theirs to disk)
     costs: tuple[str, ...] = ()  # what each trial measures before it trains (objectives.COSTS)
     checkpoint_every: int = 1  # a search's trials save a resumable state every this many epochs (0: never)
-    seed_offset: int = 0  # a search's trial trains with seed seed_offset + its number (search.seed's share)
 
     def replace(self, **changes: Any) -> TrainSettings:
         return dataclasses.replace(self, **changes)

@@ -14,13 +14,6 @@ RESUME_KEY = "_segtune_resume_from"  # --resume: the state (on the driver's disk
 EPOCHS_KEY = "_segtune_epochs"  # an exact budget's last trials: the epochs their schedule ends at (< max_epochs)
 PROMOTED_KEY = "_segtune_promoted"  # a paused trial promoted: the epoch it was paused at (it goes on from its state)
 SEED_KEY = "_segtune_seed"  # the trial's training seed (its user attr "seed"): a --resume re-run keeps its line's
-SEED_STRIDE = 100_003  # search.seed s trains trial n with seed (s * SEED_STRIDE mod 2**31) + n (s = 0: n alone)
-
-
-def seed_offset(search_seed: int | None) -> int:
-    """search.seed's share of every trial's training seed (any seed, negative or large, to one torch takes): the
-    searcher adds the trial's number; a trainable handed no seed (a study of old) adds its own."""
-    return SEED_STRIDE * (search_seed or 0) % 2**31
 
 
 def is_optuna_trial(trial: Any) -> bool:

@@ -15,7 +15,6 @@ import torch
 
 from segtune.config import TrainSettings
 from segtune.errors import SpecError
-from segtune.search.ray_trials import seed_offset
 from segtune.spec import ResourcesSpec, StudySpec, TrainSpec
 from segtune.training.weights import weights_dir
 
@@ -105,9 +104,6 @@ def train_settings(spec: StudySpec, resources: dict[str, float]) -> TrainSetting
         keep_best_state=False,  # a trial writes its best weights to disk instead
         costs=tuple(spec.search.cost_names),
         checkpoint_every=spec.train.checkpoint_every,
-        # search.seed moves every trial's training too (weights, batches, augmentation), not only the sampler's
-        # draws: two searches of one spec with other seeds train even their starting points differently
-        seed_offset=seed_offset(spec.search.seed),
     )
 
 

@@ -16,7 +16,7 @@ from ray.tune.search import Searcher
 from segtune import space
 from segtune.errors import SpecError
 from segtune.search import store
-from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY, seed_offset
+from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY
 from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
@@ -69,6 +69,17 @@ def queue_first_trials(
         params = space.parse_space(spec.space)
         for fixed in space.stratified_design(params, size, seed=spec.search.seed or 0):
             study.enqueue_trial(fixed)
+
+
+SEED_STRIDE = 100_003  # search.seed s trains trial n with seed (s * SEED_STRIDE mod 2**31) + n (s = 0: n alone)
+
+
+def seed_offset(search_seed: int | None) -> int:
+    """search.seed's share of every trial's training seed (any seed, negative or large, to one torch takes), to which
+    the searcher adds the trial's number. search.seed moves every trial's training too (weights, batches,
+    augmentation), not only the sampler's draws: two searches of one spec with other seeds train even their
+    starting points differently."""
+    return SEED_STRIDE * (search_seed or 0) % 2**31
 
 
 class OptunaStoreSearcher(Searcher):
@@ -225,8 +236,12 @@ class OptunaStoreSearcher(Searcher):
         first = trials[int(line)]
         while first.user_attrs.get("retry_of") is not None:
             first = trials[int(first.user_attrs["retry_of"])]
-        stored = first.user_attrs.get("seed")
-        return int(stored) if stored is not None else self._seed_offset + first.number
+        return self._seed_of(first)
+
+    def _seed_of(self, trial: optuna.trial.FrozenTrial) -> int:
+        """The seed a stored trial trained with (a study made before seeds were stored: its number's, as then)."""
+        stored = trial.user_attrs.get("seed")
+        return int(stored) if stored is not None else self._seed_offset + trial.number
 
     def _carry_over(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> None:
         """The values of the epochs the dead trial ran up to its state, one per epoch, in the trial that goes on."""
@@ -255,9 +270,7 @@ class OptunaStoreSearcher(Searcher):
         handle.set_user_attr("promoted_at_epoch", epoch)
         handle.set_user_attr("ray_trial_id", trial_id)
         self.live.add(trial_id)
-        hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch}
-        if frozen.user_attrs.get("seed") is not None:  # a study of old has none: the trainable takes its number's
-            hidden[SEED_KEY] = frozen.user_attrs["seed"]
+        hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch, SEED_KEY: self._seed_of(frozen)}
         adopted = frozen.user_attrs.get(ADOPTED)
         if adopted:  # paused under a driver that died (--resume): it goes on from the state that driver kept
             hidden[RESUME_KEY] = adopted

@@ -200,7 +200,7 @@ def train_trial(
             on_epoch,
             device=device,
             settings=settings,
-            seed=int(config.get(SEED_KEY, settings.seed_offset + number)),  # the searcher's (a study of old: its own)
+            seed=int(config.get(SEED_KEY, number)),  # the searcher decides it (search.seed, a re-run's line)
             step_guard=guard,
             on_state=saver.save if saver is not None else None,
             state_every=settings.checkpoint_every,
