@@ -20,18 +20,26 @@ they spend: K hand-picked runs, or one search of the same trial-epochs?
 
 Four deliverables, each inside its own arm's budget (nothing retrained outside it):
 - hand picks: the first K of :data:`SPEC_HAND_PICKS` (fixed before any result), each trained for the spec's
-  ``max_epochs`` with the training seed; the one that validated best (its test mIoU), and the Caruana ensemble
-  selected over the K models (results/ensemble.py, kept only when its held-out gain clears the bootstrap);
+  ``max_epochs``; the one that validated best (its test mIoU), and the Caruana ensemble selected over the K models
+  (results/ensemble.py, kept only when its held-out gain clears the bootstrap);
 - search: the spec's own search with the same K picks as its prior (``search.starting_points``, raced) and
   ``budget_epochs`` = K x ``max_epochs`` with ``budget_rule: exact``, so both arms train the same number of
   trial-epochs; its best complete trial's own model, and its ensemble (``segtune ensemble``'s selection).
 All scored on the test split at the pictures' own size. A hand pick trained for one K and seed is read again,
 not retrained, for a larger K.
+
+Common random numbers: hand pick i trains with the seed the search gives list member i (trial i of the search's
+study: ``seed_offset(seed) + i``) on one thread, as the search's trials do (``cpus_per_trial: 1``), so a
+configuration both arms train is one training, and the arms differ only in what they decide (which members go on,
+what the freed epochs buy), not in the training seed's draw (0.01-0.02 test mIoU between seeds of one
+configuration here, the size of the differences measured). The script checks that the search's members trained
+with those seeds. Two hand picks train side by side, one thread each.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import shutil
 import statistics
@@ -45,6 +53,7 @@ import optuna
 import yaml
 from record_curves import HAND_PICKS, SPACE
 
+from segtune.search.scheduling.searcher import seed_offset
 from segtune.tables import format_table
 
 ARMS: list[tuple[str, str, dict[str, Any]]] = [  # (name, folder, search settings)
@@ -183,25 +192,42 @@ def retrained(doc: dict[str, Any], folder: Path) -> dict[str, Any]:
     return json.loads((folder / "metrics.json").read_text())
 
 
+def member_seed(seed: int, i: int) -> int:
+    """The training seed of the search's list member i (its trial number) under ``search.seed`` = ``seed``."""
+    return seed_offset(seed) + i
+
+
 def hand_picks(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The first K hand picks, each retrained for the spec's ``max_epochs`` with ``seed`` (kept on train, its best val
-    epoch): their configurations, val and test mIoU, and model files."""
-    runs = []
-    for i, pick in enumerate(SPEC_HAND_PICKS[:k]):
+    """The first K hand picks, each retrained for the spec's ``max_epochs`` with the seed the search gives the same
+    list member, on one thread (kept on train, its best val epoch), two side by side: their configurations, val and
+    test mIoU, and model files."""
+
+    def one(i: int) -> dict[str, Any]:
+        pick = SPEC_HAND_PICKS[i]
         folder = args.out / "hand-picks" / f"pick{i}-seed{seed}"
         doc = {
             "name": f"pick{i}-seed{seed}",
             "dataset": spec_dataset(spec, args),
             "config": {**spec_fixed(spec), **pick_config(spec, pick)},
             "epochs": spec["search"]["max_epochs"],
-            "seed": seed,
+            "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+            "seed": member_seed(seed, i),
         }
-        print(f"  hand pick {i + 1}/{k}, seed {seed}: {describe(pick)}", flush=True)
+        print(f"  hand pick {i + 1}/{k}, seed {seed} (trains with {doc['seed']}): {describe(pick)}", flush=True)
         metrics = retrained(doc, folder)
-        runs.append(
-            {"config": pick, "val": metrics["val_miou"], "test": metrics["test_miou"], "model": folder / "retrain"}
-        )
-    return runs
+        return {"config": pick, "val": metrics["val_miou"], "test": metrics["test_miou"], "model": folder / "retrain"}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(one, range(k)))
+
+
+def check_common_seeds(store_path: Path, name: str, k: int, seed: int) -> None:
+    """The search's list members trained with the seeds the hand picks did (the comparison's premise)."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{store_path}")
+    members = {t.number: t for t in study.trials if t.user_attrs.get("starting_point")}
+    wrong = [i for i in range(k) if i not in members or members[i].user_attrs.get("seed") != member_seed(seed, i)]
+    if wrong:
+        sys.exit(f"the search's list members {wrong} did not train with the hand picks' seeds: the arms are unpaired")
 
 
 def spec_fixed(spec: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +291,7 @@ def score(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace, cac
     summary = json.loads(done.read_text()) if done.is_file() else {}
     picks = hand_picks(spec, k, seed, args)
     store_path, name = search(spec, k, seed, args)
+    check_common_seeds(store_path, name, k, seed)
     dataset = spec_dataset(spec, args)
     if "hand_best" not in summary:
         best = max(picks, key=lambda r: r["val"])

@@ -318,8 +318,14 @@ PRIOR_RULES = [
     ),
     Strategy("the list raced, then the model", starting_points=True, prior="race", near_incumbent=0.0),
     Strategy("the list raced, 25% near the incumbent", starting_points=True, prior="race", near_incumbent=0.25),
-    Strategy("the list raced, 50% near the incumbent", starting_points=True, prior="race", near_incumbent=0.5),
+    Strategy("the list raced, 50% near the incumbent (the default)", starting_points=True, prior="race"),
     Strategy("the list raced, 75% near the incumbent", starting_points=True, prior="race", near_incumbent=0.75),
+    *(
+        Strategy(
+            f"the list raced, judged at {name} of the epochs", starting_points=True, prior="race", prior_judged_at=at
+        )
+        for name, at in (("a third", 1 / 3), ("half", 0.5), ("five sixths", 5 / 6))
+    ),
 ]
 
 

@@ -338,6 +338,11 @@ class SearchSpec(_Strict):
         "promotion may bring one back; first: they run to the end before anything is judged; auto: race when the "
         "spec lists two or more, first for one",
     )
+    prior_judged_at: float | Literal["auto"] = Field(
+        "auto",
+        description="with a raced list: the share of max_epochs its members train before they are judged together "
+        "(0.5: half way); auto: search/scheduling/defaults.py",
+    )
     near_incumbent: float | Literal["auto"] = Field(
         "auto",
         description="share of the model's trials drawn near the incumbent (one or two of its parameters changed); "
@@ -418,6 +423,13 @@ class SearchSpec(_Strict):
     def _a_share(cls, v: float | str) -> float | str:
         if not isinstance(v, str) and not 0 <= v <= 1:
             raise ValueError("must be 'auto' or a share between 0 and 1")
+        return v
+
+    @field_validator("prior_judged_at")
+    @classmethod
+    def _a_share_of_the_epochs(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0 < v <= 1:
+            raise ValueError("must be 'auto' or a share of max_epochs above 0 and at most 1")
         return v
 
     @field_validator("grace_period", "min_first_rung", "brackets")

@@ -142,6 +142,7 @@ class Strategy:
     promotion: bool | str = "auto"
     prior: str = "auto"  # race | first: how the hand picks run when they are the starting points
     near_incumbent: float | str = "auto"
+    prior_judged_at: float | str = "auto"  # a raced list's milestone, as a share of max_epochs
     transfer_from: list[dict[str, Any]] | None = (
         None  # another study's winners, run first (search/scheduling/transfer.py)
     )
@@ -166,6 +167,7 @@ class Strategy:
             "promotion": self.promotion,
             "prior": self.prior,
             "near_incumbent": self.near_incumbent,
+            "prior_judged_at": self.prior_judged_at,
         }
 
 
@@ -309,6 +311,7 @@ def replay(
                 budget.end(event.number)
                 searcher.on_trial_complete(ray_ids[event.number])
             elif stop or epoch >= planned[event.number]:
+                rungs.ended(event.number)
                 top = max((v for v in seen if v is not None), default=None)
                 state = outcome.tell(study, event.number, epoch, planned[event.number], top)
                 states[state.name] += 1

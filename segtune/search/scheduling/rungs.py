@@ -11,12 +11,15 @@ recorded there; with nothing recorded yet it goes on. Additions over Ray's:
   trial's own included); with few slots the first trials are judged too instead of running unopposed
   to the end. A trial stopped this way still leaves its value as a reference for the next ones.
 - ``protected`` trials (the spec's one starting point) are never stopped, and their values set the bar.
-- ``prior`` trials (a person's list of starting points, ``search.prior: race``) are protected up to the milestone
-  nearest a third of ``max_epochs`` and judged like any trial from there: a person's picks differ by less than
-  an epoch's noise early on (a pretrained encoder starts lower and overtakes by epoch 3-5 in both recorded tables),
-  so the list races once its members' values mean something. There the list is judged together: with promotion a
-  member waits (paused) until every member has a value at that rung, so none passes alone on one slot; a member
-  that fails leaves the list (:meth:`leave`).
+- ``prior`` trials (a person's list of starting points, ``search.prior: race``) are protected up to the list's own
+  milestone, ``prior_at`` of ``max_epochs`` (two thirds by default: search/scheduling/defaults.py says why), and
+  judged there among themselves: the top ``ceil(K / reduction_factor)`` go on, the others pause. A person's picks
+  differ by about 0.01 mIoU, and a member may start slowest and end first (CamVid's Dice + Focal), so the list is
+  judged once its order means something, not at a rung. Before it its members still record their values at the
+  rungs (the bar the other trials meet there); after it they are judged at the later rungs like any trial. With
+  promotion a member that gets there first waits (paused) until every member has a value, so none passes alone on
+  one slot; a member that fails leaves the list (:meth:`leave`), and a paused member then ranks in its place.
+  :meth:`owed` is what the waiting members will train when they go on, which an exact budget keeps for them.
 - ``plateau``: the value of predicting the majority class everywhere (its share of the pixels over the number of
   classes: 0.31 for classes of 93%, 6% and 1%). A trial whose value has not yet left it (by ``PLATEAU_MARGIN``) is
   not judged at that milestone, since curves on the plateau differ by noise; it is judged at the first milestone
@@ -36,7 +39,10 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from segtune.search.scheduling.defaults import PRIOR_JUDGED_AT
+
 PLATEAU_MARGIN = 0.02  # mIoU above the majority-class plateau before a trial's value means more than noise
+LIST = -1  # the "rung" a raced list's member pauses at: the list's own milestone (paused: (bracket, LIST, epoch))
 
 
 @dataclass
@@ -48,10 +54,12 @@ class Rungs:
     brackets: int = 1
     plateau: float | None = None  # the majority-class value; None: every milestone judges
     promote: bool = False  # a stop is a pause, which later results may undo
-    prior: set[Any] = field(default_factory=set)  # a person's list: judged from a third of the way (above)
+    prior: set[Any] = field(default_factory=set)  # a person's list: judged together at its own milestone (above)
+    prior_at: float = PRIOR_JUDGED_AT  # that milestone, as a share of max_epochs
     _recorded: list[list[dict[Any, float]]] = field(default_factory=list, repr=False)  # bracket -> rung -> key -> value
     _bracket_of: dict[Any, int] = field(default_factory=dict, repr=False)
     _order: list[int] = field(default_factory=list, repr=False)
+    _listed: dict[Any, float] = field(default_factory=dict, repr=False)  # list member -> its value at its milestone
     judged: dict[Any, tuple[int, str]] = field(default_factory=dict, repr=False)  # key -> (epoch, why): first judgement
     paused: dict[Any, tuple[int, int, int]] = field(default_factory=dict, repr=False)  # key -> (bracket, rung, epoch)
 
@@ -74,6 +82,7 @@ class Rungs:
             brackets=settings.brackets,
             plateau=plateau if settings.plateau else None,
             promote=settings.promote and promote,
+            prior_at=settings.prior_judged_at,
         )
 
     def milestones(self, bracket: int = 0) -> list[int]:
@@ -92,9 +101,13 @@ class Rungs:
         return self._bracket_of[key]
 
     def third(self, bracket: int = 0) -> int:
-        """The milestone nearest a third of ``max_epochs``: where every trial is judged, on the plateau or of the
-        prior (``max_epochs`` when there is no milestone)."""
+        """The milestone nearest a third of ``max_epochs``: where every trial is judged, whether on the plateau or
+        not (``max_epochs`` when there is no milestone)."""
         return min(self.milestones(bracket), key=lambda m: (abs(m - self.max_epochs / 3), m), default=self.max_epochs)
+
+    def list_milestone(self) -> int:
+        """The epoch where a raced list is judged together: ``prior_at`` of ``max_epochs``, rounded up (14 of 20)."""
+        return min(self.max_epochs, max(1, math.ceil(self.prior_at * self.max_epochs - 1e-9)))
 
     def _on_plateau(self, epoch: int, value: float, bracket: int = 0) -> bool:
         """Not judged here: still on the majority-class plateau, before the milestone nearest a third of the epochs
@@ -107,7 +120,9 @@ class Rungs:
         """A trial reports ``value`` after ``epoch``: True when it must stop here (a pause, with ``promote``)."""
         b = self.bracket(key)
         value = -1.0 if value is None or math.isnan(value) else value  # below any metric (they lie in [0, 1])
-        protected = protected or (key in self.prior and epoch < self.third(b))
+        if key in self.prior and not protected and epoch <= self.list_milestone():
+            self._set_the_bar(key, b, epoch, value)
+            return epoch == self.list_milestone() and self._judge_list(key, b, epoch, value)
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
             if epoch != milestone or key in recorded:
                 continue
@@ -119,8 +134,6 @@ class Rungs:
                 self.judged[key] = (epoch, self._why(rung, epoch, value))
             if protected or epoch >= self.max_epochs:
                 return False
-            if key in self.prior and self.promote and epoch == self.third(b) and self._list_unjudged(b, recorded):
-                return self._halt(key, b, rung, epoch)  # the list is judged together: it waits for the rest here
             if rung == 0 and len(others) + 1 < self.min_first_rung:
                 return self._halt(key, b, rung, epoch)  # too few results to judge: costs grace epochs, not a trial
             if not others:
@@ -129,10 +142,45 @@ class Rungs:
             return self._halt(key, b, rung, epoch) if value < cutoff else False
         return False
 
-    def _list_unjudged(self, bracket: int, recorded: dict[Any, float]) -> bool:
-        """Members of the prior (in ``bracket``) with no value yet at the rung ``recorded`` holds (the one a third of
-        the way, where the list is first judged): with one slot the first member there would otherwise pass alone."""
-        return any(self.bracket(k) == bracket and k not in recorded for k in self.prior)
+    def _set_the_bar(self, key: Any, bracket: int, epoch: int, value: float) -> None:
+        """A list member before (or at) its own milestone: its value at a rung is recorded there (the bar other trials
+        meet) and it is not stopped."""
+        for milestone, recorded in zip(self.milestones(bracket), self._recorded[bracket], strict=True):
+            if epoch == milestone and key not in recorded:
+                recorded[key] = value
+
+    def _judge_list(self, key: Any, bracket: int, epoch: int, value: float) -> bool:
+        """A member at the list's milestone: True when it pauses there (waiting for the rest of the list, with
+        promotion, or below the list's top ``ceil(K / rf)``)."""
+        self._listed[key] = value
+        self.judged.setdefault(key, (epoch, f"the list at epoch {epoch}"))
+        if epoch >= self.max_epochs:
+            return False
+        if self.promote and self._list_waits():
+            return self._halt(key, bracket, LIST, epoch)  # judged together: it waits for the rest of the list here
+        return key not in self._list_goes_on() and self._halt(key, bracket, LIST, epoch)
+
+    def _list_waits(self) -> bool:
+        """Members of the list with no value yet at its milestone: with one slot the first there would otherwise pass
+        alone."""
+        return any(k not in self._listed for k in self.prior)
+
+    def _list_goes_on(self) -> set[Any]:
+        """The list's members that go on from its milestone: the top ``ceil(K / rf)`` of those with a value there (a
+        member that failed has left the list, and the next ranks in its place)."""
+        members = sorted((k for k in self._listed if k in self.prior), key=lambda k: -self._listed[k])
+        return set(members[: math.ceil(len(self.prior) / self.reduction_factor)])
+
+    def owed(self) -> int:
+        """Epochs the list's paused members will train when they go on (``max_epochs`` less the milestone, for as many
+        of them as may go on): an exact budget keeps them, or what the list frees while a member is still on its way
+        to the milestone would be spent elsewhere and the best member could not finish."""
+        waiting = [k for k, (_, rung, _) in self.paused.items() if rung == LIST and k in self.prior]
+        if not waiting:
+            return 0
+        may = len(waiting) if self._list_waits() else len(set(waiting) & self._list_goes_on())
+        may = min(may, math.ceil(len(self.prior) / self.reduction_factor))
+        return may * (self.max_epochs - self.list_milestone())
 
     def _why(self, rung: int, epoch: int, value: float) -> str:
         if self.plateau is None:
@@ -152,31 +200,39 @@ class Rungs:
         ``--resume`` and a second run of a study judge with them."""
         b = self.bracket(key)
         reached = None
+        listed = key in self.prior and not protected
+        if listed and self.list_milestone() in values:
+            self._listed[key] = values[self.list_milestone()]
+            reached = (LIST, self.list_milestone())
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
             value = values.get(milestone)
-            shielded = protected or (key in self.prior and milestone < self.third(b))
+            shielded = protected or (listed and milestone <= self.list_milestone())
             if value is None or (
                 not shielded and milestone < self.max_epochs and self._on_plateau(milestone, value, b)
             ):
                 continue
             recorded[key] = value
-            reached = (rung, milestone)
+            if not (listed and milestone <= self.list_milestone()):
+                reached = (rung, milestone)
         if paused and reached is not None and self.promote:
             self.paused[key] = (b, *reached)
 
     def promote_one(self, exclude: set[Any] | None = None) -> tuple[Any, int] | None:
         """A paused trial that later results put in the top 1/rf of its rung (highest rung first), and the epoch it
         was paused at; it is no longer paused. None when there is none."""
+        listed = self._list_member_to_go_on(exclude or set())
+        if listed is not None:  # a person's pick the list's judgement lets go on comes first
+            return listed, self.paused.pop(listed)[2]
         best: tuple[int, float, Any] | None = None
         for key, (b, rung, _) in self.paused.items():
             if exclude and key in exclude:
                 continue
+            if rung == LIST:
+                continue  # the list's own judgement: _list_member_to_go_on
             recorded = self._recorded[b][rung]
             others = [v for k, v in recorded.items() if k != key]
             if len(others) + 1 < (self.min_first_rung if rung == 0 else 2):
                 continue
-            if key in self.prior and self.milestones(b)[rung] == self.third(b) and self._list_unjudged(b, recorded):
-                continue  # the list is judged together (stop)
             cutoff = float(np.nanpercentile(others, (1 - 1 / self.reduction_factor) * 100))
             if recorded[key] >= cutoff and (best is None or (rung, recorded[key]) > best[:2]):
                 best = (rung, recorded[key], key)
@@ -185,6 +241,20 @@ class Rungs:
         _, _, key = best
         epoch = self.paused.pop(key)[2]
         return key, epoch
+
+    def _list_member_to_go_on(self, exclude: set[Any]) -> Any | None:
+        """The best paused list member among those the list's judgement lets go on (None while it still waits)."""
+        if self._list_waits():
+            return None
+        goes_on = self._list_goes_on()
+        ready = [k for k, (_, rung, _) in self.paused.items() if rung == LIST and k in goes_on and k not in exclude]
+        return max(ready, key=lambda k: self._listed[k], default=None)
+
+    def ended(self, key: Any) -> None:
+        """Trial ``key`` ended, not paused: a list member that never reached the list's milestone (a schedule the
+        budget cut short) no longer holds the list up."""
+        if key in self.prior and key not in self._listed:
+            self.leave(key)
 
     def leave(self, key: Any) -> None:
         """Trial ``key`` ended without a value at every rung (it failed): the prior's members no longer wait for it."""
@@ -196,11 +266,17 @@ class Rungs:
         trials' states must go (search.keep_free_gb)."""
         if not self.paused:
             return None
-        key = min(
-            self.paused, key=lambda k: (self.paused[k][1], self._recorded[self.paused[k][0]][self.paused[k][1]][k])
-        )
+        key = min(self.paused, key=self._paused_at)
         del self.paused[key]
         return key
+
+    def _paused_at(self, key: Any) -> tuple[int, float]:
+        """(rung, value there) of a paused trial; a list member paused at the list's milestone ranks by where that
+        milestone falls among the rungs."""
+        b, rung, epoch = self.paused[key]
+        if rung == LIST:
+            return sum(m <= epoch for m in self.milestones(b)) - 1, self._listed[key]
+        return rung, self._recorded[b][rung][key]
 
 
 class RungScheduler(FIFOScheduler):

@@ -113,6 +113,8 @@ class OptunaStoreSearcher(Searcher):
         self._storage_url, self._study_name, self._run_id = storage_url, study_name, run_id
         self.on_outage = on_outage
         self.budget = budget or Budget()
+        if rungs is not None:  # an exact budget holds what a raced list's paused members will train when they go on
+            self.budget.held = rungs.owed
         self._space_raw = spec.space
         self.settings = settings or defaults.resolve(spec.search)
         self._sampler = make_sampler(spec, self.settings)
@@ -141,8 +143,8 @@ class OptunaStoreSearcher(Searcher):
             return None
 
     def _suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.budget.spent:  # search.budget_epochs: no new trial; running ones finish or stop at a rung
-            # an exact budget may get epochs back from a trial a rung stops early: ask again then
+        if self.budget.spent and not self.budget.holding:  # search.budget_epochs: no new trial; running ones finish
+            # or stop at a rung; an exact budget may get epochs back from a trial a rung stops early: ask again then
             return None if self.budget.exact and self.budget.reserved else Searcher.FINISHED
         if self.clock is not None and self.clock.grant(self.budget.max_epochs) < self.budget.first_rung:
             return Searcher.FINISHED  # search.time_budget: what is left would not reach a first rung
@@ -152,6 +154,8 @@ class OptunaStoreSearcher(Searcher):
         promoted = self._promoted(trial_id)
         if promoted is not None:
             return promoted
+        if self.budget.spent:  # what is left is held for a raced list's members, which wait for its judgement
+            return None
         if self.new_left is not None and self.new_left <= 0:
             # no new trial left to ask: a running trial's results may still promote a paused one
             waiting = self.rungs is not None and self.rungs.paused and self.live

@@ -48,6 +48,8 @@ def study_rungs(
                 paused=bool(adopted),
                 protected=bool(t.user_attrs.get(STARTING_POINT)) and chosen.protects_starting_points,
             )
+            if t.state != TrialState.RUNNING:
+                rungs.ended(t.number)  # a list member that ended short of the list's milestone: the list goes on
     return rungs
 
 

@@ -8,7 +8,9 @@ Two rules (``search.budget_rule``):
   and without the reservation a search would hand out a slot's worth of trials more than its budget pays for.
 - ``exact``: never past the budget. Each trial holds every epoch it may train reserved, and a trial that starts
   when fewer than ``max_epochs`` remain is told how many it has: it runs a schedule that ends there (its learning
-  rate schedule too). A rung that stops a trial early gives its unused epochs back.
+  rate schedule too). A rung that stops a trial early gives its unused epochs back; the epochs a paused trial is
+  sure to train when it goes on (a raced list's members waiting for its judgement: search/scheduling/rungs.py
+  ``Rungs.owed``) are held for it, so no new trial takes them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Budget:
     rule: str = "finish"
     max_epochs: int = 1
     reserved: dict[int, int] = field(default_factory=dict)  # trial number -> its reserved epochs not yet trained
+    held: Callable[[], int] | None = None  # epochs paused trials will train when they go on (exact rule only)
 
     @property
     def exact(self) -> bool:
@@ -38,10 +41,18 @@ class Budget:
     @property
     def left(self) -> int | None:
         """Epochs no trial holds yet (None: no limit)."""
-        return None if self.epochs is None else self.epochs - self.used - sum(self.reserved.values())
+        if self.epochs is None:
+            return None
+        return self.epochs - self.used - sum(self.reserved.values()) - self.holding
+
+    @property
+    def holding(self) -> int:
+        """Epochs held for paused trials sure to go on (an exact budget's; 0 otherwise)."""
+        return self.held() if self.exact and self.held is not None else 0
 
     @property
     def spent(self) -> bool:
+        """Nothing left for a new trial."""
         return self.epochs is not None and (self.left or 0) <= 0
 
     def start(self, trial: int) -> int:

@@ -266,6 +266,8 @@ class StoreRecorder(Pauses, Uploads, tune.Callback):
             self.writer.submit(lambda: self._write_attrs(number, attrs))
             self._keep_disk_free()
             return
+        if self.rungs is not None:
+            self.rungs.ended(number)
         self._forget(number)
         if trial.config.get(RESUME_KEY):  # the dead trial's state it went on from: done with
             attrs["resumed_state"] = trial.config[RESUME_KEY]
