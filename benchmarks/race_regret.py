@@ -8,12 +8,12 @@ A search whose budget is the list's cost (K x max_epochs) can beat the list only
 race costs is its *regret*: the best value of the K (each run's best epoch, what a retrain keeps; what the hand-pick
 arm keeps) minus the best value of the members the race lets go on. Lists are drawn from a table's sensible
 configurations (the half that ends above the median, as a person's picks would), 4000 lists per K; the rules judge
-at the race's milestone (search's auto grace and reduction factor: the milestone nearest a third of
-``max_epochs``) by the value there (today's rule), by the best value so far, or by the mean of the last three, and
-keep the top ``ceil(K / reduction_factor)`` (a simplification: the real race ranks against every result at the
-rung and can promote a member later); and,
-by the value there, at half and at two thirds of ``max_epochs`` (epochs no rung of today's grid has: what judging
-later would buy, and cost). With ``--confirm``, the real hand picks of each seed (their logs) are the list.
+at the rung nearest a third of ``max_epochs`` (search's auto grace and reduction factor: where the list was judged
+before ``search.prior_judged_at``) by the value there, by the best value so far, or by the mean of the last three,
+and keep the top ``ceil(K / reduction_factor)``; and, by the value there, at half and at two thirds of
+``max_epochs`` (two thirds: today's rule, search/scheduling/rungs.py ``list_milestone``, which keeps the top
+``ceil(K / reduction_factor)`` of the list as here; the real race can also bring a member back if one that went on
+fails). With ``--confirm``, the real hand picks of each seed (their logs) are the list.
 """
 
 from __future__ import annotations
@@ -40,25 +40,30 @@ RULES = {
     "its best value so far": lambda c, m: c[:m].max(),
     "the mean of its last three": lambda c, m: c[max(0, m - 3) : m].mean(),
 }
-TODAY = "its value there"  # at the race's milestone: today's rule (search/scheduling/rungs.py)
+VALUE = "its value there"
 
 
 def milestone(max_epochs: int) -> tuple[int, float]:
-    """The race's milestone and reduction factor under the auto defaults."""
+    """The rung nearest a third (where the list was judged before) and the reduction factor, auto defaults."""
     grace = defaults.grace_period(max_epochs)
     rf = defaults.reduction_factor(max_epochs, grace)
     return Rungs(max_epochs, grace, rf).third(), rf
 
 
+def today(max_epochs: int) -> int:
+    """The list's own milestone under the defaults (search.prior_judged_at: auto)."""
+    return Rungs(max_epochs, 1, 3).list_milestone()
+
+
 def judgements(max_epochs: int) -> list[tuple[int, str]]:
-    """(epoch, rule) pairs: every rule at the race's milestone, the value itself at half and two thirds."""
+    """(epoch, rule) pairs: every rule at the rung nearest a third, the value itself at half and two thirds."""
     m, _ = milestone(max_epochs)
-    later = sorted({math.ceil(max_epochs / 2), math.ceil(2 * max_epochs / 3)} - {m})
-    return [(m, name) for name in RULES] + [(e, TODAY) for e in later]
+    later = sorted({math.ceil(max_epochs / 2), today(max_epochs)} - {m})
+    return [(m, name) for name in RULES] + [(e, VALUE) for e in later]
 
 
 def label(m: int, name: str, max_epochs: int) -> str:
-    return f"{name} (today's)" if (m, name) == (milestone(max_epochs)[0], TODAY) else name
+    return f"{name} (today's)" if (m, name) == (today(max_epochs), VALUE) else name
 
 
 def regret(curves: list[np.ndarray], members: np.ndarray, judge, m: int, keep: int) -> float:  # noqa: ANN001

@@ -186,7 +186,7 @@ def propose(layout: Layout, fp: Fingerprint, study: str) -> tuple[dict[str, Any]
         Decision(
             "search.starting_points",
             [p for p, _ in points],
-            "a person's short list, the search's prior (raced at the rungs, its best members go on): "
+            "a person's short list, the search's prior (raced two thirds of the way, its best members go on): "
             + "; ".join(f"{i + 1}. {why}" for i, (_, why) in enumerate(points)),
         )
     )

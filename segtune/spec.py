@@ -334,9 +334,9 @@ class SearchSpec(_Strict):
     )
     prior: Literal["auto", "race", "first"] = Field(
         "auto",
-        description="race: the starting points race at the rungs like any trial (successive halving among them), "
-        "promotion may bring one back; first: they run to the end before anything is judged; auto: race when the "
-        "spec lists two or more, first for one",
+        description="race: the starting points race (successive halving among them, judged together at "
+        "prior_judged_at of max_epochs), promotion may bring one back; first: they run to the end before anything "
+        "is judged; auto: race when the spec lists two or more, first for one",
     )
     prior_judged_at: float | Literal["auto"] = Field(
         "auto",

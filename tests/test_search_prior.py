@@ -1,6 +1,6 @@
-"""A person's list as the search's prior (issue 40): the list races at the rungs once its members' values mean
-something, the budget it frees goes near the incumbent and to the model, and paused trials are told to the model as
-what they are."""
+"""A person's list as the search's prior (issue 40): the list races, judged among itself at its own milestone once its
+members' values mean something, the budget it frees goes near the incumbent and to the model, and paused trials are
+told to the model as what they are."""
 
 from __future__ import annotations
 
