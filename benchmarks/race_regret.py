@@ -41,6 +41,7 @@ RULES = {
     "the mean of its last three": lambda c, m: c[max(0, m - 3) : m].mean(),
 }
 VALUE = "its value there"
+BEST = "its best value so far"
 
 
 def milestone(max_epochs: int) -> tuple[int, float]:
@@ -59,7 +60,7 @@ def judgements(max_epochs: int) -> list[tuple[int, str]]:
     """(epoch, rule) pairs: every rule at the rung nearest a third, the value itself at half and two thirds."""
     m, _ = milestone(max_epochs)
     later = sorted({math.ceil(max_epochs / 2), today(max_epochs)} - {m})
-    return [(m, name) for name in RULES] + [(e, VALUE) for e in later]
+    return [(m, name) for name in RULES] + [(e, name) for e in later for name in (VALUE, BEST)]
 
 
 def label(m: int, name: str, max_epochs: int) -> str:

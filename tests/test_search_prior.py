@@ -54,6 +54,23 @@ def test_a_raced_list_is_judged_together_two_thirds_of_the_way_and_its_slow_star
     assert rungs.owed() == 0  # neither will go on: an exact budget holds nothing for them
 
 
+def test_the_list_is_judged_by_each_member_s_best_value_so_far() -> None:
+    """CamVid, paired seed 2 (README, Benchmarks): the usual pick validated 0.3485 at epoch 12 (its best epoch, the
+    model a trial keeps) and 0.3024 at epoch 14, the list's milestone; Dice + Focal 0.3246 at 14, its best so far.
+    Ranked by the value at 14, the list let the usual pick go and delivered 0.3246; ranked by what each member's
+    model is, the usual pick goes on (the hand-pick arm's val-best, 0.3485)."""
+    usual = [0.30] * 11 + [0.3485, 0.33, 0.3024]
+    dice_focal = [0.25] * 13 + [0.3246]
+    fpn = [0.28] * 13 + [0.2982]
+    rungs = Rungs(20, 1, 3, min_first_rung=3, promote=True)
+    rungs.prior |= {0, 1, 2}
+    for key, curve in ((0, usual), (1, dice_focal), (2, fpn)):
+        stops = [rungs.stop(key, epoch, value) for epoch, value in enumerate(curve, start=1)]
+        assert not any(stops[:13]), key
+    assert rungs.promote_one() == (0, 14), "the member whose model is best runs on"
+    assert set(rungs.paused) == {1, 2}
+
+
 def test_a_member_that_fails_or_ends_short_no_longer_holds_the_list_up() -> None:
     rungs = Rungs(9, 1, 3, min_first_rung=1, promote=True)
     rungs.prior |= {0, 1, 2}

@@ -13,7 +13,8 @@ recorded there; with nothing recorded yet it goes on. Additions over Ray's:
 - ``protected`` trials (the spec's one starting point) are never stopped, and their values set the bar.
 - ``prior`` trials (a person's list of starting points, ``search.prior: race``) are protected up to the list's own
   milestone, ``prior_at`` of ``max_epochs`` (two thirds by default: search/scheduling/defaults.py says why), and
-  judged there among themselves: the top ``ceil(K / reduction_factor)`` go on, the others pause. A person's picks
+  judged there among themselves by their best value so far (what a member's model is: a trial keeps its best
+  epoch): the top ``ceil(K / reduction_factor)`` go on, the others pause. A person's picks
   differ by about 0.01 mIoU, and a member may start slowest and end first (CamVid's Dice + Focal), so the list is
   judged once its order means something, not at a rung. Before it its members still record their values at the
   rungs (the bar the other trials meet there); after it they are judged at the later rungs like any trial. With
@@ -59,7 +60,10 @@ class Rungs:
     _recorded: list[list[dict[Any, float]]] = field(default_factory=list, repr=False)  # bracket -> rung -> key -> value
     _bracket_of: dict[Any, int] = field(default_factory=dict, repr=False)
     _order: list[int] = field(default_factory=list, repr=False)
-    _listed: dict[Any, float] = field(default_factory=dict, repr=False)  # list member -> its value at its milestone
+    _listed: dict[Any, float] = field(
+        default_factory=dict, repr=False
+    )  # list member -> its best value at its milestone
+    _best: dict[Any, float] = field(default_factory=dict, repr=False)  # list member -> its best value so far
     judged: dict[Any, tuple[int, str]] = field(default_factory=dict, repr=False)  # key -> (epoch, why): first judgement
     paused: dict[Any, tuple[int, int, int]] = field(default_factory=dict, repr=False)  # key -> (bracket, rung, epoch)
 
@@ -122,7 +126,8 @@ class Rungs:
         value = -1.0 if value is None or math.isnan(value) else value  # below any metric (they lie in [0, 1])
         if key in self.prior and not protected and epoch <= self.list_milestone():
             self._set_the_bar(key, b, epoch, value)
-            return epoch == self.list_milestone() and self._judge_list(key, b, epoch, value)
+            self._best[key] = max(value, self._best.get(key, value))
+            return epoch == self.list_milestone() and self._judge_list(key, b, epoch, self._best[key])
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
             if epoch != milestone or key in recorded:
                 continue
@@ -150,8 +155,8 @@ class Rungs:
                 recorded[key] = value
 
     def _judge_list(self, key: Any, bracket: int, epoch: int, value: float) -> bool:
-        """A member at the list's milestone: True when it pauses there (waiting for the rest of the list, with
-        promotion, or below the list's top ``ceil(K / rf)``)."""
+        """A member at the list's milestone, ``value`` its best so far: True when it pauses there (waiting for the
+        rest of the list, with promotion, or below the list's top ``ceil(K / rf)``)."""
         self._listed[key] = value
         self.judged.setdefault(key, (epoch, f"the list at epoch {epoch}"))
         if epoch >= self.max_epochs:
@@ -202,7 +207,8 @@ class Rungs:
         reached = None
         listed = key in self.prior and not protected
         if listed and self.list_milestone() in values:
-            self._listed[key] = values[self.list_milestone()]
+            seen = [v for e, v in values.items() if e <= self.list_milestone() and v is not None and not math.isnan(v)]
+            self._listed[key] = max(seen, default=-1.0)
             reached = (LIST, self.list_milestone())
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
             value = values.get(milestone)
