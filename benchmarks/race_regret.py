@@ -10,10 +10,11 @@ arm keeps) minus the best value of the members the race lets go on. Lists are dr
 configurations (the half that ends above the median, as a person's picks would), 4000 lists per K; the rules judge
 at the rung nearest a third of ``max_epochs`` (search's auto grace and reduction factor: where the list was judged
 before ``search.prior_judged_at``) by the value there, by the best value so far, or by the mean of the last three,
-and keep the top ``ceil(K / reduction_factor)``; and, by the value there, at half and at two thirds of
-``max_epochs`` (two thirds: today's rule, search/scheduling/rungs.py ``list_milestone``, which keeps the top
-``ceil(K / reduction_factor)`` of the list as here; the real race can also bring a member back if one that went on
-fails). With ``--confirm``, the real hand picks of each seed (their logs) are the list.
+and keep the top ``ceil(K / reduction_factor)``; and, by the value there and by the best value so far, at half
+and at two thirds of ``max_epochs`` (two thirds by the best value so far: today's rule, search/scheduling/rungs.py
+``list_milestone``, which keeps the top ``ceil(K / reduction_factor)`` of the list as here; the real race can also
+bring a member back if one that went on fails). With ``--confirm``, the real hand picks of each seed (their logs)
+are the list.
 """
 
 from __future__ import annotations
@@ -57,14 +58,15 @@ def today(max_epochs: int) -> int:
 
 
 def judgements(max_epochs: int) -> list[tuple[int, str]]:
-    """(epoch, rule) pairs: every rule at the rung nearest a third, the value itself at half and two thirds."""
+    """(epoch, rule) pairs: every rule at the rung nearest a third; the value there and the best so far at half and
+    at two thirds."""
     m, _ = milestone(max_epochs)
     later = sorted({math.ceil(max_epochs / 2), today(max_epochs)} - {m})
     return [(m, name) for name in RULES] + [(e, name) for e in later for name in (VALUE, BEST)]
 
 
 def label(m: int, name: str, max_epochs: int) -> str:
-    return f"{name} (today's)" if (m, name) == (today(max_epochs), VALUE) else name
+    return f"{name} (today's)" if (m, name) == (today(max_epochs), BEST) else name
 
 
 def regret(curves: list[np.ndarray], members: np.ndarray, judge, m: int, keep: int) -> float:  # noqa: ANN001
