@@ -214,6 +214,9 @@ def hand_picks(spec: dict[str, Any], k: int, seed: int, args: argparse.Namespace
             "seed": member_seed(seed, i),
         }
         print(f"  hand pick {i + 1}/{k}, seed {seed} (trains with {doc['seed']}): {describe(pick)}", flush=True)
+        written = folder / "spec.yaml"
+        if written.is_file() and yaml.safe_load(written.read_text()).get("seed") != doc["seed"]:
+            (folder / "metrics.json").unlink(missing_ok=True)  # an older round's pick, another seed: unpaired
         metrics = retrained(doc, folder)
         return {"config": pick, "val": metrics["val_miou"], "test": metrics["test_miou"], "model": folder / "retrain"}
 

@@ -82,35 +82,45 @@ def test_a_member_that_fails_or_ends_short_no_longer_holds_the_list_up() -> None
     assert rungs.promote_one() == (0, 6), "with nobody left to wait for, the list's best runs on"
 
 
-def test_an_exact_budget_keeps_what_the_list_s_best_member_needs_to_finish() -> None:
-    """60 trial-epochs, 3 members of 20 epochs, 2 slots: while the third member trains to the list's milestone, the
-    other slot takes new trials, and those must leave the 6 epochs the list's best (here the first member, paused at
-    epoch 14 waiting for the list) still has to train. Without the hold the new trials took them, and the best member
-    could not be promoted: the list's best never finished."""
+def test_an_exact_budget_keeps_what_the_list_s_chosen_members_need_to_finish() -> None:
+    """A list of 4 on 20 epochs, 80 trial-epochs: two members go on from epoch 14 (ceil(4 / 3)). Members 0-2 wait
+    paused there while member 3 trains to it and a new trial takes the other slot. The new trial gets only what the two
+    chosen members will not need (6 epochs, not 18), so when member 3 arrives last and is not chosen, both chosen ones
+    are promoted and finish. Without the hold the new trial took 18, and only one of the two could go on."""
     rungs = Rungs(20, 1, 3, min_first_rung=3, promote=True)
-    rungs.prior |= {0, 1, 2}
-    budget = Budget(60, rule="exact", max_epochs=20, held=rungs.owed)
-    assert budget.start(0) == 20 and budget.start(1) == 20
-    for key, curve in ((0, SLOW), (1, FAST)):
+    rungs.prior |= {0, 1, 2, 3}
+    budget = Budget(80, rule="exact", max_epochs=20, held=rungs.owed)
+    for key, curve in ((0, SLOW), (1, FASTER), (2, FAST)):
+        assert budget.start(key) == 20
         for epoch, value in enumerate(curve[:14], start=1):
             budget.epoch(key)
-            rungs.stop(key, epoch, value)
-        budget.end(key)  # paused at 14: waiting for member 2
-    assert budget.start(2) == 20
-    assert budget.left == 60 - 28 - 20 - 6  # one of the two waiting members will go on: 6 epochs held for it
-    granted = budget.start(3)  # a new trial in the free slot gets what is left, not the held epochs
-    assert granted == 6
+            assert not rungs.stop(key, epoch, value) or epoch == 14
+        budget.end(key)  # paused at 14: waiting for member 3
+    assert budget.start(3) == 20
+    assert budget.start(4) == 80 - 42 - 20 - 12, "the new trial leaves the 2 x 6 epochs the chosen members need"
     for epoch in range(1, 15):
-        budget.epoch(2)
-        stopped = rungs.stop(2, epoch, FASTER[epoch - 1] if epoch < 14 else 0.31)
-    assert stopped, "member 2 is not the list's best at its milestone"
-    budget.end(2)
-    for _ in range(granted):
         budget.epoch(3)
+        stopped = rungs.stop(3, epoch, 0.25)
+    assert stopped, "member 3 is below the list's top two"
     budget.end(3)
-    assert rungs.promote_one() == (0, 14)
-    assert budget.resume(0, 6), "the list's best goes on with the epochs held for it"
-    assert budget.left == 60 - 48 - 6  # what member 2 gave back at its pause is free for a new trial
+    for _ in range(6):
+        budget.epoch(4)
+    budget.end(4)
+    assert rungs.promote_one() == (0, 14) and budget.resume(0, 6)
+    assert rungs.promote_one() == (1, 14) and budget.resume(1, 6), "the list's second choice finishes too"
+    assert rungs.promote_one() is None and rungs.owed() == 0
+
+
+def test_a_member_the_list_let_go_on_that_fails_is_replaced() -> None:
+    """A list of 4 (two go on): one of the two chosen fails after the milestone; the third best, paused, takes its
+    place (the number that goes on is counted on the list as given, not on who is left)."""
+    rungs = Rungs(20, 1, 3, min_first_rung=3, promote=True)
+    rungs.prior |= {0, 1, 2, 3}
+    for key, value in ((0, 0.40), (1, 0.38), (2, 0.36), (3, 0.30)):
+        rungs.stop(key, 14, value)
+    assert {rungs.promote_one()[0], rungs.promote_one()[0]} == {0, 1} and rungs.promote_one() is None
+    rungs.leave(1)  # failed at epoch 16
+    assert rungs.promote_one() == (2, 14)
 
 
 @pytest.mark.parametrize("path", TABLES, ids=lambda p: p.name.split("_")[0])

@@ -64,6 +64,7 @@ class Rungs:
         default_factory=dict, repr=False
     )  # list member -> its best value at its milestone
     _best: dict[Any, float] = field(default_factory=dict, repr=False)  # list member -> its best value so far
+    _left: set[Any] = field(default_factory=set, repr=False)  # members that left the list (failed, ended short)
     judged: dict[Any, tuple[int, str]] = field(default_factory=dict, repr=False)  # key -> (epoch, why): first judgement
     paused: dict[Any, tuple[int, int, int]] = field(default_factory=dict, repr=False)  # key -> (bracket, rung, epoch)
 
@@ -174,7 +175,11 @@ class Rungs:
         """The list's members that go on from its milestone: the top ``ceil(K / rf)`` of those with a value there (a
         member that failed has left the list, and the next ranks in its place)."""
         members = sorted((k for k in self._listed if k in self.prior), key=lambda k: -self._listed[k])
-        return set(members[: math.ceil(len(self.prior) / self.reduction_factor)])
+        return set(members[: self._list_keeps()])
+
+    def _list_keeps(self) -> int:
+        """How many of the list go on: ceil(K / rf) of the list as it was given (one that left does not shrink it)."""
+        return math.ceil(len(self.prior | self._left) / self.reduction_factor)
 
     def owed(self) -> int:
         """Epochs the list's paused members will train when they go on (``max_epochs`` less the milestone, for as many
@@ -184,7 +189,7 @@ class Rungs:
         if not waiting:
             return 0
         may = len(waiting) if self._list_waits() else len(set(waiting) & self._list_goes_on())
-        may = min(may, math.ceil(len(self.prior) / self.reduction_factor))
+        may = min(may, self._list_keeps())
         return may * (self.max_epochs - self.list_milestone())
 
     def _why(self, rung: int, epoch: int, value: float) -> str:
@@ -263,8 +268,11 @@ class Rungs:
             self.leave(key)
 
     def leave(self, key: Any) -> None:
-        """Trial ``key`` ended without a value at every rung (it failed): the prior's members no longer wait for it."""
-        self.prior.discard(key)
+        """Trial ``key`` ended without a value at every rung (it failed): the prior's members no longer wait for it,
+        and if it was one the list let go on, the next paused member ranks in its place."""
+        if key in self.prior:
+            self.prior.discard(key)
+            self._left.add(key)
 
     def end_least_promising(self) -> Any | None:
         """The paused trial least likely to be promoted, no longer paused (the lowest rung, there the lowest value:
@@ -274,6 +282,7 @@ class Rungs:
             return None
         key = min(self.paused, key=self._paused_at)
         del self.paused[key]
+        self.leave(key)  # a list member waiting at the list's milestone: the list no longer counts on it
         return key
 
     def _paused_at(self, key: Any) -> tuple[int, float]:

@@ -155,7 +155,8 @@ class OptunaStoreSearcher(Searcher):
         if promoted is not None:
             return promoted
         if self.budget.spent:  # what is left is held for a raced list's members, which wait for its judgement
-            return None
+            # a running trial may still bring the list to it; with nothing running the list can never be judged
+            return None if self.live else Searcher.FINISHED
         if self.new_left is not None and self.new_left <= 0:
             # no new trial left to ask: a running trial's results may still promote a paused one
             waiting = self.rungs is not None and self.rungs.paused and self.live
