@@ -60,9 +60,7 @@ class Rungs:
     _recorded: list[list[dict[Any, float]]] = field(default_factory=list, repr=False)  # bracket -> rung -> key -> value
     _bracket_of: dict[Any, int] = field(default_factory=dict, repr=False)
     _order: list[int] = field(default_factory=list, repr=False)
-    _listed: dict[Any, float] = field(
-        default_factory=dict, repr=False
-    )  # list member -> its best value at its milestone
+    _listed: dict[Any, float] = field(default_factory=dict, repr=False)  # member -> best value at the milestone
     _best: dict[Any, float] = field(default_factory=dict, repr=False)  # list member -> its best value so far
     _left: set[Any] = field(default_factory=set, repr=False)  # members that left the list (failed, ended short)
     judged: dict[Any, tuple[int, str]] = field(default_factory=dict, repr=False)  # key -> (epoch, why): first judgement
