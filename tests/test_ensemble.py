@@ -214,6 +214,34 @@ def test_evaluate_scores_a_model_on_test_as_retrain_does_and_ensembles_retrains(
     assert 0 <= both.miou <= 1 and both.images == written["test_images"]
 
 
+def test_a_complete_trial_on_a_schedule_cut_short_is_held_to_the_floor(searched, tmp_path: Path) -> None:
+    """A complete trial that ran the whole schedule is a candidate whatever its value; one whose schedule an exact
+    budget cut short (its ``epochs_planned``, a few epochs at the budget's end) is a short training, held to the floor
+    pruned trials meet: CamVid's K = 10 search took a 1-epoch trial at val 0.16 three times, fitting val's noise."""
+    from segtune.results.ensemble import study_candidates
+
+    source, copy = sqlite3.connect(searched[0] / "store.db"), sqlite3.connect(tmp_path / "store.db")
+    source.backup(copy)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.load_study(study_name="e2e", storage=url)
+    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value, reverse=True)
+    assert len(complete) >= 3, "the shared search has complete trials to choose from"
+    before, _ = study_candidates(study, pruned_floor=0.999)  # every complete trial but the best is below this floor
+    assert {c.number for c in complete} <= {c.trial for c in before}, "complete trials are candidates at any value"
+    cut = complete[-1]  # the weakest complete trial: as if the budget had cut its schedule
+    copy.execute(
+        "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, 'epochs_planned', ?)",
+        (cut._trial_id, json.dumps(len(cut.intermediate_values))),
+    )
+    copy.commit()
+    source.close(), copy.close()
+    study = optuna.load_study(study_name="e2e", storage=url)
+    after, notes = study_candidates(study, pruned_floor=0.999)
+    assert {c.trial for c in after} == {c.trial for c in before} - {cut.number}
+    assert any("cut short" in n for n in notes), notes
+    assert cut.number in {c.trial for c in study_candidates(study, pruned_floor=0.0)[0]}, "above the floor it stays"
+
+
 def test_bad_ensemble_requests_are_one_line_and_exit_2(searched, tmp_path: Path) -> None:
     url = f"sqlite:///{searched[0] / 'store.db'}"  # read only: nothing here writes to the shared search
     cases = [

@@ -288,3 +288,57 @@ def test_a_bad_prior_setting_is_exit_2_naming_the_field(field: str, value: str, 
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"search.{field}" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.name.split("_")[0])
+def test_at_the_list_s_own_compute_the_epochs_the_race_frees_finish_the_list(path: Path) -> None:
+    """Replayed on both recorded tables, the hand picks as the prior, an exact budget of K runs (what a person would
+    spend on the list): the epochs the race frees finish the members it paused, and the search delivers the whole
+    list, every member complete at every epoch. Before, they went to new trials on schedules the budget cut short
+    (1-9 epochs of 30: models no ensemble and no person wants) and two members of three ended paused."""
+    table = CurveTable.load(path)
+    k, e = len(table.hand_picks()), table.max_epochs
+    strategy = Strategy("race", starting_points=True, prior="race", budget_rule="exact")
+    for slots, seed in ((1, 0), (2, 0), (2, 1)):
+        storage = optuna.storages.InMemoryStorage()
+        result = replay(table, strategy, seed=seed, budget_epochs=k * e, slots=slots, storage=storage)
+        trials = optuna.load_study(study_name=result.study_name, storage=storage).trials
+        assert result.epochs == k * e, (slots, seed)
+        assert [(t.state, len(t.intermediate_values)) for t in trials] == [(TrialState.COMPLETE, e)] * k, (slots, seed)
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.name.split("_")[0])
+def test_with_room_to_explore_new_trials_still_run_whole_schedules(path: Path) -> None:
+    """Twice the list's compute: the freed epochs go to new configurations first (whole schedules, some run to the
+    end), and only what is left at the budget's end, too little for a whole schedule, finishes paused trials."""
+    table = CurveTable.load(path)
+    k, e = len(table.hand_picks()), table.max_epochs
+    strategy = Strategy("race", starting_points=True, prior="race", budget_rule="exact")
+    storage = optuna.storages.InMemoryStorage()
+    result = replay(table, strategy, seed=0, budget_epochs=2 * k * e, slots=2, storage=storage)
+    new = optuna.load_study(study_name=result.study_name, storage=storage).trials[k:]
+    assert result.epochs == 2 * k * e
+    assert any(t.state == TrialState.COMPLETE and len(t.intermediate_values) == e for t in new)
+    assert sum("epochs_planned" in t.user_attrs for t in new) <= 1, "one schedule cut short at most: the last"
+
+
+def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_that_fits() -> None:
+    """What is left (8 epochs of 20) cannot give a new trial a whole schedule; of the paused trials the highest rung's
+    best whose rest fits goes on: not a list member still waiting for the list's judgement, and not one whose rest is
+    longer than what is left."""
+    rungs = Rungs(20, 1, 3, min_first_rung=1, promote=True)
+    rungs.prior |= {0, 1, 2}
+    for key, value in ((0, 0.40), (1, 0.38)):  # two list members wait at 14 for member 2
+        assert rungs.stop(key, 14, value)
+    rungs.stop(5, 1, 0.30), rungs.stop(6, 1, 0.10)  # two trials at rung 1: 6 pauses there
+    rungs.stop(5, 3, 0.31), rungs.stop(7, 3, 0.20)  # and two at rung 3: 7 pauses there
+    assert set(rungs.paused) == {0, 1, 6, 7}
+    rest = lambda key, epoch: 20 - epoch  # noqa: E731
+    assert rungs.list_may_finish(rest, 8), "the list's members, once judged, could use what is left"
+    assert rungs.finish_one(rest, 8) is None, "the waiting members are not taken; 6 and 7 need 19 and 17"
+    assert rungs.finish_one(rest, 17) == (7, 3), "the higher rung first, when its rest fits"
+    rungs.stop(2, 14, 0.20)  # the list is judged: member 0 goes on, 1 and 2 stay paused
+    assert rungs.promote_one() == (0, 14) and rungs.promote_one() is None
+    assert not rungs.list_may_finish(rest, 8)
+    assert rungs.finish_one(rest, 8) == (1, 14), "the list's second best: rung 9's level, the best value there"
+    assert rungs.finish_one(rest, 6) == (2, 14) and rungs.finish_one(rest, 100) == (6, 1)

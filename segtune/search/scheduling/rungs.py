@@ -28,12 +28,14 @@ recorded there; with nothing recorded yet it goes on. Additions over Ray's:
 - ``promote``: a stop is a pause. A paused trial keeps its value at its rung, and when later results show it ranks
   in the top ``1/reduction_factor`` there (ASHA's promotion), :meth:`Rungs.promote` hands it back to run on from its
   state. Paused trials that nobody promotes end the search PRUNED; on a driver short of disk the least promising
-  end sooner (:meth:`Rungs.end_least_promising`).
+  end sooner (:meth:`Rungs.end_least_promising`). At the end of an exact budget, where a new trial could only run a
+  schedule cut short, the most promising paused trial whose rest fits is finished instead (:meth:`finish_one`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,6 +252,26 @@ class Rungs:
         _, _, key = best
         epoch = self.paused.pop(key)[2]
         return key, epoch
+
+    def finish_one(self, rest: Callable[[Any, int], int], left: int) -> tuple[Any, int] | None:
+        """The most promising paused trial (the highest rung, there the best value) whose rest of its schedule,
+        ``rest(key, epoch)`` epochs, fits in ``left``; it is no longer paused. For the end of an exact budget, where a
+        new trial could only run a schedule cut short: finishing a paused trial gives a whole model instead (an
+        ensemble's candidate, a list member's full curve). A list member waiting for the list's judgement is not
+        taken (the list is judged together). None when none fits."""
+        waiting = self._list_waits()
+        fits = [k for k, (_, rung, e) in self.paused.items() if not (rung == LIST and waiting) and rest(k, e) <= left]
+        if not fits:
+            return None
+        key = max(fits, key=self._paused_at)
+        return key, self.paused.pop(key)[2]
+
+    def list_may_finish(self, rest: Callable[[Any, int], int], left: int) -> bool:
+        """A list member waits for the list's judgement and could be finished with ``left`` epochs once it is judged:
+        a slot had better wait for the judgement than spend them on a new trial's schedule cut short."""
+        return self._list_waits() and any(
+            rung == LIST and rest(k, e) <= left for k, (_, rung, e) in self.paused.items()
+        )
 
     def _list_member_to_go_on(self, exclude: set[Any]) -> Any | None:
         """The best paused list member among those the list's judgement lets go on (None while it still waits)."""

@@ -154,6 +154,8 @@ class OptunaStoreSearcher(Searcher):
         promoted = self._promoted(trial_id)
         if promoted is not None:
             return promoted
+        if self._list_may_finish():
+            return None  # the epochs left would finish a list member once the list is judged: ask again then
         if self.budget.spent:  # what is left is held for a raced list's members, which wait for its judgement
             # a running trial may still bring the list to it; with nothing running the list can never be judged
             return None if self.live else Searcher.FINISHED
@@ -261,6 +263,8 @@ class OptunaStoreSearcher(Searcher):
         if self.rungs is None or not self.rungs.promote:
             return None
         found = self.rungs.promote_one()
+        if found is None and self._new_trial_cut():  # a paused trial finished is a whole model; a new trial would
+            found = self.rungs.finish_one(self._rest(), self.budget.left or 0)  # run a schedule cut short
         if found is None:
             return None
         number, epoch = found
@@ -283,6 +287,26 @@ class OptunaStoreSearcher(Searcher):
         if planned < self.budget.max_epochs:
             hidden[EPOCHS_KEY] = planned
         return {**frozen.user_attrs["config"], **hidden}
+
+    def _new_trial_cut(self) -> bool:
+        """An exact budget with fewer epochs left than a whole schedule: a new trial would run one cut short (1-6
+        epochs of 20 at the end of a raced list's budget), a model no better than a paused trial's at its rung. A
+        paused trial is finished instead where one fits (Rungs.finish_one)."""
+        return self.budget.exact and 0 < (self.budget.left or 0) < self.budget.max_epochs
+
+    def _list_may_finish(self) -> bool:
+        """A new trial would run a schedule cut short, and what is left would finish a list member waiting (paused)
+        for the list's judgement, which a running trial will bring."""
+        if self.rungs is None or not self.live or not self._new_trial_cut():
+            return False
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return False  # a queued trial (a member not yet handed out) goes first, whatever schedule it gets
+        return self.rungs.list_may_finish(self._rest(), self.budget.left or 0)
+
+    def _rest(self) -> Callable[[int, int], int]:
+        """Epochs trial ``number``, paused after ``epoch``, has left of its schedule: ``rest(number, epoch)``."""
+        planned = {t.number: t.user_attrs.get("epochs_planned") for t in self.study.get_trials(deepcopy=False)}
+        return lambda number, epoch: int(planned.get(number) or self.budget.max_epochs) - epoch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """The StoreRecorder callback tells Optuna the outcome; here only who is still running."""
