@@ -342,3 +342,7 @@ def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_tha
     assert not rungs.list_may_finish(rest, 8)
     assert rungs.finish_one(rest, 8) == (1, 14), "the list's second best: rung 9's level, the best value there"
     assert rungs.finish_one(rest, 6) == (2, 14) and rungs.finish_one(rest, 100) == (6, 1)
+    # a finished trial runs to its end: resumed from an earlier epoch's state it reports the list's milestone again
+    # (the e2e run: judged there a second time it paused again and ended PRUNED), and no later rung stops it
+    assert not rungs.stop(2, 14, 0.20) and not rungs.stop(6, 3, 0.0) and not rungs.stop(6, 9, 0.0)
+    assert not rungs.paused

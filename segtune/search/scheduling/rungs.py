@@ -65,6 +65,7 @@ class Rungs:
     _listed: dict[Any, float] = field(default_factory=dict, repr=False)  # member -> best value at the milestone
     _best: dict[Any, float] = field(default_factory=dict, repr=False)  # list member -> its best value so far
     _left: set[Any] = field(default_factory=set, repr=False)  # members that left the list (failed, ended short)
+    _finishing: set[Any] = field(default_factory=set, repr=False)  # paused trials the budget's end finishes
     judged: dict[Any, tuple[int, str]] = field(default_factory=dict, repr=False)  # key -> (epoch, why): first judgement
     paused: dict[Any, tuple[int, int, int]] = field(default_factory=dict, repr=False)  # key -> (bracket, rung, epoch)
 
@@ -125,6 +126,7 @@ class Rungs:
         """A trial reports ``value`` after ``epoch``: True when it must stop here (a pause, with ``promote``)."""
         b = self.bracket(key)
         value = -1.0 if value is None or math.isnan(value) else value  # below any metric (they lie in [0, 1])
+        protected = protected or key in self._finishing  # the budget's end finishes it: nothing judges it again
         if key in self.prior and not protected and epoch <= self.list_milestone():
             self._set_the_bar(key, b, epoch, value)
             self._best[key] = max(value, self._best.get(key, value))
@@ -264,6 +266,7 @@ class Rungs:
         if not fits:
             return None
         key = max(fits, key=self._paused_at)
+        self._finishing.add(key)  # a trial resumed from an earlier epoch's state reports the milestone again
         return key, self.paused.pop(key)[2]
 
     def list_may_finish(self, rest: Callable[[Any, int], int], left: int) -> bool:
