@@ -346,3 +346,16 @@ def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_tha
     # (the e2e run: judged there a second time it paused again and ended PRUNED), and no later rung stops it
     assert not rungs.stop(2, 14, 0.20) and not rungs.stop(6, 3, 0.0) and not rungs.stop(6, 9, 0.0)
     assert not rungs.paused
+
+
+def test_a_member_that_goes_on_from_a_saved_state_is_judged_on_all_its_epochs() -> None:
+    """--resume: a member's values up to epoch 12 are in the store (its best, 0.35, at 12); it goes on from its state
+    and reaches the list's milestone at 0.30. Judged on the epochs this run saw, it ranked below a member at 0.32;
+    on all of them it goes on."""
+    rungs = Rungs(20, 1, 3, min_first_rung=1, promote=True)
+    rungs.prior |= {0, 1}
+    rungs.record(0, {e: (0.35 if e == 12 else 0.25) for e in range(1, 13)})
+    assert rungs.stop(1, 14, 0.32), "member 1 waits for member 0"
+    assert not rungs.stop(0, 13, 0.28)
+    assert not rungs.stop(0, 14, 0.30), "its best so far, 0.35 at epoch 12, ranks it first"
+    assert rungs.promote_one() is None and 1 in rungs.paused

@@ -213,8 +213,10 @@ class Rungs:
         b = self.bracket(key)
         reached = None
         listed = key in self.prior and not protected
+        seen = [v for e, v in values.items() if e <= self.list_milestone() and v is not None and not math.isnan(v)]
+        if listed and seen:  # a member that goes on from a saved state is judged on its epochs before it too
+            self._best[key] = max(seen)
         if listed and self.list_milestone() in values:
-            seen = [v for e, v in values.items() if e <= self.list_milestone() and v is not None and not math.isnan(v)]
             self._listed[key] = max(seen, default=-1.0)
             reached = (LIST, self.list_milestone())
         for rung, (milestone, recorded) in enumerate(zip(self.milestones(b), self._recorded[b], strict=True)):
