@@ -240,6 +240,10 @@ def test_a_complete_trial_on_a_schedule_cut_short_is_held_to_the_floor(searched,
     assert {c.trial for c in after} == {c.trial for c in before} - {cut.number}
     assert any("cut short" in n for n in notes), notes
     assert cut.number in {c.trial for c in study_candidates(study, pruned_floor=0.0)[0]}, "above the floor it stays"
+    assert cut.value < 0.95 * complete[0].value  # the shared search's weakest complete trial, well below its best
+    no_pruned = {c.trial for c in study_candidates(study, pruned_floor=None)[0]}
+    assert cut.number not in no_pruned, "--no-pruned keeps the default floor for cut-short trials"
+    assert no_pruned == {c.number for c in complete} - {cut.number}, "and takes no pruned trial"
 
 
 def test_bad_ensemble_requests_are_one_line_and_exit_2(searched, tmp_path: Path) -> None:

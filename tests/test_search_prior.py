@@ -344,8 +344,12 @@ def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_tha
     assert rungs.finish_one(rest, 6) == (2, 14) and rungs.finish_one(rest, 100) == (6, 1)
     # a finished trial runs to its end: resumed from an earlier epoch's state it reports the list's milestone again
     # (the e2e run: judged there a second time it paused again and ended PRUNED), and no later rung stops it
-    assert not rungs.stop(2, 14, 0.20) and not rungs.stop(6, 3, 0.0) and not rungs.stop(6, 9, 0.0)
+    assert not rungs.stop(2, 14, 0.20) and not rungs.stop(6, 3, 0.0) and not rungs.stop(6, 9, 0.3)
     assert not rungs.paused
+    rungs.stop(8, 9, 0.1)  # a trial whose schedule the budget cut to 9 epochs, paused by rung 9 at its last epoch
+    assert rungs.paused[8] == (0, 2, 9)
+    planned = lambda key, epoch: (9 if key == 8 else 20) - epoch  # noqa: E731
+    assert rungs.finish_one(planned, 100) is None, "a trial at the end of its own schedule has nothing to finish"
 
 
 def test_a_member_that_goes_on_from_a_saved_state_is_judged_on_all_its_epochs() -> None:

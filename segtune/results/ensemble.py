@@ -4,7 +4,7 @@ Caruana's ensemble selection (Caruana, Niculescu-Mizil, Crew and Ksikes, "Ensemb
 models", ICML 2004), as auto-sklearn, Auto-PyTorch and AutoGluon run it after their searches:
 
 - **Candidates**: the study's complete trials, and its pruned ones (paused trials that were never promoted end
-  pruned) and complete ones on a schedule an exact budget cut short whose recorded value is at least
+  pruned) and complete ones on a schedule a budget cut short whose recorded value is at least
   ``pruned_floor`` (default 0.95) of the best complete trial's; at most
   ``max_candidates`` (16), best first. A pruned trial close to the best is a decent model of another configuration,
   the diversity an ensemble lives on; far below it, it trained one epoch or two, and the only way it enters is by
@@ -553,14 +553,18 @@ def study_candidates(
             for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
             if (v := store.shown_value(t, metric)) is not None and v >= pruned_floor * best
         ]
-        # a complete trial whose schedule an exact budget cut short (a few epochs at the budget's end) is a short
-        # training like a pruned one, held to the same floor (CamVid, K = 10: a 1-epoch trial at val 0.16 taken
-        # three times by a selection that fitted val's noise)
-        cut = [t for t in complete if t.user_attrs.get("epochs_planned") is not None]
-        short = [t for t in cut if (store.shown_value(t, metric) or 0.0) < pruned_floor * best]
-        if short:
-            notes.append(f"{len(short)} complete trials on schedules the budget cut short left out (below the floor)")
-            complete = [t for t in complete if t not in short]
+    # a complete trial whose schedule a budget cut short (an exact budget's or the time budget's end: its
+    # epochs_planned) is a short training like a pruned one, held to the same floor (the default one with
+    # --no-pruned); CamVid, K = 10: a 1-epoch trial at val 0.16 was taken three times by a selection fitting val's noise
+    floor = PRUNED_FLOOR if pruned_floor is None else pruned_floor
+    short = [
+        t
+        for t in complete
+        if t.user_attrs.get("epochs_planned") is not None and (store.shown_value(t, metric) or 0.0) < floor * best
+    ]
+    if short:
+        notes.append(f"{len(short)} complete trials on schedules the budget cut short left out (below the floor)")
+        complete = [t for t in complete if t not in short]
     ranked = sorted(complete + pruned, key=lambda t: store.shown_value(t, metric) or 0.0, reverse=True)
     if len(ranked) > max_candidates:
         notes.append(f"{len(ranked) - max_candidates} more trials above the floor left out (max_candidates)")

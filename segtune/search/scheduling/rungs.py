@@ -264,7 +264,9 @@ class Rungs:
         ensemble's candidate, a list member's full curve). A list member waiting for the list's judgement is not
         taken (the list is judged together). None when none fits."""
         waiting = self._list_waits()
-        fits = [k for k, (_, rung, e) in self.paused.items() if not (rung == LIST and waiting) and rest(k, e) <= left]
+        fits = [
+            k for k, (_, rung, e) in self.paused.items() if not (rung == LIST and waiting) and 0 < rest(k, e) <= left
+        ]  # 0: a trial a rung paused at the last epoch of a schedule the budget cut short has nothing left to train
         if not fits:
             return None
         key = max(fits, key=self._paused_at)
@@ -275,7 +277,7 @@ class Rungs:
         """A list member waits for the list's judgement and could be finished with ``left`` epochs once it is judged:
         a slot had better wait for the judgement than spend them on a new trial's schedule cut short."""
         return self._list_waits() and any(
-            rung == LIST and rest(k, e) <= left for k, (_, rung, e) in self.paused.items()
+            rung == LIST and 0 < rest(k, e) <= left for k, (_, rung, e) in self.paused.items()
         )
 
     def _list_member_to_go_on(self, exclude: set[Any]) -> Any | None:

@@ -264,16 +264,17 @@ class OptunaStoreSearcher(Searcher):
             return None
         found = self.rungs.promote_one()
         if found is None and self._new_trial_cut():  # a paused trial finished is a whole model; a new trial would
-            found = self.rungs.finish_one(self._rest(), self.budget.left or 0)  # run a schedule cut short
+            found = self.rungs.finish_one(self._rest(), self._left())  # run a schedule cut short
         if found is None:
             return None
         number, epoch = found
         frozen = self.study.trials[number]
         planned = int(frozen.user_attrs.get("epochs_planned") or self.budget.max_epochs)
+        # the time budget first: a refusal after the exact budget's reservation would hold those epochs for ever
+        if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # the time budget ends before it
+            return None  # PRUNED at the search's end, as the paused trials nobody promoted (its attrs say paused)
         if not self.budget.resume(number, planned - epoch):  # an exact budget has no epochs left for it
             return None
-        if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # nor the time budget: it ends
-            return None  # PRUNED at the search's end, as the paused trials nobody promoted (its attrs say paused)
         handle = store.trial_handle(self.study, number)
         handle.set_user_attr(store.PAUSED, False)
         handle.set_user_attr("promoted_at_epoch", epoch)
@@ -290,7 +291,7 @@ class OptunaStoreSearcher(Searcher):
 
     def _new_trial_cut(self) -> bool:
         """An exact budget with fewer epochs left than a whole schedule: a new trial would run one cut short (1-6
-        epochs of 20 at the end of a raced list's budget), a model no better than a paused trial's at its rung. A
+        epochs of 20 at the end of CamVid's K = 3 searches), a model no better than a paused trial's at its rung. A
         paused trial is finished instead where one fits (Rungs.finish_one)."""
         return self.budget.exact and 0 < (self.budget.left or 0) < self.budget.max_epochs
 
@@ -299,14 +300,28 @@ class OptunaStoreSearcher(Searcher):
         for the list's judgement, which a running trial will bring."""
         if self.rungs is None or not self.live or not self._new_trial_cut():
             return False
-        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return False  # a queued trial (a member not yet handed out) goes first, whatever schedule it gets
-        return self.rungs.list_may_finish(self._rest(), self.budget.left or 0)
+        if not self.rungs.list_may_finish(self._rest(), self._left()):  # cheap while nothing waits: rest is lazy
+            return False
+        # a queued trial (a member not yet handed out) goes first, whatever schedule it gets
+        return not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+    def _left(self) -> int:
+        """Epochs a paused trial may still train: the exact budget's left, and no more than the time budget grants."""
+        left = self.budget.left or 0
+        return left if self.clock is None else min(left, self.clock.grant(self.budget.max_epochs))
 
     def _rest(self) -> Callable[[int, int], int]:
-        """Epochs trial ``number``, paused after ``epoch``, has left of its schedule: ``rest(number, epoch)``."""
-        planned = {t.number: t.user_attrs.get("epochs_planned") for t in self.study.get_trials(deepcopy=False)}
-        return lambda number, epoch: int(planned.get(number) or self.budget.max_epochs) - epoch
+        """Epochs trial ``number``, paused after ``epoch``, has left of its schedule: ``rest(number, epoch)``; the
+        store is read once, at the first call (the searcher asks on every step while a slot waits)."""
+        planned: dict[int, Any] = {}
+
+        def rest(number: int, epoch: int) -> int:
+            if not planned:
+                trials = self.study.get_trials(deepcopy=False)
+                planned.update((t.number, t.user_attrs.get("epochs_planned")) for t in trials)
+            return int(planned.get(number) or self.budget.max_epochs) - epoch
+
+        return rest
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """The StoreRecorder callback tells Optuna the outcome; here only who is still running."""
