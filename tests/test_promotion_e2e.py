@@ -32,8 +32,9 @@ def whole(t: optuna.trial.FrozenTrial) -> bool:
 def test_a_raced_list_promotes_its_best_member_whose_curve_is_whole_within_an_exact_budget(tmp_path: Path) -> None:
     """Three hand picks raced for 3 epochs a trial, 9 trial-epochs exactly, one trial at a time: the list is judged
     together after epoch 2, its milestone (two thirds of the epochs; the first two wait, paused, for the third), the
-    best runs on from its state with the epoch the budget held for it, the two others are finished with what the race
-    freed (no new trial could have a whole schedule), and the trial-epochs never pass the budget."""
+    best two (reduction factor 2) run on from their states with the epochs the budget held for them, the third is
+    finished with what the race freed (no new trial could have a whole schedule), and the trial-epochs never pass the
+    budget."""
     budget = 9
     args = [
         *demo_args(tmp_path, trials=20, epochs=3, one_at_a_time=True),
@@ -58,9 +59,13 @@ def test_a_raced_list_promotes_its_best_member_whose_curve_is_whole_within_an_ex
         assert whole(t) and t.user_attrs["epochs_run"] > t.user_attrs["promoted_at_epoch"], t.user_attrs
     listed = [t for t in ts if t.user_attrs.get("starting_point")]
     assert len(listed) == 3 and all(whole(t) for t in ts)
-    # the budget is the list's own (3 x 3): what the race freed finished the two members it paused, so the search
-    # delivers the whole list, not one member and two trials on schedules cut to an epoch
+    # the budget is the list's own (3 x 3): what the race freed finished the member it paused, so the search delivers
+    # the whole list, not two members and a trial on a schedule cut to an epoch
     assert [(t.state, t.user_attrs["epochs_run"]) for t in listed] == [(TrialState.COMPLETE, 3)] * 3
+    finished = [t for t in listed if t.user_attrs.get("finished_at_budget_end")]
+    assert len(finished) == 1, proc.stdout[-4000:]  # the list's two choices promoted, the third finished
+    for t in finished:
+        assert f"trial {t.number} goes on from epoch 2: too few epochs left for a new trial" in proc.stdout
     assert len(ts) == 3 and ran == budget
     # a member judged before every member had its epoch-2 value would have run on alone: the first two waited
     assert sum(t.user_attrs.get("promoted_at_epoch") == 2 for t in listed) >= 1

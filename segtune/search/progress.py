@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import tune
 
-from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, TRIAL_KEY, error_reason, is_optuna_trial
+from segtune.search.ray_trials import EPOCHS_KEY, FINISHING_KEY, PROMOTED_KEY, TRIAL_KEY, error_reason, is_optuna_trial
 from segtune.search.store.recorder import StoreRecorder
 from segtune.spec import UNCOUNTED_TRIALS
 
@@ -49,6 +49,10 @@ class Progress(tune.Callback):
             return
         self.running[trial.trial_id] = 0
         promoted = trial.config.get(PROMOTED_KEY)
+        if promoted is not None and trial.config.get(FINISHING_KEY):
+            number = trial.config[TRIAL_KEY]
+            self.line(f"trial {number} goes on from epoch {promoted}: too few epochs left for a new trial, it finishes")
+            return
         if promoted is not None:
             self.line(f"trial {trial.config[TRIAL_KEY]} promoted: later results rank it in the top at epoch {promoted}")
             return

@@ -13,6 +13,7 @@ TRIAL_KEY = "_segtune_trial"  # the Optuna trial number, carried in each Ray tri
 RESUME_KEY = "_segtune_resume_from"  # --resume: the state (on the driver's disk) a re-run trial goes on from
 EPOCHS_KEY = "_segtune_epochs"  # an exact budget's last trials: the epochs their schedule ends at (< max_epochs)
 PROMOTED_KEY = "_segtune_promoted"  # a paused trial promoted: the epoch it was paused at (it goes on from its state)
+FINISHING_KEY = "_segtune_finishing"  # the promotion is the budget's end finishing it (Rungs.finish_one), not ASHA's
 SEED_KEY = "_segtune_seed"  # the trial's training seed (its user attr "seed"): a --resume re-run keeps its line's
 
 

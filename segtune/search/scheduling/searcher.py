@@ -16,7 +16,7 @@ from ray.tune.search import Searcher
 from segtune import space
 from segtune.errors import SpecError
 from segtune.search import store
-from segtune.search.ray_trials import EPOCHS_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY
+from segtune.search.ray_trials import EPOCHS_KEY, FINISHING_KEY, PROMOTED_KEY, RESUME_KEY, SEED_KEY, TRIAL_KEY
 from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
@@ -262,9 +262,9 @@ class OptunaStoreSearcher(Searcher):
         state by a new Ray trial; its curve goes on without a gap."""
         if self.rungs is None or not self.rungs.promote:
             return None
-        found = self.rungs.promote_one()
+        found, finishing = self.rungs.promote_one(), False
         if found is None and self._new_trial_cut():  # a paused trial finished is a whole model; a new trial would
-            found = self.rungs.finish_one(self._rest(), self._left())  # run a schedule cut short
+            found, finishing = self.rungs.finish_one(self._rest(), self._left()), True  # run a schedule cut short
         if found is None:
             return None
         number, epoch = found
@@ -278,9 +278,11 @@ class OptunaStoreSearcher(Searcher):
         handle = store.trial_handle(self.study, number)
         handle.set_user_attr(store.PAUSED, False)
         handle.set_user_attr("promoted_at_epoch", epoch)
+        if finishing:
+            handle.set_user_attr("finished_at_budget_end", True)  # not ASHA's promotion: what the budget had left
         handle.set_user_attr("ray_trial_id", trial_id)
         self.live.add(trial_id)
-        hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch, SEED_KEY: self._seed_of(frozen)}
+        hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch, SEED_KEY: self._seed_of(frozen), FINISHING_KEY: finishing}
         adopted = frozen.user_attrs.get(ADOPTED)
         if adopted:  # paused under a driver that died (--resume): it goes on from the state that driver kept
             hidden[RESUME_KEY] = adopted
