@@ -363,3 +363,29 @@ def test_a_member_that_goes_on_from_a_saved_state_is_judged_on_all_its_epochs() 
     assert not rungs.stop(0, 13, 0.28)
     assert not rungs.stop(0, 14, 0.30), "its best so far, 0.35 at epoch 12, ranks it first"
     assert rungs.promote_one() is None and 1 in rungs.paused
+
+
+def test_a_schedule_cut_short_ends_at_its_last_epoch_and_is_never_paused_there() -> None:
+    """A trial whose schedule the budget cut to 9 epochs, below the others at rung 9: that epoch is its last, so it
+    ends there (recorded at the rung, the bar for others), and is not paused with nothing left to train (Kvasir-SEG
+    K = 10, seed 0: a 1-epoch trial paused at its only epoch was later "promoted" and ran that epoch again)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from segtune.search.ray_trials import EPOCHS_KEY, TRIAL_KEY
+    from segtune.search.scheduling.rungs import RungScheduler
+
+    rungs = Rungs(20, 1, 3, min_first_rung=1, promote=True)
+    scheduler = RungScheduler(rungs, "val_miou", trial_key=TRIAL_KEY)
+    whole, cut = SimpleNamespace(config={TRIAL_KEY: 0}), SimpleNamespace(config={TRIAL_KEY: 1, EPOCHS_KEY: 9})
+    for epoch in range(1, 10):
+        assert scheduler.on_trial_result(None, whole, {"epoch": epoch, "val_miou": 0.5}) == TrialScheduler.CONTINUE
+    for epoch in range(1, 9):
+        assert scheduler.on_trial_result(None, cut, {"epoch": epoch, "val_miou": 0.6}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, cut, {"epoch": 9, "val_miou": 0.1}) == TrialScheduler.CONTINUE
+    assert 1 not in rungs.paused and rungs._recorded[0][2][1] == 0.1  # ends here; its value is the bar at rung 9
+    late = SimpleNamespace(config={TRIAL_KEY: 2})
+    for epoch in range(1, 9):
+        scheduler.on_trial_result(None, late, {"epoch": epoch, "val_miou": 0.6})
+    assert scheduler.on_trial_result(None, late, {"epoch": 9, "val_miou": 0.05}) == TrialScheduler.STOP, "others pause"

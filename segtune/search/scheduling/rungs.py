@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from segtune.search.ray_trials import EPOCHS_KEY
 from segtune.search.scheduling.defaults import PRIOR_JUDGED_AT
 
 PLATEAU_MARGIN = 0.02  # mIoU above the majority-class plateau before a trial's value means more than noise
@@ -334,5 +335,8 @@ class RungScheduler(FIFOScheduler):
         if "failed" in result:  # the trial's own error, reported as its last result: it ends here
             return TrialScheduler.STOP
         number = trial.config.get(self.trial_key)  # the Optuna trial: a promoted one keeps its rungs
-        stop = self.rungs.stop(number, int(result["epoch"]), result.get(self.value_key), number in self.protected)
+        epoch = int(result["epoch"])
+        # a schedule the budget cut short ends at its last epoch: recorded at the rung, never paused there
+        last = epoch >= int(trial.config.get(EPOCHS_KEY) or self.rungs.max_epochs)
+        stop = self.rungs.stop(number, epoch, result.get(self.value_key), number in self.protected or last)
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
