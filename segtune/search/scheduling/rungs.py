@@ -265,9 +265,7 @@ class Rungs:
         ensemble's candidate, a list member's full curve). A list member waiting for the list's judgement is not
         taken (the list is judged together). None when none fits."""
         waiting = self._list_waits()
-        fits = [
-            k for k, (_, rung, e) in self.paused.items() if not (rung == LIST and waiting) and 0 < rest(k, e) <= left
-        ]  # 0: a trial a rung paused at the last epoch of a schedule the budget cut short has nothing left to train
+        fits = [k for k, rung in self._fitting(rest, left) if not (rung == LIST and waiting)]
         if not fits:
             return None
         key = max(fits, key=self._paused_at)
@@ -277,9 +275,12 @@ class Rungs:
     def list_may_finish(self, rest: Callable[[Any, int], int], left: int) -> bool:
         """A list member waits for the list's judgement and could be finished with ``left`` epochs once it is judged:
         a slot had better wait for the judgement than spend them on a new trial's schedule cut short."""
-        return self._list_waits() and any(
-            rung == LIST and 0 < rest(k, e) <= left for k, (_, rung, e) in self.paused.items()
-        )
+        return self._list_waits() and any(rung == LIST for _, rung in self._fitting(rest, left))
+
+    def _fitting(self, rest: Callable[[Any, int], int], left: int) -> list[tuple[Any, int]]:
+        """(key, rung) of the paused trials whose rest of their schedule fits in ``left`` (0 does not: a trial a rung
+        paused at the last epoch of a schedule the budget cut short has nothing left to train)."""
+        return [(k, rung) for k, (_, rung, e) in self.paused.items() if 0 < rest(k, e) <= left]
 
     def _list_member_to_go_on(self, exclude: set[Any]) -> Any | None:
         """The best paused list member among those the list's judgement lets go on (None while it still waits)."""
