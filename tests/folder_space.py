@@ -222,6 +222,7 @@ class Recipe:
         return {
             "names": f"{self.names.style}, affixes {'image' if self.names.image_affix else '-'}/"
             f"{'mask' if self.names.mask_affix else '-'}",
+            "case": self.names.case + (", masks lower-cased" if self.names.mask_case_differs else ""),
             "layout": self.layout,
             "images": self.image_format + (" grey" if self.grey_images else ""),
             "masks": masks,

@@ -67,13 +67,16 @@ def _overlap(a: Judged, b: Judged) -> bool:
 
 
 def _bare(j: Judged) -> set[str]:
-    """Each name of a family lower-cased, as it is and without the affixes the family shares."""
+    """Each name of a family lower-cased, as it is and without the affixes the family shares (whole or cut back
+    word by word, as :func:`match` tries them)."""
+    prefixes = set().union({""}, *j.family.prefix_options)
+    suffixes = set().union({""}, *j.family.suffix_options)
     out = set()
     for f in j.family.files:
         stem = f.stem.lower()
         out.add(stem)
-        for p in j.family.prefixes | {""}:
-            for s in j.family.suffixes | {""}:
+        for p in prefixes:
+            for s in suffixes:
                 cut = stem.removeprefix(p.lower())
                 out.add(cut.removesuffix(s.lower()) if s else cut)
     return out

@@ -6,8 +6,10 @@ mix of extensions and name shapes (places.py gathers them). Two families pair by
 reader `check` and `run` use (data/folder.py ``pair_files``): the same key, in the same split folder when both
 have them, then the same key up to case. The key is the plain stem first; only when the plain stems do not pair
 are affixes stripped: the words every name of a family shares at its start and end (``_mask``, ``-label``,
-``_segmentation``, ``ISIC_``, and ones nobody listed), the fewest that pair the most. No list of folder names or
-suffixes is involved.
+``_segmentation``, ``ISIC_``, and ones nobody listed), the fewest that pair the most; only when no choice of them
+pairs every file are they also tried cut back word by word (masks ``label-case_00210`` all share ``label-case_``,
+which swallows the id's first word of pictures named ``Case_00631`` and ``case_00210``: ``label-`` pairs them). No
+list of folder names or suffixes is involved.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from segtune.data.splitfiles import SPLIT_NAMES
 from segtune.errors import DataError
 
 WORD = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]+")
+WORD_CHARS = re.compile(r"[A-Za-z0-9]+")  # a word of a name, as :func:`tokens` splits it
 Key = tuple[str | None, str]  # (split folder or None, key)
 
 
@@ -94,6 +98,18 @@ class Family:
     def suffixes(self) -> set[str]:
         return {s for _, s in self.affixes.values()}
 
+    @property
+    def prefix_options(self) -> list[set[str]]:
+        """The shared prefixes, then the same cut back word by word (``label-case_``, then ``label-``): a shared
+        prefix can swallow the id's own first word when every name of the family spells it alike
+        (``label-case_00210`` against pictures named ``Case_00631`` and ``case_00210``)."""
+        return _cut_options(self.prefixes, keep_start=True)
+
+    @property
+    def suffix_options(self) -> list[set[str]]:
+        """The shared suffixes, then the same cut back word by word from their start (``_Left_mask``, ``_mask``)."""
+        return _cut_options(self.suffixes, keep_start=False)
+
     def keyed(self, split_folders: bool) -> list[tuple[Path, str | None]]:
         """The files as the reader lists them: absolute, each with its split folder when split folders are read."""
         return [(self.root / f, split_of(f) if split_folders else None) for f in self.files]
@@ -134,6 +150,40 @@ class Family:
         return self.glob(split_folders=False)
 
 
+def _cut(affix: str, words: int, keep_start: bool) -> str:
+    """``affix`` less its last (``keep_start``) or first ``words`` words, each word with the separator beside it;
+    '' when it has no more."""
+    split = tokens(affix) if keep_start else tokens(affix)[::-1]  # a suffix is cut from its start: reversed
+    for _ in range(words):  # the separator at the end, then the word before it
+        while split and not _word(split[-1]):
+            split.pop()
+        if split:
+            split.pop()
+    return "".join(split if keep_start else split[::-1])
+
+
+def _word(token: str) -> bool:
+    return bool(WORD_CHARS.fullmatch(token))
+
+
+def _has_word(text: str) -> bool:
+    return bool(WORD_CHARS.search(text))
+
+
+def _cut_options(affixes: set[str], keep_start: bool) -> list[set[str]]:
+    """``affixes`` whole, then cut back one word, two, ...: each option a set, the whole ones first, no empty
+    option, no option twice, no cut that is separators alone."""
+    options: list[set[str]] = []
+    depth = 0
+    while True:
+        option = {c for a in affixes if (c := _cut(a, depth, keep_start) if a else "") and (depth == 0 or _has_word(c))}
+        if not option:
+            return options
+        if option not in options:
+            options.append(option)
+        depth += 1
+
+
 def key_regex(prefixes: set[str], suffixes: set[str]) -> str | None:
     """One regex whose group is the key of every name: the given prefixes and suffixes stripped where a name has
     them (each optional), or None when nothing is stripped."""
@@ -168,31 +218,55 @@ def _pair(images: Family, masks: Family, key: str | None, split_folders: bool) -
     return pairs
 
 
+Options = list[tuple[str, list[set[str]]]]  # (which affix, its options: whole, then cut back word by word)
+Best = tuple[int, int, str | None, Pairs]  # (pairs, affixes stripped, key, the pairs)
+
+
 def match(images: Family, masks: Family) -> Matched | None:
     """How ``images`` and ``masks`` pair best: by the plain stems when those pair every file they can, else with
-    the fewest affixes stripped that pair the most; None when nothing pairs."""
+    the fewest shared affixes stripped that pair the most. Only when no choice of whole affixes pairs every file it
+    can are the affixes also tried cut back word by word (a shared prefix that swallowed the id's first word), and
+    a cut is taken only where it pairs more files. None when nothing pairs."""
     split_folders = images.in_split_folders and masks.in_split_folders
     most = min(len(images.files), len(masks.files))
-    options = [
-        ("image prefix", images.prefixes),
-        ("image suffix", images.suffixes),
-        ("mask prefix", masks.prefixes),
-        ("mask suffix", masks.suffixes),
+    options: Options = [
+        ("image prefix", images.prefix_options),
+        ("image suffix", images.suffix_options),
+        ("mask prefix", masks.prefix_options),
+        ("mask suffix", masks.suffix_options),
     ]
-    options = [(name, values) for name, values in options if any(values)]
-    best: tuple[int, int, str | None, Pairs] | None = None
-    for n in range(len(options) + 1):
-        for chosen in itertools.combinations(options, n):
-            prefixes = set().union(*(v for name, v in chosen if name.endswith("prefix")))
-            suffixes = set().union(*(v for name, v in chosen if name.endswith("suffix")))
-            key = key_regex(prefixes, suffixes)
-            pairs = _pair(images, masks, key, split_folders)
-            if pairs is not None and (best is None or len(pairs) > best[0]):
-                best = (len(pairs), n, key, pairs)
-        if best is not None and best[0] == most:
-            break  # the plainest key that pairs every file it can
+    options = [(name, values) for name, values in options if values]
+    tried: dict[str | None, Pairs | None] = {}  # key -> its pairs: the cut pass meets the whole keys again
+
+    def pairs_of(key: str | None) -> Pairs | None:
+        if key not in tried:
+            tried[key] = _pair(images, masks, key, split_folders)
+        return tried[key]
+
+    best = _most_pairs([(name, values[:1]) for name, values in options], pairs_of, most, None)
+    if best is None or best[0] < most:
+        best = _most_pairs(options, pairs_of, most, best)
     if best is None or best[0] == 0:
         return None
     count, stripped, key, pairs = best
     _, unpaired = pair_files(images.keyed(split_folders), masks.keyed(split_folders), re.compile(key) if key else None)
     return Matched(key, pairs, unpaired, stripped)
+
+
+def _most_pairs(
+    options: Options, pairs_of: Callable[[str | None], Pairs | None], most: int, best: Best | None
+) -> Best | None:
+    """The key that pairs more files than ``best``, stripping the fewest affixes (each affix's options in order);
+    the first that pairs ``most`` ends the search (nothing can pair more)."""
+    for n in range(len(options) + 1):
+        for names in itertools.combinations(options, n):
+            for chosen in itertools.product(*([(name, v) for v in values] for name, values in names)):
+                prefixes = set().union(*(v for name, v in chosen if name.endswith("prefix")))
+                suffixes = set().union(*(v for name, v in chosen if name.endswith("suffix")))
+                key = key_regex(prefixes, suffixes)
+                pairs = pairs_of(key)
+                if pairs is not None and (best is None or len(pairs) > best[0]):
+                    best = (len(pairs), n, key, pairs)
+                    if best[0] == most:
+                        return best
+    return best
