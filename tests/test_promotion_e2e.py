@@ -9,6 +9,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from segtune.search.store.resume import FINISHING
+
 from .conftest import ONE_AT_A_TIME, Background, demo_args, segtune
 
 LIST = (
@@ -62,7 +64,7 @@ def test_a_raced_list_promotes_its_best_member_whose_curve_is_whole_within_an_ex
     # the budget is the list's own (3 x 3): what the race freed finished the member it paused, so the search delivers
     # the whole list, not two members and a trial on a schedule cut to an epoch
     assert [(t.state, t.user_attrs["epochs_run"]) for t in listed] == [(TrialState.COMPLETE, 3)] * 3
-    finished = [t for t in listed if t.user_attrs.get("finished_at_budget_end")]
+    finished = [t for t in listed if t.user_attrs.get(FINISHING)]
     assert len(finished) == 1, proc.stdout[-4000:]  # the list's two choices promoted, the third finished
     for t in finished:
         assert f"trial {t.number} goes on from epoch 2: too few epochs left for a new trial" in proc.stdout

@@ -346,7 +346,7 @@ def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_tha
     # (the e2e run: judged there a second time it paused again and ended PRUNED), and no later rung stops it
     assert not rungs.stop(2, 14, 0.20) and not rungs.stop(6, 3, 0.0) and not rungs.stop(6, 9, 0.3)
     assert not rungs.paused
-    rungs.stop(8, 9, 0.1)  # a trial whose schedule the budget cut to 9 epochs, paused by rung 9 at its last epoch
+    rungs.stop(8, 9, 0.1)  # no real caller asks so (they pass planned=9): a cut trial paused at its last epoch
     assert rungs.paused[8] == (0, 2, 9)
     planned = lambda key, epoch: (9 if key == 8 else 20) - epoch  # noqa: E731
     assert rungs.finish_one(planned, 100) is None, "a trial at the end of its own schedule has nothing to finish"

@@ -303,9 +303,8 @@ def replay(
             budget.epoch(event.number)
             if value is not None:  # what the recorder writes: one value per epoch
                 store.trial_handle(study, event.number).report(value, step=epoch)
-            last = epoch >= planned[event.number]  # as RungScheduler: a cut schedule's last epoch is never a pause
-            shielded = event.number in protected or last
-            stop = strategy.scheduler == "asha" and rungs.stop(event.number, epoch, value, shielded)
+            shielded, schedule = event.number in protected, planned[event.number]  # as RungScheduler asks
+            stop = strategy.scheduler == "asha" and rungs.stop(event.number, epoch, value, shielded, schedule)
             result.events.append((event.number, epoch, value, stop))
             if stop and event.number in rungs.paused:  # stays in the study, RUNNING, until promoted or the end
                 store.trial_handle(study, event.number).set_user_attr(store.PAUSED, True)  # as the recorder writes

@@ -123,11 +123,16 @@ class Rungs:
             return False
         return epoch < self.third(bracket)
 
-    def stop(self, key: Any, epoch: int, value: float | None, protected: bool = False) -> bool:
-        """A trial reports ``value`` after ``epoch``: True when it must stop here (a pause, with ``promote``)."""
+    def stop(
+        self, key: Any, epoch: int, value: float | None, protected: bool = False, planned: int | None = None
+    ) -> bool:
+        """A trial reports ``value`` after ``epoch``: True when it must stop here (a pause, with ``promote``).
+        ``planned``: the epochs its schedule has (an exact or time budget's end cut it short); its last epoch is
+        recorded at the rung but never a pause (a paused trial there has nothing left to train)."""
         b = self.bracket(key)
         value = -1.0 if value is None or math.isnan(value) else value  # below any metric (they lie in [0, 1])
         protected = protected or key in self._finishing  # the budget's end finishes it: nothing judges it again
+        protected = protected or (planned is not None and epoch >= planned)
         if key in self.prior and not protected and epoch <= self.list_milestone():
             self._set_the_bar(key, b, epoch, value)
             self._best[key] = max(value, self._best.get(key, value))
@@ -269,8 +274,14 @@ class Rungs:
         if not fits:
             return None
         key = max(fits, key=self._paused_at)
-        self._finishing.add(key)  # a trial resumed from an earlier epoch's state reports the milestone again
+        self.finish(key)
         return key, self.paused.pop(key)[2]
+
+    def finish(self, key: Any) -> None:
+        """Trial ``key`` runs to the end of its schedule: no rung and no list judges it again (a trial resumed from
+        an earlier epoch's state reports the list's milestone again; a --resume re-run of a trial the budget's end
+        was finishing is a new key)."""
+        self._finishing.add(key)
 
     def list_may_finish(self, rest: Callable[[Any, int], int], left: int) -> bool:
         """A list member waits for the list's judgement and could be finished with ``left`` epochs once it is judged:
@@ -337,7 +348,6 @@ class RungScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         number = trial.config.get(self.trial_key)  # the Optuna trial: a promoted one keeps its rungs
         epoch = int(result["epoch"])
-        # a schedule the budget cut short ends at its last epoch: recorded at the rung, never paused there
-        last = epoch >= int(trial.config.get(EPOCHS_KEY) or self.rungs.max_epochs)
-        stop = self.rungs.stop(number, epoch, result.get(self.value_key), number in self.protected or last)
+        planned = int(trial.config.get(EPOCHS_KEY) or self.rungs.max_epochs)
+        stop = self.rungs.stop(number, epoch, result.get(self.value_key), number in self.protected, planned)
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

@@ -21,7 +21,7 @@ from segtune.search.scheduling import defaults
 from segtune.search.scheduling.defaults import SearchSettings
 from segtune.search.scheduling.rungs import Rungs
 from segtune.search.store.budget import Budget, Clock
-from segtune.search.store.resume import ADOPTED
+from segtune.search.store.resume import ADOPTED, FINISHING
 from segtune.spec import StudySpec
 from segtune.training import models
 
@@ -182,19 +182,19 @@ class OptunaStoreSearcher(Searcher):
                 self.live.add(trial_id)
                 trial.set_user_attr("ray_trial_id", trial_id)
                 trial.set_user_attr("config", config.to_dict())  # the full config, defaults and fixed values included
-                granted = self.budget.start(trial.number)
-                if self.clock is not None:  # search.time_budget: its schedule ends where the time runs out
-                    granted = min(granted, max(self.budget.first_rung, self.clock.grant(self.budget.max_epochs)))
+                resume_from = trial.user_attrs.get("resume_from")
+                granted = self._rerun_schedule(trial, resume_from) if resume_from else self._schedule(trial)
                 seed = self._training_seed(trial)
                 trial.set_user_attr("seed", seed)  # export writes it: a retrain of the trial trains as it did
                 hidden: dict[str, Any] = {TRIAL_KEY: trial.number, SEED_KEY: seed}
                 if granted < self.budget.max_epochs:  # the end of an exact budget, or of the time budget
                     hidden[EPOCHS_KEY] = granted
                     trial.set_user_attr("epochs_planned", granted)
-                resume_from = trial.user_attrs.get("resume_from")
                 if resume_from:  # --resume: a dead driver's trial goes on from its state, its curve carried over
                     self._carry_over(trial, resume_from)
                     hidden[RESUME_KEY] = resume_from["path"]
+                if trial.user_attrs.get(FINISHING) and self.rungs is not None:  # the budget's end was finishing it
+                    self.rungs.finish(trial.number)
                 return {**config.to_dict(), **hidden}
             # a pairing smp cannot build is recorded as what it is, and never costs a Ray trial
             trial.set_user_attr("fail_reason", f"cannot build {config.arch} on {config.encoder}: {problem}")
@@ -230,6 +230,25 @@ class OptunaStoreSearcher(Searcher):
             if json.dumps(near, sort_keys=True, default=str) not in tried:
                 self.study.enqueue_trial(near, user_attrs={DRAWN: f"near trial {best.number}"})
                 return
+
+    def _schedule(self, trial: optuna.Trial) -> int:
+        """The epochs a new trial's schedule has: ``max_epochs``, fewer at the end of an exact or a time budget."""
+        granted = self.budget.start(trial.number)
+        if self.clock is not None:  # search.time_budget: its schedule ends where the time runs out
+            granted = min(granted, max(self.budget.first_rung, self.clock.grant(self.budget.max_epochs)))
+        return granted
+
+    def _rerun_schedule(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> int:
+        """The epochs a --resume re-run's schedule has: the dead trial's own (it goes on from its state after
+        ``resume_from["epoch"]``), ending sooner only where an exact or a time budget has fewer epochs left than its
+        rest. A new trial's grant would be a whole new schedule, counted from epoch 0: near a budget's end a re-run
+        from epoch 17 granted 3 trained nothing and was told COMPLETE."""
+        epoch = int(resume_from["epoch"])
+        dead = self.study.get_trials(deepcopy=False)[int(trial.user_attrs["retry_of"])]  # numbered as listed
+        rest = self._planned(dead) - epoch
+        if self.clock is not None:
+            rest = min(rest, max(1, self.clock.grant(self.budget.max_epochs)))
+        return epoch + self.budget.rerun(trial.number, rest)
 
     def _training_seed(self, trial: optuna.Trial) -> int:
         """The seed a trial trains with: search.seed's share plus its number, or, for a --resume re-run, the seed the
@@ -269,7 +288,7 @@ class OptunaStoreSearcher(Searcher):
             return None
         number, epoch = found
         frozen = self.study.trials[number]
-        planned = int(frozen.user_attrs.get("epochs_planned") or self.budget.max_epochs)
+        planned = self._planned(frozen)
         # the time budget first: a refusal after the exact budget's reservation would hold those epochs for ever
         if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # the time budget ends before it
             return None  # PRUNED at the search's end, as the paused trials nobody promoted (its attrs say paused)
@@ -279,7 +298,7 @@ class OptunaStoreSearcher(Searcher):
         handle.set_user_attr(store.PAUSED, False)
         handle.set_user_attr("promoted_at_epoch", epoch)
         if finishing:
-            handle.set_user_attr("finished_at_budget_end", True)  # not ASHA's promotion: what the budget had left
+            handle.set_user_attr(FINISHING, True)  # not ASHA's promotion: what the budget had left
         handle.set_user_attr("ray_trial_id", trial_id)
         self.live.add(trial_id)
         hidden = {TRIAL_KEY: number, PROMOTED_KEY: epoch, SEED_KEY: self._seed_of(frozen), FINISHING_KEY: finishing}
@@ -315,15 +334,18 @@ class OptunaStoreSearcher(Searcher):
     def _rest(self) -> Callable[[int, int], int]:
         """Epochs trial ``number``, paused after ``epoch``, has left of its schedule: ``rest(number, epoch)``; the
         store is read once, at the first call (the searcher asks on every step while a slot waits)."""
-        planned: dict[int, Any] = {}
+        planned: dict[int, int] = {}
 
         def rest(number: int, epoch: int) -> int:
             if not planned:
-                trials = self.study.get_trials(deepcopy=False)
-                planned.update((t.number, t.user_attrs.get("epochs_planned")) for t in trials)
-            return int(planned.get(number) or self.budget.max_epochs) - epoch
+                planned.update((t.number, self._planned(t)) for t in self.study.get_trials(deepcopy=False))
+            return planned.get(number, self.budget.max_epochs) - epoch
 
         return rest
+
+    def _planned(self, trial: optuna.trial.FrozenTrial) -> int:
+        """The epochs a trial's schedule has: ``max_epochs``, or fewer where a budget's end cut it short."""
+        return int(trial.user_attrs.get("epochs_planned") or self.budget.max_epochs)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """The StoreRecorder callback tells Optuna the outcome; here only who is still running."""

@@ -72,6 +72,16 @@ class Budget:
             self.reserved[trial] = epochs_left
         return True
 
+    def rerun(self, trial: int, rest: int) -> int:
+        """A --resume re-run goes on from its dead trial's state with ``rest`` epochs of that trial's schedule to go:
+        the epochs it may train (an exact budget's left caps them: its schedule then ends there), reserved."""
+        if self.exact:
+            rest = max(0, min(rest, self.left or 0))
+            self.reserved[trial] = rest
+            return rest
+        self.reserved[trial] = min(self.first_rung, rest)
+        return rest
+
     def epoch(self, trial: int) -> None:
         self.used += 1
         if self.reserved.get(trial, 0) > 0:

@@ -21,6 +21,8 @@ from segtune.search import store
 from segtune.search.nodes.keeper import latest_state
 
 INTERRUPTED = "interrupted"
+FINISHING = "finished_at_budget_end"  # user attr of a paused trial the exact budget's end finishes (Rungs.finish_one);
+# its --resume re-run carries it: finished, it is not judged at a rung again
 ADOPTED = "adopted_state"  # user attr of a paused trial a --resume kept paused: the state it goes on from if promoted
 
 
@@ -106,6 +108,8 @@ def prepare_resume(study: optuna.Study, target: int, run_id: str, out: Any) -> i
     ][: max(0, remaining - waiting)]
     for t in requeue:
         attrs: dict[str, Any] = {"retry_of": t.number}
+        if t.user_attrs.get(FINISHING):
+            attrs[FINISHING] = True
         state = newest_state(t)
         if state is not None:  # it goes on from there, its earlier epochs' values carried over
             attrs["resume_from"] = {"path": str(state[1]), "epoch": state[0]}
