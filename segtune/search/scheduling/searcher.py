@@ -244,7 +244,7 @@ class OptunaStoreSearcher(Searcher):
         rest. A new trial's grant would be a whole new schedule, counted from epoch 0: near a budget's end a re-run
         from epoch 17 granted 3 trained nothing and was told COMPLETE."""
         epoch = int(resume_from["epoch"])
-        dead = self.study.get_trials(deepcopy=False)[int(trial.user_attrs["retry_of"])]  # numbered as listed
+        dead = self._frozen(int(trial.user_attrs["retry_of"]))
         rest = self._planned(dead) - epoch
         if self.clock is not None:
             rest = min(rest, max(1, self.clock.grant(self.budget.max_epochs)))
@@ -271,7 +271,7 @@ class OptunaStoreSearcher(Searcher):
 
     def _carry_over(self, trial: optuna.Trial, resume_from: dict[str, Any]) -> None:
         """The values of the epochs the dead trial ran up to its state, one per epoch, in the trial that goes on."""
-        dead = self.study.trials[int(trial.user_attrs["retry_of"])]
+        dead = self._frozen(int(trial.user_attrs["retry_of"]))
         for epoch, value in sorted(dead.intermediate_values.items()):
             if epoch <= int(resume_from["epoch"]):
                 trial.report(value, step=epoch)
@@ -287,7 +287,7 @@ class OptunaStoreSearcher(Searcher):
         if found is None:
             return None
         number, epoch = found
-        frozen = self.study.trials[number]
+        frozen = self._frozen(number)
         planned = self._planned(frozen)
         # the time budget first: a refusal after the exact budget's reservation would hold those epochs for ever
         if self.clock is not None and self.clock.grant(planned) < planned - epoch:  # the time budget ends before it
@@ -342,6 +342,10 @@ class OptunaStoreSearcher(Searcher):
             return planned.get(number, self.budget.max_epochs) - epoch
 
         return rest
+
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        """Trial ``number`` as stored, read, not copied (``study.trials`` deep-copies every trial of the study)."""
+        return self.study.get_trials(deepcopy=False)[number]  # the list is numbered as the trials are
 
     def _planned(self, trial: optuna.trial.FrozenTrial) -> int:
         """The epochs a trial's schedule has: ``max_epochs``, or fewer where a budget's end cut it short."""
