@@ -324,8 +324,9 @@ def test_with_room_to_explore_new_trials_still_run_whole_schedules(path: Path) -
 
 def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_that_fits() -> None:
     """What is left (8 epochs of 20) cannot give a new trial a whole schedule; of the paused trials the highest rung's
-    best whose rest fits goes on: not a list member still waiting for the list's judgement, and not one whose rest is
-    longer than what is left."""
+    best whose rest fits goes on: not a list member still waiting for the list's judgement, not a trial paused lower
+    than such a member ranks while the member's rest fits (the judgement first), and not one whose rest is longer
+    than what is left."""
     rungs = Rungs(20, 1, 3, min_first_rung=1, promote=True)
     rungs.prior |= {0, 1, 2}
     for key, value in ((0, 0.40), (1, 0.38)):  # two list members wait at 14 for member 2
@@ -336,7 +337,11 @@ def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_tha
     rest = lambda key, epoch: 20 - epoch  # noqa: E731
     assert rungs.list_may_finish(rest, 8), "the list's members, once judged, could use what is left"
     assert rungs.finish_one(rest, 8) is None, "the waiting members are not taken; 6 and 7 need 19 and 17"
-    assert rungs.finish_one(rest, 17) == (7, 3), "the higher rung first, when its rest fits"
+    # 7 fits in 17, but it is paused at rung 3 and the members, whose rest fits too, rank at rung 9's level: the
+    # list's judgement is a running trial away (Kvasir-SEG K = 10 seed 3 finished a trial paused at rung 1 there)
+    assert rungs.finish_one(rest, 17) is None and 7 in rungs.paused
+    short = lambda key, epoch: 4 if key == 7 else 20 - epoch  # noqa: E731
+    assert rungs.finish_one(short, 5) == (7, 3), "no member's rest fits in 5: nothing to wait for"
     rungs.stop(2, 14, 0.20)  # the list is judged: member 0 goes on, 1 and 2 stay paused
     assert rungs.promote_one() == (0, 14) and rungs.promote_one() is None
     assert not rungs.list_may_finish(rest, 8)
