@@ -271,7 +271,8 @@ class Rungs:
         taken (the list is judged together), nor, while one waits whose rest fits, a trial paused at a lower rung
         than it ranks: the judgement is a running trial away, and what it lets go on or leaves paused outranks that
         trial (Kvasir-SEG K = 10, seed 3: a new trial paused after epoch 1 took 19 epochs a step before the judgement
-        and ended at 0.53 val mIoU; four of the five members it left paused at 14 stood at 0.60-0.62 there). None when none fits."""
+        and ended at 0.53 val mIoU; four of the five members it left paused at 14 stood at 0.60-0.62 there). None
+        when none fits."""
         waiting = self._list_waits()
         fitting = self._fitting(rest, left)
         fits = [k for k, rung in fitting if not (rung == LIST and waiting)]
