@@ -340,13 +340,15 @@ def test_the_end_of_an_exact_budget_finishes_the_most_promising_paused_trial_tha
     # 7 fits in 17, but it is paused at rung 3 and the members, whose rest fits too, rank at rung 9's level: the
     # list's judgement is a running trial away (Kvasir-SEG K = 10 seed 3 finished a trial paused at rung 1 there)
     assert rungs.finish_one(rest, 17) is None and 7 in rungs.paused
-    short = lambda key, epoch: 4 if key == 7 else 20 - epoch  # noqa: E731
-    assert rungs.finish_one(short, 5) == (7, 3), "no member's rest fits in 5: nothing to wait for"
+    short = lambda key, epoch: 4 if key == 6 else 20 - epoch  # noqa: E731
+    assert rungs.finish_one(short, 5) == (6, 1), "no member's rest fits in 5: nothing to wait for"
+    # nothing runs that could bring the judgement, or a queued trial goes first (the searcher's view): no waiting
+    assert rungs.finish_one(rest, 17, judgement_near=lambda: False) == (7, 3)
     rungs.stop(2, 14, 0.20)  # the list is judged: member 0 goes on, 1 and 2 stay paused
     assert rungs.promote_one() == (0, 14) and rungs.promote_one() is None
     assert not rungs.list_may_finish(rest, 8)
     assert rungs.finish_one(rest, 8) == (1, 14), "the list's second best: rung 9's level, the best value there"
-    assert rungs.finish_one(rest, 6) == (2, 14) and rungs.finish_one(rest, 100) == (6, 1)
+    assert rungs.finish_one(rest, 6) == (2, 14) and rungs.finish_one(rest, 100) is None
     # a finished trial runs to its end: resumed from an earlier epoch's state it reports the list's milestone again
     # (the e2e run: judged there a second time it paused again and ended PRUNED), and no later rung stops it
     assert not rungs.stop(2, 14, 0.20) and not rungs.stop(6, 3, 0.0) and not rungs.stop(6, 9, 0.3)

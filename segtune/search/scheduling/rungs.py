@@ -263,16 +263,19 @@ class Rungs:
         epoch = self.paused.pop(key)[2]
         return key, epoch
 
-    def finish_one(self, rest: Callable[[Any, int], int], left: int) -> tuple[Any, int] | None:
+    def finish_one(
+        self, rest: Callable[[Any, int], int], left: int, judgement_near: Callable[[], bool] = lambda: True
+    ) -> tuple[Any, int] | None:
         """The most promising paused trial (the highest rung, there the best value) whose rest of its schedule,
         ``rest(key, epoch)`` epochs, fits in ``left``; it is no longer paused. For the end of an exact budget, where a
         new trial could only run a schedule cut short: finishing a paused trial gives a whole model instead (an
         ensemble's candidate, a list member's full curve). A list member waiting for the list's judgement is not
-        taken (the list is judged together), nor, while one waits whose rest fits, a trial paused at a lower rung
-        than it ranks: the judgement is a running trial away, and what it lets go on or leaves paused outranks that
-        trial (Kvasir-SEG K = 10, seed 3: a new trial paused after epoch 1 took 19 epochs a step before the judgement
-        and ended at 0.53 val mIoU; four of the five members it left paused at 14 stood at 0.60-0.62 there). None
-        when none fits."""
+        taken (the list is judged together), nor, while one waits whose rest fits and ``judgement_near()`` (asked
+        only then; the searcher's view: a running trial will bring the judgement, no queued trial goes first), a
+        trial paused at a lower rung than the members rank: what the judgement lets go on or leaves paused outranks
+        it (Kvasir-SEG K = 10, seed 3: two new trials paused after epoch 1 were chosen to finish while the list
+        waited, one of them for 19 epochs, which ended at 0.53 val mIoU; four of the five members left paused at 14
+        stood at 0.60-0.62 there). None when none fits."""
         waiting = self._list_waits()
         fitting = self._fitting(rest, left)
         fits = [k for k, rung in fitting if not (rung == LIST and waiting)]
@@ -280,8 +283,8 @@ class Rungs:
             return None
         key = max(fits, key=self._paused_at)
         held = [self._paused_at(k)[0] for k, rung in fitting if rung == LIST and waiting]
-        if held and self._paused_at(key)[0] < min(held):
-            return None  # Rungs.list_may_finish: the searcher waits for the judgement
+        if held and self._paused_at(key)[0] < min(held) and judgement_near():
+            return None  # the searcher waits for the judgement (Rungs.list_may_finish)
         self.finish(key)
         return key, self.paused.pop(key)[2]
 

@@ -282,8 +282,9 @@ class OptunaStoreSearcher(Searcher):
         if self.rungs is None or not self.rungs.promote:
             return None
         found, finishing = self.rungs.promote_one(), False
-        if found is None and self._new_trial_cut():  # a paused trial finished is a whole model; a new trial would
-            found, finishing = self.rungs.finish_one(self._rest(), self._left()), True  # run a schedule cut short
+        if found is None and self._new_trial_cut():  # a new trial would run a schedule cut short: a paused trial
+            found = self.rungs.finish_one(self._rest(), self._left(), self._judgement_near)  # finished is whole
+            finishing = True
         if found is None:
             return None
         number, epoch = found
@@ -323,8 +324,12 @@ class OptunaStoreSearcher(Searcher):
             return False
         if not self.rungs.list_may_finish(self._rest(), self._left()):  # cheap while nothing waits: rest is lazy
             return False
-        # a queued trial (a member not yet handed out) goes first, whatever schedule it gets
-        return not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return self._judgement_near()
+
+    def _judgement_near(self) -> bool:
+        """A raced list waiting for its judgement may be waited for: a trial runs that may bring it, and no queued
+        trial (a member not yet handed out, a --resume re-run) goes first, whatever schedule it gets."""
+        return bool(self.live) and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
     def _left(self) -> int:
         """Epochs a paused trial may still train: the exact budget's left, and no more than the time budget grants."""
