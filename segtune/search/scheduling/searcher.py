@@ -248,7 +248,7 @@ class OptunaStoreSearcher(Searcher):
         rest = self._planned(dead) - epoch
         if self.clock is not None:
             rest = min(rest, max(1, self.clock.grant(self.budget.max_epochs)))
-        return epoch + self.budget.rerun(trial.number, rest)
+        return epoch + self.budget.schedule(trial.number, rest)
 
     def _training_seed(self, trial: optuna.Trial) -> int:
         """The seed a trial trains with: search.seed's share plus its number, or, for a --resume re-run, the seed the

@@ -57,12 +57,7 @@ class Budget:
 
     def start(self, trial: int) -> int:
         """Trial ``trial`` starts: the epochs it may train (``max_epochs``, fewer at the end of an exact budget)."""
-        if self.exact:
-            granted = max(0, min(self.max_epochs, self.left or 0))
-            self.reserved[trial] = granted
-            return granted
-        self.reserved[trial] = self.first_rung
-        return self.max_epochs
+        return self.schedule(trial, self.max_epochs)
 
     def resume(self, trial: int, epochs_left: int) -> bool:
         """A paused trial runs on: an exact budget reserves the rest of its schedule, if it still can."""
@@ -72,9 +67,10 @@ class Budget:
             self.reserved[trial] = epochs_left
         return True
 
-    def rerun(self, trial: int, rest: int) -> int:
-        """A --resume re-run goes on from its dead trial's state with ``rest`` epochs of that trial's schedule to go:
-        the epochs it may train (an exact budget's left caps them: its schedule then ends there), reserved."""
+    def schedule(self, trial: int, rest: int) -> int:
+        """Trial ``trial`` has ``rest`` epochs of its schedule to go (``max_epochs`` for a new trial; a --resume re-run
+        goes on from its dead trial's state): the epochs it may train (an exact budget's left caps them: its schedule
+        then ends there), reserved."""
         if self.exact:
             rest = max(0, min(rest, self.left or 0))
             self.reserved[trial] = rest
